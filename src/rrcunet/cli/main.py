@@ -1,0 +1,76 @@
+"""Entry point of the ``rrcunet`` console script.
+
+Sub-commands are discovered from :data:`COMMAND_MODULES`; a module that is not present yet (a
+pipeline stage still being built) is skipped, so the CLI always starts. User errors
+(:class:`rrcunet.errors.RRcUNetError`) are printed as one line, without a traceback, and give exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from rrcunet import __version__
+from rrcunet.errors import RRcUNetError
+
+# Help order follows the pipeline: data → model → training → inference → evaluation.
+COMMAND_MODULES: tuple[str, ...] = (
+    "rrcunet.cli.cmd_demo",
+    "rrcunet.cli.cmd_phantoms",
+    "rrcunet.cli.cmd_convert",
+    "rrcunet.cli.cmd_import",
+    "rrcunet.cli.cmd_lungmask",
+    "rrcunet.cli.cmd_models",
+    "rrcunet.cli.cmd_train",
+    "rrcunet.cli.cmd_predict",
+    "rrcunet.cli.cmd_evaluate",
+    "rrcunet.cli.cmd_export",
+    "rrcunet.cli.cmd_experiment",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rrcunet",
+        description="RRc-UNet 3D lung-tumour segmentation for chest CT.",
+    )
+    parser.add_argument("--version", action="version", version=f"rrcunet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # the command itself is not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except RRcUNetError as exc:
+        print(f"rrcunet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rrcunet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

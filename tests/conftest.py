@@ -1,0 +1,37 @@
+"""Shared test fixtures.
+
+Real scans are read in place from ``../shared/realdata`` (next to the repository root), or from
+``$RRCUNET_REALDATA``; tests that need them skip, naming the folder, when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("RRCUNET_REALDATA", REPO_ROOT.parent / "shared" / "realdata"))
+
+
+def realdata_path(*parts: str) -> Path:
+    """Return a path inside the shared real-data folder, or skip the test with the reason."""
+    path = REALDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (set RRCUNET_REALDATA or place ../shared/realdata)")
+    return path
+
+
+@pytest.fixture
+def realdata():
+    return realdata_path
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    # Keep tests deterministic and polite on 2-core CI.
+    import torch
+
+    torch.manual_seed(0)
+    yield
