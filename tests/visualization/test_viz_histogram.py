@@ -23,7 +23,7 @@ def test_paper_counts_reproduced():
 
 def test_empty_and_invalid():
     assert sum(dice_bins([]).values()) == 0
-    with pytest.raises(InputError, match=r"Dice score #1 is 1.2, outside \[0, 1\]"):
+    with pytest.raises(InputError, match=r"Dice scores must lie in \[0, 1\]; got \[1.2\]"):
         dice_bins([0.5, 1.2])
     with pytest.raises(InputError, match="Dice score #0 is not a number"):
         dice_bins(["abc"])  # type: ignore[list-item]

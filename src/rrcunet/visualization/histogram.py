@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rrcunet.errors import InputError
+from rrcunet.evaluation.metrics import dice_histogram as metrics_dice_histogram
 from rrcunet.visualization._render import new_figure, save_png
 
 __all__ = ["DICE_BINS", "UNDEFINED", "dice_bins", "dice_histogram"]
@@ -37,19 +38,11 @@ DICE_BINS: dict[str, tuple[float, float, bool, bool]] = {
     "> 0.8": (0.8, 1.0, False, True),
 }
 UNDEFINED = "undefined"
+_EDGES = (0.5, 0.75, 0.8)
 
 # Red → green, colour-blind-distinguishable by lightness as well as hue.
 _BIN_COLORS = ("#d55e00", "#e69f00", "#8fbc5a", "#2e8b57")
 _UNDEFINED_COLOR = "#9e9e9e"
-
-
-def _bin_of(d: float) -> str:
-    for name, (lo, hi, lo_closed, hi_closed) in DICE_BINS.items():
-        above = d >= lo if lo_closed else d > lo
-        below = d <= hi if hi_closed else d < hi
-        if above and below:
-            return name
-    raise AssertionError(f"unreachable: {d} fits no bin")  # the caller checked 0 <= d <= 1
 
 
 def _interval(name: str) -> str:
@@ -77,19 +70,16 @@ def dice_bins(dices: Sequence[float]) -> dict[str, int]:
         >>> dice_bins([0.2, 0.5, 0.75, 0.8, 0.81, float("nan")])
         {'< 0.5': 1, '0.5–0.75': 1, '0.75–0.8': 2, '> 0.8': 1, 'undefined': 1}
     """
-    counts = {name: 0 for name in DICE_BINS}
-    counts[UNDEFINED] = 0
+    values = []
     for i, value in enumerate(dices):
         try:
-            d = float(value)
+            values.append(float(value))
         except (TypeError, ValueError):
             raise InputError(f"Dice score #{i} is not a number: {value!r}") from None
-        if math.isnan(d):
-            counts[UNDEFINED] += 1
-            continue
-        if not 0.0 <= d <= 1.0:
-            raise InputError(f"Dice score #{i} is {d}, outside [0, 1]; per-case Dice must lie in [0, 1] (or be NaN)")
-        counts[_bin_of(d)] += 1
+    # One binning rule for the whole package: rrcunet.evaluation.metrics.dice_histogram.
+    hist = metrics_dice_histogram(values, edges=_EDGES)
+    counts = dict(zip(DICE_BINS, hist.counts))
+    counts[UNDEFINED] = hist.n_nan
     return counts
 
 
