@@ -48,11 +48,20 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _chmod_like_new_file(tmp)
         os.replace(tmp, final_p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _chmod_like_new_file(path: Path) -> None:
+    """Give ``path`` the permissions a plain ``open(..., "w")`` would (mkstemp creates 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:

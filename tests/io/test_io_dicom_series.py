@@ -1,0 +1,202 @@
+"""DICOM series: write_ct_series → read round trips, the series-choice rule and hostile folders."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from scipy.spatial.transform import Rotation
+
+from rrcunet.errors import InputError
+from rrcunet.io import Geometry, Volume, list_dicom_series, read_dicom_series, read_image, write_ct_series
+
+OBLIQUE = tuple(Rotation.from_euler("xyz", [10.0, -20.0, 30.0], degrees=True).as_matrix().ravel())
+
+
+def _ct(shape=(20, 16, 8), direction=OBLIQUE, seed=0, spacing=(0.7, 0.9, 2.5)) -> Volume:
+    rng = np.random.default_rng(seed)
+    g = Geometry(shape, spacing, (-10.5, 20.25, -100.0), direction)
+    return Volume(rng.integers(-1024, 2000, size=shape).astype(np.int16), g)
+
+
+def _edit(folder, **tags):
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f)
+        for k, v in tags.items():
+            setattr(ds, k, v)
+        ds.save_as(f)
+
+
+def test_round_trip_oblique_anisotropic(tmp_path):
+    ct = _ct()
+    files = write_ct_series(ct, tmp_path / "s", patient_id="P1")
+    assert len(files) == 8 and all(f.exists() for f in files)
+    back = read_image(tmp_path / "s")
+    assert np.array_equal(back.array, ct.array)
+    assert back.geometry.same_grid(ct.geometry, atol=1e-6)
+    info = back.meta["dicom"]
+    assert info.patient_id == "P1" and info.modality == "CT" and len(info.sop_instance_uids) == 8
+    assert [f.split("/")[-1] for f in info.files] == [f.name for f in files]  # slice order = k order
+
+
+def test_written_tags_match_geometry(tmp_path):
+    ct = _ct(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    files = write_ct_series(ct, tmp_path / "s", patient_id="P1")
+    ds = pydicom.dcmread(files[2])
+    # hand-derived: IPP of slice 2 = origin + 2 * 2.5 mm along z; PixelSpacing = (row, column) spacing
+    assert np.allclose([float(v) for v in ds.ImagePositionPatient], [-10.5, 20.25, -95.0])
+    assert [float(v) for v in ds.PixelSpacing] == [0.9, 0.7]
+    assert (ds.Rows, ds.Columns) == (16, 20) and ds.Modality == "CT" and float(ds.RescaleIntercept) == -1024
+    assert int(ds.pixel_array[3, 5]) - 1024 == int(ct.array[5, 3, 2])
+
+
+def test_left_handed_volume_written_in_reverse_slice_order(tmp_path):
+    ct = _ct(direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    write_ct_series(ct, tmp_path / "s", patient_id="P1")
+    back = read_image(tmp_path / "s")
+    # same physical image: the voxel at index (i, j, k) of the original is at (i, j, n-1-k)
+    assert np.array_equal(back.array, ct.array[:, :, ::-1])
+    assert np.allclose(back.geometry.index_to_physical([0, 0, 0]), ct.geometry.index_to_physical([0, 0, 7]))
+
+
+def test_rescale_slope_gives_float(tmp_path):
+    write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    _edit(tmp_path / "s", RescaleSlope=0.5)
+    back = read_image(tmp_path / "s")
+    ref = _ct()
+    assert back.array.dtype == np.float32
+    assert np.allclose(back.array, (ref.array.astype(np.float64) + 1024) * 0.5 - 1024)
+
+
+def test_folder_with_two_series_chooses_ct_with_most_slices(tmp_path, caplog):
+    write_ct_series(_ct(shape=(20, 16, 8)), tmp_path / "d" / "a", patient_id="P1", series_description="long")
+    write_ct_series(_ct(shape=(20, 16, 5), seed=1), tmp_path / "d" / "b", patient_id="P1", series_description="short")
+    with caplog.at_level(logging.INFO, logger="rrcunet.io.dicom_series"):
+        vol = read_image(tmp_path / "d")
+    assert vol.shape == (20, 16, 8) and vol.meta["dicom"].series_description == "long"
+    assert "skipped series CT 'short'" in caplog.text
+    uid_short = next(s.series_uid for s in list_dicom_series(tmp_path / "d") if s.description == "short")
+    assert read_image(tmp_path / "d", series_uid=uid_short).shape == (20, 16, 5)
+    with pytest.raises(InputError, match="series_uid 1.2.3 is not in this folder"):
+        read_image(tmp_path / "d", series_uid="1.2.3")
+
+
+def test_non_ct_series_is_skipped_in_favour_of_ct(tmp_path):
+    write_ct_series(_ct(shape=(20, 16, 8)), tmp_path / "d" / "mr", patient_id="P1")
+    _edit(tmp_path / "d" / "mr", Modality="MR")
+    write_ct_series(_ct(shape=(20, 16, 4)), tmp_path / "d" / "ct", patient_id="P1")
+    assert read_image(tmp_path / "d").meta["dicom"].modality == "CT"
+
+
+def test_two_ct_series_with_equal_slice_counts_is_ambiguous(tmp_path):
+    write_ct_series(_ct(), tmp_path / "d" / "a", patient_id="P1")
+    write_ct_series(_ct(seed=2), tmp_path / "d" / "b", patient_id="P1")
+    with pytest.raises(InputError, match="holds 2 CT series with 8 slices each.*Pass series_uid="):
+        read_image(tmp_path / "d")
+
+
+def test_non_ct_modality_refused_unless_allowed(tmp_path):
+    write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    _edit(tmp_path / "s", Modality="MR")
+    with pytest.raises(InputError, match="holds no CT series.*allow_non_ct=True"):
+        read_image(tmp_path / "s")
+    assert read_image(tmp_path / "s", allow_non_ct=True).meta["dicom"].modality == "MR"
+
+
+def test_missing_slice_reported_with_gap_position(tmp_path):
+    files = write_ct_series(_ct(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)), tmp_path / "s", patient_id="P1")
+    files[3].unlink()  # slice at z = -100 + 3 * 2.5 = -92.5 mm
+    with pytest.raises(InputError, match=r"gap 5.000 mm between -95.000 and -90.000 mm \(≈1 missing slice"):
+        read_image(tmp_path / "s")
+    vol = read_image(tmp_path / "s", allow_nonuniform=True)
+    ref = _ct(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)).array.astype(np.float32)
+    assert vol.shape == (20, 16, 8) and vol.meta["dicom"].resampled
+    assert np.allclose(vol.array[:, :, 3], (ref[:, :, 2] + ref[:, :, 4]) / 2)  # linear in the gap
+    assert np.array_equal(vol.array[:, :, 5], ref[:, :, 5])
+
+
+def test_single_slice_and_two_slices_refused(tmp_path):
+    files = write_ct_series(_ct(shape=(20, 16, 2)), tmp_path / "s", patient_id="P1")
+    with pytest.raises(InputError, match="has 2 slice\\(s\\); expected a 3D CT with at least 3 slices"):
+        read_image(tmp_path / "s")
+    files[1].unlink()
+    with pytest.raises(InputError, match="has 1 slice\\(s\\)"):
+        read_image(tmp_path / "s")
+
+
+def test_duplicate_file_ignored_but_conflicting_slice_refused(tmp_path):
+    files = write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    shutil.copy(files[2], tmp_path / "s" / "copy_of_3.dcm")
+    assert read_image(tmp_path / "s").shape == (20, 16, 8)
+    ds = pydicom.dcmread(files[2])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(tmp_path / "s" / "copy_of_3.dcm")
+    with pytest.raises(InputError, match="two different slices at the same position"):
+        read_image(tmp_path / "s")
+
+
+def test_empty_missing_and_non_dicom_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="the folder is empty"):
+        read_dicom_series(tmp_path / "empty")
+    with pytest.raises(InputError, match="no such folder"):
+        read_dicom_series(tmp_path / "missing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="none of its 1 file\\(s\\) is a DICOM file"):
+        read_image(tmp_path / "junk")
+
+
+def test_mixed_slice_sizes_and_tilt_refused(tmp_path):
+    files = write_ct_series(_ct(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)), tmp_path / "s", patient_id="P1")
+    ds = pydicom.dcmread(files[-1])
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1] + 3.0, ipp[2]]  # 3 mm sideways: a sheared / tilted stack
+    ds.save_as(files[-1])
+    with pytest.raises(InputError, match="gantry tilt"):
+        read_image(tmp_path / "s")
+    ds.ImagePositionPatient = ipp
+    ds.Rows = 8
+    ds.PixelData = ds.PixelData[: 8 * 20 * 2]
+    ds.save_as(files[-1])
+    with pytest.raises(InputError, match="slice size 20×8 differs from 20×16"):
+        read_image(tmp_path / "s")
+
+
+def test_corrupt_pixel_data_named(tmp_path):
+    files = write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    ds = pydicom.dcmread(files[4])
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(files[4])
+    with pytest.raises(InputError, match=r"CT_0005.dcm: cannot decode the pixel data"):
+        read_image(tmp_path / "s")
+
+
+def test_one_file_of_a_series_reads_the_series(tmp_path):
+    files = write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    assert read_image(files[0]).shape == (20, 16, 8)
+
+
+def test_too_many_voxels_refused_before_decoding(tmp_path):
+    write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    with pytest.raises(InputError, match="exceeds the limit of 100 voxels"):
+        read_image(tmp_path / "s", max_voxels=100)
+
+
+def test_existing_output_folder_refused(tmp_path):
+    write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    with pytest.raises(InputError, match="already exists and is not empty"):
+        write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    write_ct_series(_ct(shape=(20, 16, 4)), tmp_path / "s", patient_id="P1", overwrite=True)
+    assert len(list((tmp_path / "s").iterdir())) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temporary folders left
+
+
+def test_file_truncated_in_its_header_counts_as_a_missing_slice(tmp_path):
+    files = write_ct_series(_ct(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)), tmp_path / "s", patient_id="P1")
+    files[4].write_bytes(files[4].read_bytes()[:200])  # preamble + a few bytes: unreadable
+    with pytest.raises(InputError, match=r"≈1 missing slice\(s\) after CT_0004.dcm"):
+        read_image(tmp_path / "s")
