@@ -1,0 +1,139 @@
+"""Classical lung-region extractor on an analytic chest with juxta-pleural / juxta-mediastinal tumours."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from rrcunet.errors import ConfigError, InputError
+from rrcunet.io.volume import Geometry, Volume
+from rrcunet.lungmask import LUNGMASK_METHODS, ClassicalLungConfig, check_method, extract_lungs
+from rrcunet.preprocessing import PreprocessConfig, preprocess
+from tests.lungmask.chest import synthetic_chest
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def chest():
+    return synthetic_chest()
+
+
+@pytest.fixture(scope="module")
+def chest_mask(chest):
+    return extract_lungs(chest.ct)
+
+
+def test_output_is_a_01_label_on_the_input_grid(chest, chest_mask):
+    assert chest_mask.geometry == chest.ct.geometry
+    assert chest_mask.kind == "label" and chest_mask.array.dtype == np.uint8
+    assert set(np.unique(chest_mask.array)) == {0, 1}
+
+
+def test_tumours_touching_wall_and_mediastinum_are_inside(chest, chest_mask):
+    mask = chest_mask.array.astype(bool)
+    for name, tumour in (("chest wall", chest.tumour_wall), ("mediastinum", chest.tumour_mediastinum)):
+        inside = (mask & tumour).sum() / tumour.sum()
+        assert inside >= 0.95, f"only {inside:.1%} of the tumour touching the {name} is in the lung mask"
+
+
+def test_lung_region_matches_and_trachea_body_and_air_are_outside(chest, chest_mask):
+    mask = chest_mask.array.astype(bool)
+    assert _dice(mask, chest.lung_region) >= 0.95
+    assert not (mask & chest.trachea).any(), "trachea lumen is in the lung mask"
+    assert not (mask & ~chest.body).any(), "air outside the body is in the lung mask"
+    # body tissue more than 5 mm from the lung region must stay out
+    far = ndi.distance_transform_edt(~chest.lung_region, sampling=chest.ct.spacing) > 5.0
+    assert not (mask & chest.body & far).any(), "body tissue away from the lungs is in the lung mask"
+
+
+def test_result_does_not_depend_on_the_array_axis_order(chest, chest_mask):
+    """Same anatomy stored flipped and transposed (direction adjusted) gives the same voxels."""
+    ct = chest.ct
+    arr = np.flip(ct.array, axis=0).transpose(1, 0, 2)
+    g = ct.geometry
+    d = g.direction_matrix
+    new_d = np.stack([d[:, 1], -d[:, 0], d[:, 2]], axis=1)
+    origin = g.index_to_physical(np.array([g.shape[0] - 1, 0, 0]))
+    geometry = Geometry((g.shape[1], g.shape[0], g.shape[2]), (g.spacing[1], g.spacing[0], g.spacing[2]),
+                        tuple(origin), tuple(new_d.ravel()))
+    mask = extract_lungs(Volume(np.ascontiguousarray(arr), geometry, "image"))
+    expected = np.flip(chest_mask.array, axis=0).transpose(1, 0, 2)
+    np.testing.assert_array_equal(mask.array, expected)
+
+
+def test_cropped_field_of_view_keeps_the_cut_lung(chest):
+    """A lung cut by the edge of the field of view is not mistaken for outside air."""
+    ct = chest.ct
+    x0 = int(np.flatnonzero(chest.lungs.any(axis=(1, 2)))[-1]) - 25  # cut through the left lung
+    sub = Volume(np.ascontiguousarray(ct.array[x0:]), Geometry(
+        (ct.shape[0] - x0, *ct.shape[1:]), ct.spacing, tuple(ct.geometry.index_to_physical(np.array([x0, 0, 0]))),
+        ct.direction), "image")
+    mask = extract_lungs(sub).array.astype(bool)
+    truth = chest.lung_region[x0:]
+    assert _dice(mask, truth) >= 0.9
+    assert not (mask & ~chest.body[x0:]).any()
+
+
+def test_no_lung_gives_an_empty_mask_and_a_warning(caplog):
+    g = Geometry((24, 20, 6), (2.0, 2.0, 5.0))
+    ct = Volume(np.full(g.shape, 40, dtype=np.int16), g, "image")
+    with caplog.at_level(logging.WARNING):
+        mask = extract_lungs(ct)
+    assert mask.array.sum() == 0 and mask.geometry == g
+    assert "no lung-like air" in caplog.text
+
+
+def test_label_input_is_refused():
+    g = Geometry((8, 8, 4), (1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="needs a CT image in HU"):
+        extract_lungs(Volume(np.zeros(g.shape, np.uint8), g, "label"))
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+def test_registry_lists_the_methods_the_cli_offers():
+    from rrcunet.cli.main import build_parser
+
+    assert set(LUNGMASK_METHODS) == {"classical", "coordunet"}
+    help_text = build_parser()._subparsers._group_actions[0].choices["lungmask"].format_help()
+    for name in LUNGMASK_METHODS:
+        assert name in help_text
+
+
+def test_coordunet_needs_a_model():
+    with pytest.raises(ConfigError, match="needs --model"):
+        check_method("coordunet")
+    g = Geometry((8, 8, 4), (1.0, 1.0, 1.0))
+    with pytest.raises(ConfigError, match="needs --model"):
+        extract_lungs(Volume(np.zeros(g.shape, np.int16), g), method="coordunet")
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"method": "otsu"}, "unknown lung-mask method 'otsu'"),
+        ({"model": "x.safetensors"}, "takes no model"),
+        ({"radius": 3}, r"unknown option\(s\) \['radius'\]"),
+        ({"config": ClassicalLungConfig(), "air_hu": -500}, "either config= or individual options"),
+        ({"fill_radius_mm": -1.0}, "fill_radius_mm must be a positive number"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, message):
+    g = Geometry((8, 8, 4), (1.0, 1.0, 1.0))
+    with pytest.raises(ConfigError, match=message):
+        extract_lungs(Volume(np.zeros(g.shape, np.int16), g), **kwargs)
+
+
+def test_preprocess_computes_the_lung_channel_when_none_is_given(chest, chest_mask):
+    cfg = PreprocessConfig(target_shape=(48, 40, 16))
+    auto = preprocess(chest.ct, config=cfg)
+    given = preprocess(chest.ct, chest_mask, config=cfg)
+    np.testing.assert_array_equal(auto.image, given.image)
+    assert auto.image[1].sum() > 0
