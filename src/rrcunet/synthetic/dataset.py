@@ -1,0 +1,171 @@
+"""Writing phantom datasets in the canonical prepared layout (see :mod:`rrcunet.data`):
+:func:`write_phantom_dataset`.
+
+Layout (one patient per case)::
+
+    OUT/manifest.json            DatasetManifest; each case's ``source`` holds the phantom facts
+    OUT/images/<case>.nii.gz     CT in HU (int16)
+    OUT/labels/<case>.nii.gz     0 background, 1 lung, 2 tumour
+    OUT/lungs/<case>.nii.gz      0/1 lung region (lung ∪ tumours)
+    OUT/dicom/<case>/ct/         with ``dicom=True``: the CT as a DICOM series,
+    OUT/dicom/<case>/rtstruct.dcm    an RTSTRUCT (ROIs "Lung", "Tumour"),
+    OUT/dicom/<case>/seg.dcm         and a DICOM SEG (segments "Lung", "Tumour")
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, make_split
+from rrcunet.errors import ConfigError, InputError
+from rrcunet.synthetic.config import PRESETS, PhantomConfig
+from rrcunet.synthetic.phantom import Phantom, generate_phantom
+
+log = logging.getLogger(__name__)
+
+LAYOUT_DIRS = ("images", "labels", "lungs", "dicom")
+ROI_NAMES = {1: "Lung", 2: "Tumour"}
+
+
+def case_id(index: int) -> str:
+    return f"phantom_{index:04d}"
+
+
+def case_seed(seed: int, index: int) -> int:
+    """The phantom seed of case ``index`` of a dataset seeded with ``seed`` (a 31-bit integer)."""
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint32)[0]
+    return int(state) & 0x7FFFFFFF
+
+
+def _uid(*parts: Any) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=["rrcunet.synthetic", *map(str, parts)])
+
+
+def _existing_outputs(out: Path) -> list[Path]:
+    found = []
+    if (out / MANIFEST_NAME).exists():
+        found.append(out / MANIFEST_NAME)
+    for d in LAYOUT_DIRS:
+        sub = out / d
+        if sub.is_dir():
+            found.extend(sorted(sub.glob("phantom_*")))
+    return found
+
+
+def _clear(found: list[Path]) -> None:
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def write_dicom(phantom: Phantom, folder: Path, *, patient_id: str, seed: int, overwrite: bool) -> dict[str, str]:
+    """Write the phantom's CT as a DICOM series plus an RTSTRUCT and a DICOM SEG of its labels.
+
+    Returns the written paths relative to ``folder.parent.parent`` (the dataset root).
+    """
+    from rrcunet import io as rio
+
+    ct_dir = folder / "ct"
+    files = rio.write_ct_series(
+        phantom.image, ct_dir, patient_id=patient_id, patient_name=f"Phantom^{patient_id}",
+        study_uid=_uid(seed, "study"), series_uid=_uid(seed, "series"),
+        frame_of_reference_uid=_uid(seed, "frame"), series_description="rrcunet synthetic chest CT",
+        study_description="rrcunet phantom", overwrite=overwrite)
+    rt = rio.write_rtstruct(phantom.label, files, folder / "rtstruct.dcm", roi_names=ROI_NAMES,
+                            structure_set_label="phantom", overwrite=overwrite)
+    seg = rio.write_seg(phantom.label, files, folder / "seg.dcm", segment_labels=ROI_NAMES,
+                        algorithm_name=None, series_description="phantom ground truth", overwrite=overwrite)
+    root = folder.parent.parent
+    return {"ct": ct_dir.relative_to(root).as_posix(), "rtstruct": Path(rt).relative_to(root).as_posix(),
+            "seg": Path(seg).relative_to(root).as_posix()}
+
+
+def write_phantom_dataset(out_dir: str | Path, n: int, *, seed: int = 0, size: str = "small", dicom: bool = False,
+                          overwrite: bool = False, config: PhantomConfig | None = None, val_fraction: float = 0.2,
+                          name: str | None = None,
+                          progress: Callable[[int, int, str], None] | None = None) -> DatasetManifest:
+    """Generate ``n`` phantoms and write them as a prepared dataset (layout in the module docstring).
+
+    Args:
+        out_dir: dataset folder (created). An existing phantom dataset there is refused unless
+            ``overwrite``; with ``overwrite`` its manifest and ``phantom_*`` files are replaced
+            (nothing else in the folder is touched).
+        n: number of cases (≥ 1).
+        seed: dataset seed; case ``i`` uses :func:`case_seed` ``(seed, i)``, so a dataset of ``n``
+            cases is the first ``n`` cases of any larger one with the same seed.
+        size: preset name (``"small"`` or ``"full"``); ignored when ``config`` is given.
+        dicom: also write a DICOM CT series, an RTSTRUCT and a DICOM SEG per case.
+        config: a full :class:`PhantomConfig` (overrides ``size``).
+        val_fraction: fraction of patients in the validation split (seeded with ``seed``).
+        name: dataset name in the manifest (default ``phantoms-<preset>-seed<seed>``).
+        progress: called as ``progress(i, n, case_id)`` after each case.
+
+    Returns:
+        The saved :class:`~rrcunet.data.manifest.DatasetManifest`.
+
+    Example::
+
+        manifest = write_phantom_dataset("data/phantoms", 8, seed=0, size="small")
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"number of phantoms must be an integer >= 1, not {n!r}")
+    if config is None:
+        if size not in PRESETS:
+            raise ConfigError(f"unknown phantom size {size!r}; choose one of {sorted(PRESETS)}")
+        config = PhantomConfig.preset(size)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder; choose a folder path")
+    found = _existing_outputs(out) if out.exists() else []
+    if found and not overwrite:
+        raise InputError(f"output {out} already holds a phantom dataset ({found[0].name} …); "
+                         "pass --overwrite (overwrite=True) to replace it")
+    if found:
+        _clear(found)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from rrcunet.io import write_volume
+
+    cases: list[CaseEntry] = []
+    for i in range(int(n)):
+        cid = case_id(i)
+        s = case_seed(seed, i)
+        t0 = time.perf_counter()
+        ph = generate_phantom(s, config=config)
+        rel = {d: f"{d}/{cid}.nii.gz" for d in ("images", "labels", "lungs")}
+        write_volume(ph.image, out / rel["images"], overwrite=overwrite)
+        write_volume(ph.label, out / rel["labels"], overwrite=overwrite)
+        write_volume(ph.lungs, out / rel["lungs"], overwrite=overwrite)
+        facts = ph.facts.to_dict()
+        source: dict[str, Any] = {"dataset": "rrcunet-phantoms", "case_index": i, "dataset_seed": int(seed), **facts}
+        if config != PRESETS.get(config.name):
+            source["config"] = facts["config"]  # a custom config: keep it for reproducibility
+        else:
+            source.pop("config", None)
+        if dicom:
+            source["dicom"] = write_dicom(ph, out / "dicom" / cid, patient_id=cid, seed=s, overwrite=overwrite)
+        cases.append(CaseEntry(case_id=cid, image=rel["images"], label=rel["labels"], lung=rel["lungs"],
+                               patient=cid, source=source))
+        log.info("phantom %s (seed %d): %s, %d tumour(s), %.1f s", cid, s, "×".join(map(str, ph.image.shape)),
+                 len(ph.facts.tumours), time.perf_counter() - t0)
+        if progress is not None:
+            progress(i + 1, int(n), cid)
+    split = make_split(cases, val_fraction=val_fraction, seed=int(seed))
+    manifest = DatasetManifest(
+        name=name or f"phantoms-{config.name}-seed{seed}", cases=tuple(cases), split=split,
+        description=(f"rrcunet synthetic chest-CT phantoms: {n} case(s), preset {config.name!r}, seed {seed}"
+                     + (", with DICOM CT/RTSTRUCT/SEG" if dicom else "") + ". See docs/phantoms.md."),
+    )
+    manifest.save(out)
+    return manifest
