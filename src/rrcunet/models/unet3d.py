@@ -1,0 +1,338 @@
+"""RRc-UNet 3D and its ablation variants: one U-Net that wires blocks into encoder, decoder and head.
+
+:class:`UNet3D` is the network of §3.1 / Fig. 1 / Table 1 with the level block chosen by name
+(``block="rrc"`` is RRc-UNet 3D; ``"cgpd"``, ``"residual"``, ``"recurrent"``, ``"unet"`` are the
+§4.5 ablations and the plain 3D U-Net). It only wires blocks from :mod:`rrcunet.models.blocks`:
+
+* ``encoder.stages.{i}`` (``i = 0 .. levels-1``): [max-pool 2 when ``i > 0``] → block → dropout;
+  level ``i`` outputs ``filters[i]`` channels at ``1/2**i`` of the input size. Level
+  ``levels-1`` is the bottleneck.
+* ``decoder.upsamples.{i}`` / ``decoder.stages.{i}`` (``i = levels-2 .. 0``, indexed by the level
+  they produce): upsample the level ``i+1`` output by 2, concatenate the encoder skip of level
+  ``i``, block → dropout, giving ``filters[i]`` channels.
+* ``head``: 1×1×1 Conv3d to ``out_channels`` logits.
+
+The levels are built in flat loops over ``nn.ModuleList`` (no recursion), so state-dict keys read
+``encoder.stages.2.block.recurrent.0.unit.conv.weight`` and do not move when options change.
+Options such as ``checkpointing`` or ``dropout`` add no parameters and never change keys.
+
+Tensor layout is ``(B, C, X, Y, Z)``, i.e. Table 1's ``c × w × h × d``; the spatial size must be
+divisible by ``2 ** (levels - 1)`` (16 for the paper's 5 levels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from rrcunet.errors import ConfigError, InputError
+from rrcunet.models.blocks import BLOCK_REGISTRY, make_block
+from rrcunet.models.blocks.common import check_choice, check_kernel_size, check_positive_int, per_level
+from rrcunet.models.blocks.rrc import JOINS
+from rrcunet.models.blocks.upsample import UPSAMPLE_MODES, upsample2x
+
+UP_CHANNELS = ("keep", "halve")
+
+
+class Stage(nn.Module):
+    """One level of the encoder or decoder: ``block`` then ``dropout``.
+
+    With ``checkpointing`` on (and autograd recording), the block's activations are not kept for
+    the backward pass but recomputed (``torch.utils.checkpoint``, non-reentrant; the RNG state is
+    restored so dropout inside a block replays identically). This trades about one extra block
+    forward for most of the activation memory, which dominates 3D training.
+
+    Args:
+        block: the level block.
+        dropout: dropout probability after the block (no layer when 0 or when the block has its
+            own dropout, ``block.owns_dropout``).
+    """
+
+    def __init__(self, block: nn.Module, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.block = block
+        owns = bool(getattr(block, "owns_dropout", False))
+        self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 and not owns else nn.Identity()
+        self.checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled():
+            x = checkpoint(self.block, x, use_reentrant=False)
+        else:
+            x = self.block(x)
+        return self.dropout(x)
+
+
+class Encoder(nn.Module):
+    """Contracting path: ``stages[i]`` = [max-pool 2 if ``i > 0``] → block → dropout.
+
+    Args:
+        in_channels: network input channels.
+        filters: output channels per level.
+        block: block type name (see :data:`rrcunet.models.blocks.BLOCK_REGISTRY`).
+        t: per-level RB applications.
+        dropout: per-level dropout probability.
+        block_options: other block options (``join``, ``kernel_size``, ...).
+
+    Returns (forward):
+        the list of every level's output, shallowest first (the skips; the last is the bottleneck).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        filters: Sequence[int],
+        block: str,
+        t: Sequence[int],
+        dropout: Sequence[float],
+        block_options: dict[str, object],
+    ) -> None:
+        super().__init__()
+        self.out_channels = list(filters)
+        self.pool = nn.MaxPool3d(kernel_size=2, stride=2)
+        self.stages = nn.ModuleList()
+        channels = in_channels
+        for level, width in enumerate(filters):
+            blk = make_block(block, channels, width, t=t[level], dropout=dropout[level], **block_options)
+            self.stages.append(Stage(blk, dropout=dropout[level]))
+            channels = width
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        skips = []
+        for level, stage in enumerate(self.stages):
+            if level:
+                x = self.pool(x)
+            x = stage(x)
+            skips.append(x)
+        return skips
+
+
+class Decoder(nn.Module):
+    """Expansive path, built from the encoder's output channels.
+
+    ``upsamples[i]`` brings level ``i+1`` (``encoder_channels[i+1]`` channels) to level ``i``'s
+    size with ``encoder_channels[i+1]`` channels (``up_channels="keep"``) or half as many
+    (``"halve"``); ``stages[i]`` maps the concatenation with the level-``i`` skip to
+    ``encoder_channels[i]`` channels.
+
+    Args:
+        encoder_channels: the encoder's output channels per level.
+        block: block type name.
+        up_channels: ``"keep"`` or ``"halve"`` (channels after upsampling).
+        upsample: ``"transpose"`` or ``"interp"``.
+        t: per-level RB applications.
+        dropout: per-level dropout probability.
+        block_options: other block options.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder_channels: Sequence[int],
+        block: str,
+        up_channels: str,
+        upsample: str,
+        t: Sequence[int],
+        dropout: Sequence[float],
+        block_options: dict[str, object],
+    ) -> None:
+        super().__init__()
+        self.upsamples = nn.ModuleList()
+        self.stages = nn.ModuleList()
+        for level in range(len(encoder_channels) - 1):
+            deeper = encoder_channels[level + 1]
+            up = deeper if up_channels == "keep" else deeper // 2
+            self.upsamples.append(upsample2x(deeper, up, upsample))
+            blk = make_block(
+                block,
+                up + encoder_channels[level],
+                encoder_channels[level],
+                t=t[level],
+                dropout=dropout[level],
+                **block_options,
+            )
+            self.stages.append(Stage(blk, dropout=dropout[level]))
+
+    def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        pending = list(skips)  # popped as used, so inference frees each skip right after its concat
+        x = pending.pop()
+        for level in reversed(range(len(self.stages))):
+            x = self.upsamples[level](x)
+            x = torch.cat((x, pending.pop()), dim=1)
+            x = self.stages[level](x)
+        return x
+
+
+class UNet3D(nn.Module):
+    """3D U-Net whose levels are one block type; the default is RRc-UNet 3D as in Table 1.
+
+    Args:
+        in_channels: input channels (2: CT and lung-region map).
+        out_channels: output classes (3: background, lung, tumour); raw logits are returned.
+        levels: number of resolution levels (paper: 5); input sizes must be divisible by
+            ``2 ** (levels - 1)``.
+        base_filters: filters at level 0 when ``filters`` is None; level ``i`` gets
+            ``base_filters * 2**i`` (32-64-128-256-512 for the paper).
+        filters: explicit output channels per level (length ``levels``), overriding
+            ``base_filters``.
+        block: level block type, a key of :data:`rrcunet.models.blocks.BLOCK_REGISTRY`:
+            ``"rrc"``, ``"cgpd"``, ``"residual"``, ``"recurrent"`` or ``"unet"``.
+        t: applications of each Recurrent Block's shared unit (``rrc`` and ``recurrent``
+            blocks); an int is used at every level, a list gives one per level.
+        join: how the RRc block joins the RB output with its entry convolution: ``"cat"``
+            (paper text, default) or ``"add"`` (R2U-Net).
+        up_channels: channels after decoder upsampling: ``"keep"`` (Table 1, default) or
+            ``"halve"`` (§3.1 text).
+        upsample: ``"transpose"`` (ConvTranspose3d k=2 s=2, default) or ``"interp"`` (1×1×1
+            conv then trilinear ×2).
+        kernel_size: kernel of the block convolutions.
+        entry_kernel_size: kernel of the RRc / recurrent blocks' entry convolution (1, as R2U-Net).
+        norm_groups: requested GroupNorm groups (``gcd(channels, norm_groups)`` are used).
+        dropout: dropout probability after every block (float or one per level). The paper
+            gives no value; 0.1 is our default.
+        checkpointing: recompute each block in the backward pass instead of storing its
+            activations (saves memory during training, costs ~one extra forward).
+
+    Shapes:
+        input ``(B, in_channels, X, Y, Z)`` → logits ``(B, out_channels, X, Y, Z)``.
+
+    Example::
+
+        >>> net = UNet3D(levels=3, base_filters=4)
+        >>> net(torch.zeros(1, 2, 16, 16, 8)).shape
+        torch.Size([1, 3, 16, 16, 8])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 2,
+        out_channels: int = 3,
+        levels: int = 5,
+        base_filters: int = 32,
+        filters: Sequence[int] | None = None,
+        block: str = "rrc",
+        t: int | Sequence[int] = 2,
+        join: str = "cat",
+        up_channels: str = "keep",
+        upsample: str = "transpose",
+        kernel_size: int = 3,
+        entry_kernel_size: int = 1,
+        norm_groups: int = 8,
+        dropout: float | Sequence[float] = 0.1,
+        checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("out_channels", out_channels)
+        check_positive_int("levels", levels, minimum=2)
+        if block not in BLOCK_REGISTRY:
+            raise ConfigError(f"unknown block type {block!r}: known block types are {', '.join(sorted(BLOCK_REGISTRY))}")
+        check_choice("join", join, JOINS)
+        check_choice("up_channels", up_channels, UP_CHANNELS)
+        check_choice("upsample", upsample, UPSAMPLE_MODES)
+        check_kernel_size("kernel_size", kernel_size)
+        check_kernel_size("entry_kernel_size", entry_kernel_size)
+        check_positive_int("norm_groups", norm_groups)
+        if filters is None:
+            check_positive_int("base_filters", base_filters)
+            filters = [base_filters * 2**i for i in range(levels)]
+        filters = [check_positive_int("filters", int(f)) for f in per_level("filters", list(filters), levels)]
+        if up_channels == "halve" and any(f % 2 for f in filters[1:]):
+            raise ConfigError(f"up_channels='halve' needs even filters below level 0, got filters={filters}")
+        t_levels = [check_positive_int("t", v) for v in per_level("t", t, levels)]
+        dropout_levels = [float(p) for p in per_level("dropout", dropout, levels)]
+        for p in dropout_levels:
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"model option dropout={dropout!r} is invalid: expected probabilities in [0, 1)")
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.levels = levels
+        self.filters = filters
+        self.block_type = block
+        block_options: dict[str, object] = {
+            "join": join,
+            "kernel_size": kernel_size,
+            "entry_kernel_size": entry_kernel_size,
+            "norm_groups": norm_groups,
+        }
+        self.encoder = Encoder(
+            in_channels=self._stem_channels(in_channels),
+            filters=filters,
+            block=block,
+            t=t_levels,
+            dropout=dropout_levels,
+            block_options=block_options,
+        )
+        self.decoder = Decoder(
+            encoder_channels=filters,
+            block=block,
+            up_channels=up_channels,
+            upsample=upsample,
+            t=t_levels,
+            dropout=dropout_levels,
+            block_options=block_options,
+        )
+        self.head = nn.Conv3d(self._head_channels(filters[0]), out_channels, kernel_size=1)
+        self.checkpointing = checkpointing
+
+    # Hooks for subclasses that add input channels (CoordUNet3D); identity here.
+    def _stem_channels(self, in_channels: int) -> int:
+        return in_channels
+
+    def _head_channels(self, channels: int) -> int:
+        return channels
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether every block is recomputed in the backward pass (activation checkpointing)."""
+        return self._checkpointing
+
+    @checkpointing.setter
+    def checkpointing(self, value: bool) -> None:
+        self._checkpointing = bool(value)
+        for stage in [*self.encoder.stages, *self.decoder.stages]:
+            stage.checkpointing = self._checkpointing
+
+    @property
+    def divisor(self) -> int:
+        """Every spatial input size must be a multiple of this (``2 ** (levels - 1)``)."""
+        return 2 ** (self.levels - 1)
+
+    def padded_shape(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+        """The smallest spatial shape >= ``spatial_shape`` that this network accepts."""
+        k = self.divisor
+        return tuple(int(math.ceil(s / k) * k) for s in spatial_shape)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`InputError` unless ``x`` is ``(B, in_channels, X, Y, Z)`` with sizes divisible by
+        :attr:`divisor`; the message gives the padded shape to use. Skipped while tracing (export),
+        where shapes are fixed by the example input anyway."""
+        if torch.jit.is_tracing():
+            return
+        name = type(self).__name__
+        if x.ndim != 5:
+            raise InputError(
+                f"{name} expects a 5-D tensor (batch, channels, x, y, z), got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise InputError(
+                f"{name} expects {self.in_channels} input channel(s), got {x.shape[1]} (input shape {tuple(x.shape)})"
+            )
+        spatial = tuple(int(s) for s in x.shape[2:])
+        if any(s % self.divisor for s in spatial):
+            raise InputError(
+                f"{name} with {self.levels} levels needs every spatial size divisible by {self.divisor} "
+                f"(2**(levels-1)), got {spatial}; pad the input to {self.padded_shape(spatial)} "
+                f"(e.g. monai.transforms.DivisiblePad(k={self.divisor})) and crop the output back"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.head(self.decoder(self.encoder(x)))

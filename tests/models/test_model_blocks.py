@@ -1,0 +1,132 @@
+"""Block-level behaviour: the recurrence count t, the RRc join, CGPD widths, coordinates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rrcunet.errors import ConfigError
+from rrcunet.models.blocks import (
+    AddCoords,
+    CGPDBlock,
+    RecurrentBlock,
+    RecurrentUnit,
+    ResidualBlock,
+    RRcBlock,
+    make_block,
+    norm_groups_for,
+)
+
+
+class _Affine(nn.Module):
+    """f(z) = 0.5 z + 1, a stand-in for the Conv-GN-PReLU unit so the recurrence is checkable by hand."""
+
+    def forward(self, z):
+        return 0.5 * z + 1.0
+
+
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [
+        (1, 1.5),  # h1 = f(1) = 1.5
+        (2, 2.25),  # h2 = f(1 + 1.5) = 2.25
+        (3, 2.625),  # h3 = f(1 + 2.25) = 2.625
+    ],
+)
+def test_recurrent_unit_follows_r2unet_recurrence(t, expected):
+    rb = RecurrentUnit(2, t=t)
+    rb.unit = _Affine()
+    out = rb(torch.ones(1, 2, 2, 2, 2))
+    assert torch.allclose(out, torch.full_like(out, expected))
+
+
+@pytest.mark.parametrize("t", [1, 2, 3])
+def test_t_is_the_number_of_conv_applications(t):
+    rb = RecurrentUnit(4, t=t)
+    calls = []
+    rb.unit.conv.register_forward_hook(lambda *_: calls.append(1))
+    rb(torch.randn(1, 4, 4, 4, 4))
+    assert len(calls) == t
+
+
+def test_t_changes_calls_but_not_parameters_in_the_rrc_block():
+    counts = {}
+    for t in (1, 2, 4):
+        block = RRcBlock(2, 8, t=t)
+        calls = []
+        for m in block.modules():
+            if isinstance(m, nn.Conv3d):
+                m.register_forward_hook(lambda *_: calls.append(1))
+        block(torch.randn(1, 2, 4, 4, 4))
+        counts[t] = (len(calls), sum(p.numel() for p in block.parameters()))
+    # entry conv once, then two RBs of t applications each
+    assert {t: c[0] for t, c in counts.items()} == {1: 3, 2: 5, 4: 9}
+    assert len({c[1] for c in counts.values()}) == 1
+
+
+def test_rrc_parameter_count_by_hand():
+    # join="cat", 2 -> 4 channels: inner width 2.
+    # entry Conv3d(2, 2, 1) with bias: 2*2 + 2 = 6
+    # each RB: Conv3d(2, 2, 3) without bias 2*2*27 = 108, GroupNorm(2) 2+2 = 4, PReLU 1 -> 113
+    block = RRcBlock(2, 4, join="cat")
+    assert sum(p.numel() for p in block.parameters()) == 6 + 2 * 113
+    # join="add", 2 -> 4: entry 2*4 + 4 = 12; RB 4*4*27 + 8 + 1 = 441
+    block = RRcBlock(2, 4, join="add")
+    assert sum(p.numel() for p in block.parameters()) == 12 + 2 * 441
+
+
+def test_rrc_join_concatenates_rb_output_and_entry_output():
+    block = RRcBlock(3, 8, join="cat").eval()
+    x = torch.randn(1, 3, 4, 4, 4)
+    e = block.entry(x)
+    out = block(x)
+    assert torch.equal(out[:, 4:], e)
+    assert torch.equal(out[:, :4], block.recurrent(e))
+    block = RRcBlock(3, 8, join="add").eval()
+    e = block.entry(x)
+    assert torch.allclose(block(x), block.recurrent(e) + e)
+
+
+def test_rrc_cat_needs_even_channels():
+    with pytest.raises(ConfigError, match="even number of output channels, got 5"):
+        RRcBlock(2, 5, join="cat")
+
+
+def test_cgpd_doubles_at_the_second_unit_only_when_widening():
+    enc = CGPDBlock(32, 64, dropout=0.2)
+    assert [u.conv.out_channels for u in enc.units] == [32, 64]
+    assert all(isinstance(u.adn.D, nn.Dropout) for u in enc.units)
+    dec = CGPDBlock(192, 64)
+    assert [u.conv.out_channels for u in dec.units] == [64, 64]
+    assert CGPDBlock.owns_dropout
+
+
+def test_residual_block_has_projection_only_when_channels_change():
+    block = ResidualBlock(4, 8)
+    assert isinstance(block.units[0].residual, nn.Conv3d)
+    assert isinstance(block.units[1].residual, nn.Identity)
+
+
+def test_recurrent_block_has_no_residual_join():
+    block = RecurrentBlock(2, 4).eval()
+    x = torch.randn(1, 2, 4, 4, 4)
+    assert torch.equal(block(x), block.recurrent(block.entry(x)))
+
+
+def test_norm_groups_adapt_to_channels():
+    assert [norm_groups_for(c, 8) for c in (2, 4, 16, 768, 12)] == [2, 4, 8, 8, 4]
+
+
+def test_make_block_rejects_unknown_names():
+    with pytest.raises(ConfigError, match="unknown block type 'dense'.*cgpd, recurrent, residual, rrc, unet"):
+        make_block("dense", 2, 4)
+
+
+def test_add_coords_values():
+    out = AddCoords()(torch.zeros(2, 1, 3, 2, 1))
+    assert out.shape == (2, 4, 3, 2, 1)
+    assert torch.equal(out[1, 1, :, 0, 0], torch.tensor([-1.0, 0.0, 1.0]))  # x
+    assert torch.equal(out[0, 2, 0, :, 0], torch.tensor([-1.0, 1.0]))  # y
+    assert torch.equal(out[0, 3], torch.zeros(3, 2, 1))  # z axis of size 1 -> 0
+
