@@ -1,0 +1,118 @@
+"""Training-time augmentation (§4.1) and sample assembly, as MONAI dictionary transforms.
+
+Owns :func:`build_transform`. The paper applies "flipping, deformation, and affine
+transformation" at random during training and names no parameters; we use MONAI's
+``RandFlipd`` (each axis independently), ``RandAffined`` (rotation, scaling, translation) and
+``Rand3DElasticd`` (smooth random displacement field), with the probabilities and ranges of
+:class:`rrcunet.training.config.AugmentConfig`.
+
+One random draw per transform is applied to every spatial key of a sample, so the CT, the lung
+channel and the label stay aligned voxel for voxel. The CT is interpolated linearly; the lung
+channel and the label map with nearest neighbour, so they stay 0/1 and 0/1/2. Validation uses
+the same function with ``train=False``: no random transform at all.
+
+Optional patch sampling (``patch_size``, when the whole volume does not fit in memory) happens
+first, with MONAI's ``RandCropByPosNegLabeld``: with probability ``patch_target_prob`` the patch
+is centred on a voxel of the target class (tumour), otherwise on any other voxel.
+
+The transform ends by concatenating ``ct`` (+ ``lung``) into ``image`` (C,X,Y,Z) float32 and
+turning ``label`` into an ``int64`` (1,X,Y,Z) map, both plain tensors (no MetaTensor).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from monai.transforms import (
+    Compose,
+    ConcatItemsd,
+    CopyItemsd,
+    DeleteItemsd,
+    EnsureTyped,
+    MapTransform,
+    Rand3DElasticd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    SpatialPadd,
+)
+
+
+class FinishSampled(MapTransform):
+    """Cast ``label`` to a rounded ``int64`` map and make ``image``/``label`` plain contiguous tensors."""
+
+    def __init__(self) -> None:
+        super().__init__(keys=("image", "label"))
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        image = d["image"]
+        label = d["label"]
+        if hasattr(image, "as_tensor"):
+            image = image.as_tensor()
+        if hasattr(label, "as_tensor"):
+            label = label.as_tensor()
+        d["image"] = image.float().contiguous()
+        d["label"] = torch.round(label).long().contiguous()
+        return d
+
+
+def build_transform(augment: Any | None, *, train: bool, with_lung: bool,
+                    patch_size: tuple[int, int, int] | None = None, patch_target_prob: float = 0.67) -> Compose:
+    """The sample transform: [patch] → [flips, affine, elastic] → ``image``/``label`` tensors.
+
+    Args:
+        augment: an :class:`~rrcunet.training.config.AugmentConfig` (``None`` or
+            ``enabled=False`` = no augmentation).
+        train: training (random patch + augmentation) or validation (neither).
+        with_lung: samples have a ``lung`` key (the tumour task's second input channel).
+        patch_size: crop training samples to this size (``None`` = whole volume).
+        patch_target_prob: probability that a patch is centred on the target class (key ``fg``).
+
+    Returns:
+        A MONAI ``Compose``; seed it with ``set_random_state(seed)`` (done per epoch and per
+        DataLoader worker by the trainer).
+
+    Example::
+
+        t = build_transform(AugmentConfig(), train=True, with_lung=True)
+        out = t({"ct": ct, "lung": lung, "label": label})   # each (1, X, Y, Z)
+        out["image"].shape, out["label"].dtype              # (2, X, Y, Z), torch.int64
+    """
+    spatial = ["ct", "lung", "label"] if with_lung else ["ct", "label"]
+    # CT linear; masks nearest so they stay binary / integer.
+    modes = ["bilinear"] + ["nearest"] * (len(spatial) - 1)
+    padding = ["border"] + ["zeros"] * (len(spatial) - 1)
+    transforms: list[Any] = []
+    if train and patch_size is not None:
+        p = float(patch_target_prob)
+        transforms += [
+            SpatialPadd(keys=spatial + ["fg"], spatial_size=patch_size, mode="constant"),
+            RandCropByPosNegLabeld(keys=spatial, label_key="fg", spatial_size=patch_size, pos=p, neg=1.0 - p,
+                                   num_samples=1, allow_smaller=False),
+        ]
+    if train and augment is not None and augment.enabled:
+        a = augment
+        transforms += [RandFlipd(keys=spatial, prob=a.flip_prob, spatial_axis=axis) for axis in range(3)]
+        if a.affine_prob > 0:
+            transforms.append(RandAffined(
+                keys=spatial, prob=a.affine_prob,
+                rotate_range=[math.radians(d) for d in a.rotate_deg],
+                scale_range=list(a.scale), translate_range=list(a.translate),
+                mode=modes, padding_mode=padding,
+            ))
+        if a.elastic_prob > 0:
+            transforms.append(Rand3DElasticd(
+                keys=spatial, prob=a.elastic_prob, sigma_range=tuple(a.elastic_sigma),
+                magnitude_range=tuple(a.elastic_magnitude), mode=modes, padding_mode=padding,
+            ))
+    if with_lung:
+        transforms += [ConcatItemsd(keys=["ct", "lung"], name="image", dim=0), DeleteItemsd(keys=["ct", "lung"])]
+    else:
+        transforms += [CopyItemsd(keys="ct", names="image"), DeleteItemsd(keys=["ct"])]
+    if train and patch_size is not None:
+        transforms.append(DeleteItemsd(keys=["fg"]))
+    transforms += [EnsureTyped(keys=["image", "label"], track_meta=False), FinishSampled()]
+    return Compose(transforms)

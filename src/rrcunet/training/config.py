@@ -1,0 +1,660 @@
+"""Typed training configuration: nested frozen dataclasses, JSON files and ``key=value`` overrides.
+
+Owns :class:`TrainConfig` and its sections (:class:`DataConfig`, :class:`ModelConfig`,
+:class:`OptimConfig`, :class:`ScheduleConfig`, :class:`AugmentConfig`, :class:`RuntimeConfig`;
+the ``preprocess`` and ``loss`` sections *are* :class:`rrcunet.preprocessing.PreprocessConfig` and
+:class:`rrcunet.losses.LossConfig`, so their options are defined in one place), the parser that
+builds them from JSON with type checking (:func:`config_from_dict`), dotted overrides such as ``optim.lr=1e-3``
+(:func:`apply_overrides`) and the loader of packaged configs (:func:`load_config`).
+
+Every default is the paper's (§4.1–4.2: Adam, lr 3e-4, weight decay 1e-4, batch size 1, 1000
+epochs, loss backward after the forward of all patients, early stopping on the validation loss,
+input 2×256×256×48) unless the docstring of the field says otherwise. The saved ``config.json``
+of a run lists *every* field, including the model's constructor defaults, so it
+alone reproduces the run even if a later version changes a default.
+
+Example::
+
+    from rrcunet.training.config import load_config
+    cfg = load_config("cpu_tumour", overrides=["data.dataset=phantoms", "optim.lr=1e-3"])
+    cfg.optim.lr   # 0.001
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from rrcunet.errors import ConfigError
+from rrcunet.losses import LossConfig
+from rrcunet.preprocessing import PreprocessConfig
+
+CONFIG_VERSION = 1
+
+TASKS: dict[str, dict[str, Any]] = {
+    # task -> network in/out channels and the names of the output classes (index = class).
+    "tumour": {"in_channels": 2, "out_channels": 3, "labels": {0: "background", 1: "lung", 2: "tumour"},
+               "target_class": 2},
+    "lung": {"in_channels": 1, "out_channels": 2, "labels": {0: "background", 1: "lung"}, "target_class": 1},
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training data is and how it is fed.
+
+    Args:
+        dataset: prepared dataset folder (``manifest.json`` + ``images/ labels/ lungs/``; make one
+            with ``rrcunet import`` or ``rrcunet phantoms``). Its manifest's split decides the
+            training and validation cases. Required.
+        cache_dir: where preprocessed cases are cached (one sub-folder per preprocessing config
+            hash). Default ``<dataset>/.rrcunet_cache``.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        patch_size: train on random patches of this size instead of the whole preprocessed volume
+            (when memory is the limit; validation then uses sliding-window inference). ``None``
+            (default, the paper) trains on the whole ``preprocess.target_shape`` volume.
+        patch_target_prob: with ``patch_size``, probability that a patch is centred on a voxel of
+            the target class (tumour; lung for the lung task); otherwise on any other voxel.
+        max_train_cases: use only the first N training cases (quick experiments); ``None`` = all.
+        max_val_cases: the same for validation.
+    """
+
+    dataset: str | None = None
+    cache_dir: str | None = None
+    num_workers: int = 2
+    patch_size: tuple[int, int, int] | None = None
+    patch_target_prob: float = 0.67
+    max_train_cases: int | None = None
+    max_val_cases: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, not {self.num_workers}")
+        if self.patch_size is not None and any(int(s) < 1 for s in self.patch_size):
+            raise ConfigError(f"data.patch_size must be 3 positive ints, not {self.patch_size}")
+        if not 0.0 <= self.patch_target_prob <= 1.0:
+            raise ConfigError(f"data.patch_target_prob must be in [0, 1], not {self.patch_target_prob}")
+        for name in ("max_train_cases", "max_val_cases"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"data.{name} must be >= 1 or null, not {v}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: a registry name and its constructor options.
+
+    Args:
+        name: a name of :func:`rrcunet.models.build_model`'s registry (``rrcunet``, ``cgpd``,
+            ``residual``, ``recurrent``, ``unet``, ``coordunet``).
+        kwargs: constructor options (``base_filters``, ``levels``, ``t``, ``dropout``, ...). The
+            input/output channels come from the task and must not be set here. On the command
+            line ``model.base_filters=8`` is short for ``model.kwargs.base_filters=8``. Missing
+            options take the model's defaults, which are written into the run's ``config.json``.
+    """
+
+    name: str = "rrcunet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Args:
+        optimizer: ``"adam"`` (the paper: Adam with L2 weight decay) or ``"adamw"`` (decoupled).
+        lr: learning rate; paper 3e-4.
+        weight_decay: paper 1e-4.
+        betas: Adam betas.
+        eps: Adam epsilon.
+        scheduler: ``"none"`` (the paper: constant lr), ``"cosine"`` (cosine decay to
+            ``min_lr`` over ``schedule.epochs``) or ``"plateau"`` (lr × ``plateau_factor`` after
+            ``plateau_patience`` validations without a lower validation loss).
+        min_lr: floor of the cosine and plateau schedules.
+        plateau_factor: multiplicative lr decrease of ``"plateau"``.
+        plateau_patience: validations without improvement before ``"plateau"`` decreases the lr.
+        grad_clip: clip the global gradient norm to this value; ``None`` (default) = no clipping.
+    """
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    scheduler: Literal["none", "cosine", "plateau"] = "none"
+    min_lr: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 20
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, not {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, not {self.weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two values in [0, 1), not {self.betas}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(f"optim.plateau_factor must be in (0, 1), not {self.plateau_factor}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"optim.grad_clip must be > 0 or null, not {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How long and in which steps to train.
+
+    Args:
+        epochs: maximum number of epochs; paper 1000.
+        accumulate: training cases whose losses are averaged into one optimiser step (gradient
+            accumulation over batches of ``batch_size``). ``"all"`` (the paper: "the loss was
+            backward after obtaining forward values of all patients") makes one step per epoch
+            over every training case; an int K makes one step per K cases. Under DDP, K counts
+            cases over all processes and must be a multiple of the world size.
+        batch_size: cases per forward pass; paper 1.
+        val_every: validate every N epochs (early stopping counts validations).
+        early_stopping: stop when the monitored validation value has not improved for
+            ``patience`` validations.
+        monitor: ``"val_loss"`` (the paper) or ``"val_dice"`` (target-class Dice); also decides
+            which epoch is kept as ``best``.
+        patience: validations without improvement before stopping. The paper does not give its
+            value; 50 is ours.
+        min_delta: an improvement smaller than this does not count.
+    """
+
+    epochs: int = 1000
+    accumulate: int | Literal["all"] = "all"
+    batch_size: int = 1
+    val_every: int = 1
+    early_stopping: bool = True
+    monitor: Literal["val_loss", "val_dice"] = "val_loss"
+    patience: int = 50
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"schedule.epochs must be >= 1, not {self.epochs}")
+        if self.accumulate != "all" and (not isinstance(self.accumulate, int) or self.accumulate < 1):
+            raise ConfigError(f"schedule.accumulate must be a positive int or 'all', not {self.accumulate!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"schedule.batch_size must be >= 1, not {self.batch_size}")
+        if self.val_every < 1:
+            raise ConfigError(f"schedule.val_every must be >= 1, not {self.val_every}")
+        if self.patience < 1:
+            raise ConfigError(f"schedule.patience must be >= 1, not {self.patience}")
+        if self.min_delta < 0:
+            raise ConfigError(f"schedule.min_delta must be >= 0, not {self.min_delta}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (§4.1: flipping, deformation, affine), MONAI dictionary transforms.
+
+    The same random spatial transform is applied to the CT channel (linear interpolation), the
+    lung channel and the label map (both nearest neighbour). Validation is never augmented. The
+    paper names the operations but not their parameters; the defaults here are ours.
+
+    Args:
+        enabled: master switch.
+        flip_prob: probability of a flip, drawn independently for each of the 3 axes.
+        affine_prob: probability of a random affine (rotation, scaling, translation).
+        rotate_deg: maximum rotation about each axis, degrees (uniform in ±value).
+        scale: maximum relative scaling per axis (uniform in ±value).
+        translate: maximum translation per axis, voxels.
+        elastic_prob: probability of a random elastic deformation (``Rand3DElasticd``).
+        elastic_sigma: range of the Gaussian smoothing of the displacement field, voxels.
+        elastic_magnitude: range of the displacement magnitude.
+    """
+
+    enabled: bool = True
+    flip_prob: float = 0.5
+    affine_prob: float = 0.2
+    rotate_deg: tuple[float, float, float] = (10.0, 10.0, 10.0)
+    scale: tuple[float, float, float] = (0.1, 0.1, 0.1)
+    translate: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    elastic_prob: float = 0.2
+    elastic_sigma: tuple[float, float] = (5.0, 8.0)
+    elastic_magnitude: tuple[float, float] = (50.0, 150.0)
+
+    def __post_init__(self) -> None:
+        for name in ("flip_prob", "affine_prob", "elastic_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"augment.{name} must be a probability in [0, 1], not {p}")
+        for name in ("elastic_sigma", "elastic_magnitude"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ConfigError(f"augment.{name} must be (low, high) with 0 <= low <= high, not {(lo, hi)}")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how fast to run; none of these change the recipe.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+            Under torchrun each process uses ``cuda:LOCAL_RANK``.
+        amp: mixed precision: ``"none"`` (float32), ``"bf16"`` (GPU, or CPU autocast) or
+            ``"fp16"`` (GPU, with a gradient scaler).
+        channels_last: use the ``channels_last_3d`` memory format for the model and inputs.
+        checkpointing: activation checkpointing (recompute each level's activations in the backward
+            pass); passed to the model as ``checkpointing=True``. Cuts activation memory several
+            times for about 30 % more compute.
+        seed: seed of everything random (initial weights, data order, augmentation, dropout).
+        deterministic: use deterministic kernels (``cudnn.deterministic``, no benchmark).
+        num_threads: torch intra-op CPU threads; ``None`` keeps torch's default.
+        progress: show tqdm progress bars (rank 0 only).
+        tensorboard: write TensorBoard event files to ``RUN_DIR/tensorboard``.
+    """
+
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    checkpointing: bool = False
+    seed: int = 0
+    deterministic: bool = True
+    num_threads: int | None = None
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"runtime.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"runtime.num_threads must be >= 1 or null, not {self.num_threads}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run. Build it with :func:`load_config` or :func:`config_from_dict`.
+
+    Args:
+        task: ``"tumour"`` (the paper's RRc-UNet: CT + lung channel in; background / lung / tumour
+            out) or ``"lung"`` (the lung-parenchyma model: CT only in; background / lung out,
+            trained on the ``lungs/`` masks of the dataset, on the whole CT, not cropped).
+        data, preprocess, model, loss, optim, schedule, augment, runtime: the sections.
+        version: configuration format version.
+    """
+
+    task: Literal["tumour", "lung"] = "tumour"
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != CONFIG_VERSION:
+            raise ConfigError(f"config version {self.version} is not supported (expected {CONFIG_VERSION})")
+        clash = sorted({"in_channels", "out_channels"} & set(self.model.kwargs))
+        for key in clash:
+            expected = TASKS[self.task][key]
+            if self.model.kwargs[key] != expected:
+                raise ConfigError(
+                    f"model.kwargs.{key}={self.model.kwargs[key]} contradicts task {self.task!r}, which needs "
+                    f"{key}={expected}; remove it from model.kwargs (the task sets it)"
+                )
+
+    @property
+    def in_channels(self) -> int:
+        return int(TASKS[self.task]["in_channels"])
+
+    @property
+    def out_channels(self) -> int:
+        return int(TASKS[self.task]["out_channels"])
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return dict(TASKS[self.task]["labels"])
+
+    @property
+    def target_class(self) -> int:
+        return int(TASKS[self.task]["target_class"])
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checking
+
+_FREE_DICT_FIELDS = {(ModelConfig, "kwargs")}
+# ``model.X=v`` with X not a field of ModelConfig is short for ``model.kwargs.X=v``.
+_KWARGS_SECTIONS = (ModelConfig,)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_type_name(args[0])}"
+        return f"list of {len(args)} {_type_name(args[0]) if len(set(args)) == 1 else 'values'}"
+    if tp is type(None):
+        return "null"
+    if origin is dict:
+        return "object"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` (parsed JSON) against the annotation ``tp``; return it converted (lists → tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be {_type_name(tp)}, not {value!r}")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where} must be {_type_name(tp)}, not null")
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {_type_name(tp)}, not {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a {_type_name(tp)}, not {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must be a {_type_name(tp)}, not {len(value)} values {list(value)!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be an object, not {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return config_from_dict(tp, value, where=where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where} must be an integer, not {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, not {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    raise ConfigError(f"{where}: unsupported option type {tp!r}")  # a bug in a dataclass annotation
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def config_from_dict(cls: type, data: Any, *, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from plain JSON data, checking every key and type.
+
+    Missing keys take the dataclass defaults; an unknown key raises :class:`ConfigError` listing
+    the valid ones.
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be an object with keys {sorted(_fields(cls))}, not {data!r}")
+    hints = _fields(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {_join(where, unknown[0])!r}; valid keys under {where!r}: {', '.join(sorted(hints))}"
+        )
+    kwargs = {name: _coerce(value, hints[name], _join(where, name)) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _join(where: str, name: str) -> str:
+    return name if where == "config" else f"{where}.{name}"
+
+
+def config_to_dict(config: Any) -> Any:
+    """Plain JSON-ready data of a (nested) config dataclass: tuples become lists."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [config_to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {str(k): config_to_dict(v) for k, v in config.items()}
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# key=value overrides
+
+
+def _parse_scalar(text: str) -> Any:
+    """Best-effort JSON reading of an override value for free-form (kwargs) options."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [_parse_scalar(part) for part in text.split(",")]
+    return text
+
+
+def _parse_typed(text: str, tp: Any, where: str) -> Any:
+    """Parse the command-line text of an override for a field of annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    low = text.strip().lower()
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if low in ("none", "null") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(_parse_typed(text, arg, where), arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} must be {_type_name(tp)}, not {text!r}")
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if str(choice).lower() == low:
+                return choice
+        raise ConfigError(f"{where} must be {_type_name(tp)}, not {text!r}")
+    if origin is tuple:
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                return json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: cannot read {text!r} as a list ({exc})") from exc
+        return [_parse_scalar(p) for p in stripped.replace("x", ",").split(",") if p.strip()]
+    if tp is bool:
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, not {text!r}")
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, not {text!r}") from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, not {text!r}") from None
+    if tp is str:
+        return text
+    return _parse_scalar(text)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...],
+                    cls: type | None = None) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (dotted keys) to plain config data, checking keys and types.
+
+    ``model.X=v`` where X is not a field of :class:`ModelConfig` sets ``model.kwargs.X``. Values
+    are parsed for the type of the field: ``true``/``false``, numbers, ``none``/``null``, lists as
+    ``256,256,48`` or ``[256,256,48]``.
+
+    Raises:
+        ConfigError: malformed override, unknown key (the message lists the valid keys) or a value
+            of the wrong type.
+    """
+    out = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or "" in key.split("."):
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=1e-3)")
+        _set_dotted(out, cls or TrainConfig, key.split("."), text, "config", item)
+    return out
+
+
+def _set_dotted(node: dict[str, Any], node_cls: type | None, parts: list[str], text: str, where: str,
+                item: str) -> None:
+    part, rest = parts[0], parts[1:]
+    here = _join(where, part)
+    if node_cls is None:  # inside a free-form dict (model.kwargs)
+        if not rest:
+            node[part] = _parse_scalar(text)
+            return
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {here} is not an object")
+        _set_dotted(child, None, rest, text, here, item)
+        return
+    hints = _fields(node_cls)
+    if part not in hints:
+        if node_cls in _KWARGS_SECTIONS:  # model.base_filters=8 -> model.kwargs.base_filters=8
+            kwargs = node.setdefault("kwargs", {})
+            _set_dotted(kwargs, None, parts, text, _join(where, "kwargs"), item)
+            return
+        raise ConfigError(
+            f"unknown config key {here!r} in override {item!r}; valid keys under {where!r}: "
+            f"{', '.join(sorted(hints))}"
+        )
+    tp = hints[part]
+    if not rest:
+        node[part] = config_to_dict(_parse_typed(text, tp, here))
+        return
+    if dataclasses.is_dataclass(tp):
+        child_cls: type | None = tp
+    elif (node_cls, part) in _FREE_DICT_FIELDS:
+        child_cls = None
+    else:
+        raise ConfigError(f"override {item!r}: {here} is not a section (it is a {_type_name(tp)})")
+    child = node.get(part)
+    if child is None:
+        child = node[part] = {}
+    if not isinstance(child, dict):
+        raise ConfigError(f"override {item!r}: {here} is not an object")
+    _set_dotted(child, child_cls, rest, text, here, item)
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped in ``rrcunet/configs`` (``paper``, ``cpu_tumour``, ...)."""
+    folder = resources.files("rrcunet") / "configs"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def read_config_data(source: str | Path) -> dict[str, Any]:
+    """Plain data of a config: a JSON file path, or the name of a packaged config."""
+    path = Path(source)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        origin = str(path)
+    else:
+        name = str(source)
+        candidate = resources.files("rrcunet") / "configs" / f"{name}.json"
+        if path.suffix == "" and candidate.is_file():
+            text = candidate.read_text(encoding="utf-8")
+            origin = f"packaged config {name!r}"
+        else:
+            raise ConfigError(
+                f"config {str(source)!r} is neither a file nor a packaged config; packaged configs: "
+                f"{', '.join(packaged_configs()) or 'none'}"
+            )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a config must be a JSON object, found {type(data).__name__}")
+    data.pop("_comment", None)
+    return data
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a config (file path or packaged name; ``None`` = all defaults) and apply overrides.
+
+    Example::
+
+        cfg = load_config("paper", ["data.dataset=/data/lung1", "runtime.amp=bf16"])
+    """
+    data = read_config_data(source) if source is not None else {}
+    try:
+        data = apply_overrides(data, list(overrides))
+        return config_from_dict(TrainConfig, data)
+    except ConfigError as exc:
+        where = f"{source}: " if source is not None else ""
+        raise ConfigError(f"{where}{exc}") from exc
+
+
+def config_to_json(config: Any) -> str:
+    """Readable JSON of a config: one key per line, short lists (shapes, ranges) kept on one line."""
+    return _dumps(config_to_dict(config), 0) + "\n"
+
+
+def _dumps(value: Any, indent: int) -> str:
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{pad}{json.dumps(str(k))}: {_dumps(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return json.dumps(value)
+    if isinstance(value, list):
+        items = [f"{pad}{_dumps(v, indent + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+    return json.dumps(value)

@@ -1,0 +1,152 @@
+"""The training loop: accumulation, early stopping, end-to-end run / resume / load, determinism."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import pytest
+import torch
+
+from rrcunet.errors import ConfigError, InputError
+from rrcunet.losses import build_loss
+from rrcunet.models import build_model
+from rrcunet.training import load_config, load_model, train
+from rrcunet.training.trainer import accumulation_groups, train_one_epoch
+from tests.training.conftest import tiny_overrides
+
+SMALL = {"base_filters": 2, "levels": 2, "norm_groups": 1, "dropout": 0.0}
+
+
+def test_accumulation_groups():
+    assert accumulation_groups(5, 2) == [2, 2, 1]
+    assert accumulation_groups(4, None) == [4]
+    assert accumulation_groups(3, 10) == [3]
+    assert accumulation_groups(0, 1) == []
+
+
+@pytest.mark.parametrize("per_step", [None, 2])
+def test_accumulation_equals_step_on_mean_loss(per_step):
+    """K batches accumulated == one step on the mean of their K losses (one graph)."""
+    torch.manual_seed(0)
+    net_a = build_model("rrcunet", **SMALL)
+    net_b = copy.deepcopy(net_a)
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"image": torch.randn(1, 2, 8, 8, 4, generator=gen),
+                "label": torch.randint(0, 3, (1, 1, 8, 8, 4), generator=gen)} for _ in range(4)]
+    loss_fn = build_loss()
+    opt_a = torch.optim.Adam(net_a.parameters(), lr=1e-2, weight_decay=1e-4, foreach=False)
+    opt_b = torch.optim.Adam(net_b.parameters(), lr=1e-2, weight_decay=1e-4, foreach=False)
+    loss_sum, seen = train_one_epoch(model=net_a, batches=batches, n_batches=4, loss_fn=loss_fn, optimizer=opt_a,
+                                     device=torch.device("cpu"), per_step=per_step)
+    assert seen == 4
+    k = 4 if per_step is None else per_step
+    net_b.train()
+    manual_sum = 0.0
+    for start in range(0, 4, k):
+        group = batches[start:start + k]
+        losses = [loss_fn(net_b(b["image"]), b["label"]) for b in group]
+        manual_sum += sum(float(v.detach()) for v in losses)
+        opt_b.zero_grad()
+        (sum(losses) / len(group)).backward()
+        opt_b.step()
+    assert loss_sum == pytest.approx(manual_sum, rel=1e-5)
+    start = build_model("rrcunet", **SMALL)
+    moved = False
+    for (name, a), b in zip(net_a.named_parameters(), net_b.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    for a, s in zip(net_a.parameters(), start.parameters()):
+        moved |= not torch.equal(a, s)
+    assert moved
+
+
+def _rows(run):
+    with open(run / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_end_to_end_train_resume_load(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=2, extra=("runtime.tensorboard=true",)))
+    result = train(cfg, run)
+    assert result.epochs_completed == 2 and not result.stopped_early
+    for name in ("config.json", "metrics.csv", "best.safetensors", "best.json", "checkpoints/last.safetensors",
+                 "train.log"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) >= {"train_loss", "val_loss", "val_dice_tumour", "val_dice_lung", "lr", "epoch_time_s"}
+    assert float(rows[0]["lr"]) == 3e-4
+    # the saved config alone reproduces the run: it lists every model option
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["kwargs"]["t"] == 2 and saved["model"]["kwargs"]["base_filters"] == 4
+    # refuse to overwrite; resume with more epochs
+    with pytest.raises(InputError, match="already holds a run"):
+        train(cfg, run)
+    more = load_config(run / "config.json", ["schedule.epochs=3"])
+    result = train(more, run, resume=True)
+    assert result.epochs_completed == 3
+    assert [r["epoch"] for r in _rows(run)] == ["1", "2", "3"]
+    with pytest.raises(ConfigError, match="cannot resume with a different config"):
+        train(load_config(run / "config.json", ["optim.lr=0.1"]), run, resume=True)
+    # the best model is self-describing
+    model, meta = load_model(run / "best.safetensors")
+    assert meta.task == "tumour" and meta.preprocess_config().target_shape == (32, 32, 16)
+    assert meta.extra["epoch"] == json.loads((run / "best.json").read_text())["epoch"]
+    with torch.no_grad():
+        out = model(torch.zeros(1, 2, 32, 32, 16))
+    assert out.shape == (1, 3, 32, 32, 16)
+
+
+def _weights(path):
+    model, _ = load_model(path)
+    return model.state_dict()
+
+
+@pytest.mark.slow
+def test_resume_is_exact_and_seed_determines_run(tiny_dataset, tmp_path):
+    """2 epochs + resume to 3 == 3 epochs straight (augmentation and dropout on); same seed → same
+    weights; another seed → other weights."""
+    extra = ("augment.flip_prob=0.5", "augment.affine_prob=0.5", "augment.elastic_prob=0.5", "model.dropout=0.2",
+             "schedule.accumulate=1")
+    straight = load_config(None, tiny_overrides(tiny_dataset, epochs=3, extra=extra))
+    train(straight, tmp_path / "a")
+    train(straight, tmp_path / "b")
+    train(load_config(None, tiny_overrides(tiny_dataset, epochs=2, extra=extra)), tmp_path / "c")
+    train(load_config(tmp_path / "c" / "config.json", ["schedule.epochs=3"]), tmp_path / "c", resume=True)
+    train(load_config(None, tiny_overrides(tiny_dataset, epochs=3, extra=extra + ("runtime.seed=1",))),
+          tmp_path / "d")
+    last = "checkpoints/last.safetensors"
+    a, b, c, d = (_weights(tmp_path / x / last) for x in "abcd")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert not all(torch.equal(a[k], d[k]) for k in a)
+    assert _rows(tmp_path / "a")[-1]["train_loss"] == _rows(tmp_path / "c")[-1]["train_loss"]
+
+
+def test_early_stopping_triggers(tiny_dataset, tmp_path):
+    # min_delta huge: no validation after the first counts as better, so with patience 2 the run
+    # stops after epoch 1 (best) + 2 epochs without improvement = epoch 3 of 10.
+    cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=10, extra=(
+        "schedule.patience=2", "schedule.min_delta=1e9")))
+    result = train(cfg, tmp_path / "run")
+    assert result.stopped_early and result.epochs_completed == 3 and result.best_epoch == 1
+    assert json.loads((tmp_path / "run" / "best.json").read_text())["epoch"] == 1
+    # resuming with patience 5 continues: bad count 2 after epoch 3, then 3, 4, 5 -> stops at epoch 6
+    more = load_config(tmp_path / "run" / "config.json", ["schedule.patience=5"])
+    result = train(more, tmp_path / "run", resume=True)
+    assert result.stopped_early and result.epochs_completed == 6 and result.best_epoch == 1
+
+
+def test_lung_task_and_patch_training(tiny_dataset, tmp_path):
+    lung = load_config("cpu_lung", tiny_overrides(tiny_dataset, epochs=1) + ["model.levels=2"])
+    result = train(lung, tmp_path / "lung")
+    assert "val_dice_lung" in result.history[0] and "val_dice_tumour" not in result.history[0]
+    model, meta = load_model(tmp_path / "lung" / "best.safetensors")
+    assert meta.task == "lung" and meta.model_name == "coordunet" and meta.labels == {0: "background", 1: "lung"}
+    assert model(torch.zeros(1, 1, 32, 32, 16)).shape == (1, 2, 32, 32, 16)
+    patch = load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=("data.patch_size=16,16,8",)))
+    result = train(patch, tmp_path / "patch")
+    assert result.epochs_completed == 1 and 0.0 <= result.history[0]["val_dice_tumour"] <= 1.0
