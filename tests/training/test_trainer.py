@@ -140,6 +140,17 @@ def test_early_stopping_triggers(tiny_dataset, tmp_path):
     assert result.stopped_early and result.epochs_completed == 6 and result.best_epoch == 1
 
 
+def test_time_budget_stops_the_run(tiny_dataset, tmp_path):
+    # A budget far below one epoch's duration: the run stops after its first epoch, and that epoch
+    # is complete (checkpoint and metrics written).
+    cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=5, extra=("schedule.max_minutes=1e-6",)))
+    result = train(cfg, tmp_path / "run")
+    assert result.stopped_early and result.epochs_completed == 1
+    assert (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()
+    with pytest.raises(ConfigError, match="max_minutes must be > 0"):
+        load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=("schedule.max_minutes=0",)))
+
+
 def test_lung_task_and_patch_training(tiny_dataset, tmp_path):
     lung = load_config("cpu_lung", tiny_overrides(tiny_dataset, epochs=1) + ["model.levels=2"])
     result = train(lung, tmp_path / "lung")

@@ -166,6 +166,8 @@ class ScheduleConfig:
         patience: validations without improvement before stopping. The paper does not give its
             value; 50 is ours.
         min_delta: an improvement smaller than this does not count.
+        max_minutes: wall-clock budget; the run stops after the first epoch that ends past it
+            (``None``: no budget). Used by the CPU recipe ("within 30 minutes on 2 cores").
     """
 
     epochs: int = 1000
@@ -176,8 +178,11 @@ class ScheduleConfig:
     monitor: Literal["val_loss", "val_dice"] = "val_loss"
     patience: int = 50
     min_delta: float = 0.0
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"schedule.max_minutes must be > 0 or null, not {self.max_minutes}")
         if self.epochs < 1:
             raise ConfigError(f"schedule.epochs must be >= 1, not {self.epochs}")
         if self.accumulate != "all" and (not isinstance(self.accumulate, int) or self.accumulate < 1):

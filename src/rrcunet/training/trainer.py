@@ -85,7 +85,8 @@ BEST_INFO = "best.json"
 # Options that may change when a run is resumed (they do not change what is computed, or they
 # only extend/shorten the run); anything else must match the saved config.json.
 RESUME_MUTABLE = frozenset({
-    "schedule.epochs", "schedule.early_stopping", "schedule.patience", "data.num_workers", "data.cache_dir",
+    "schedule.epochs", "schedule.early_stopping", "schedule.patience", "schedule.max_minutes",
+    "data.num_workers", "data.cache_dir",
     "runtime.device", "runtime.num_threads", "runtime.progress", "runtime.tensorboard",
 })
 
@@ -725,6 +726,15 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
                 improved = True
                 stopper.best_epoch = epoch
             history.append(row)
+            if sched.max_minutes is not None and not stopped_early:
+                # Every rank stops together: one rank over the budget stops them all.
+                over = torch.tensor([1.0 if row["elapsed_s"] >= 60.0 * sched.max_minutes else 0.0],
+                                    dtype=torch.float64)
+                if float(all_reduce_sum(over, ctx)[0]) > 0:
+                    stopped_early = True
+                    if ctx.is_main:
+                        logger.info("time budget: %.1f min used of schedule.max_minutes=%g; stopping after epoch %d",
+                                    row["elapsed_s"] / 60.0, sched.max_minutes, epoch)
 
             # The checkpoint first, then files derived from it (see the module docstring).
             rng = gather_bytes(rng_state_bytes(), ctx)
