@@ -1,0 +1,49 @@
+"""``rrcunet export``: a model file → ONNX or TorchScript (+ sidecar JSON), a thin layer over
+:func:`rrcunet.inference.export.export_model`.
+
+Example::
+
+    rrcunet export --format onnx --model best.safetensors -o rrcunet.onnx          # checks ONNX Runtime agreement
+    rrcunet export --format torchscript -o rrcunet.pt --shape 256 256 48
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from rrcunet.inference.export import FORMATS, MIN_OPSET
+
+    p = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX or TorchScript (with a sidecar JSON of its metadata)",
+        description=(
+            "Writes OUT and OUT.json (model name and options, labels, preprocessing config, input/output names "
+            "and shapes, hashes). ONNX: opset >= 17; by default ONNX Runtime is run on a random input and its "
+            "labels compared with PyTorch's (at least 99.9% voxel agreement, else the export is removed). "
+            "TorchScript: torch.jit.trace."
+        ),
+    )
+    p.add_argument("--format", choices=FORMATS, required=True, help="export format")
+    p.add_argument("--model", metavar="PATH", help="model file (default: the bundled demo model)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="output file (.onnx or .pt)")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="spatial input shape (default: the model file's training input shape)")
+    p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch and spatial axes")
+    p.add_argument("--no-check", dest="check", action="store_false", help="ONNX: skip the ONNX Runtime comparison")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rrcunet.inference.export import export_model
+
+    result = export_model(args.format, args.out, model_path=args.model,
+                          shape=tuple(args.shape) if args.shape else None, opset=args.opset, dynamic=args.dynamic,
+                          check=args.check, overwrite=args.overwrite)
+    agree = "" if result.agreement is None else f"\tONNX Runtime label agreement {result.agreement:.4%}"
+    print(f"{result.path}\tinput {'x'.join(map(str, result.shape))}\tsidecar {result.sidecar}{agree}")
+    return 0

@@ -1,0 +1,113 @@
+"""``rrcunet predict``: segment lung tumours in CT files and folders, a thin layer over
+:class:`rrcunet.inference.Predictor` and :func:`rrcunet.inference.predict_paths`.
+
+Examples::
+
+    rrcunet predict LUNG1-001/image -o predictions/                       # DICOM series → NIfTI + DICOM SEG
+    rrcunet predict scans/ -o predictions/ --model best.safetensors --tta --device auto
+    rrcunet predict ct.nii.gz -o out/ --sliding-window --roi-size 128 128 48 --save-probabilities
+
+Exit status: 0 when every case succeeded (or was already complete), 3 when any case failed
+(each failure is printed as one line naming the input and the reason), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+EXIT_CASE_FAILED = 3
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """The options shared by ``predict`` and ``demo`` (model, lung extractor, how to run)."""
+    from rrcunet.lungmask import LUNGMASK_METHODS
+
+    p.add_argument("--model", metavar="PATH",
+                   help="model file (.safetensors from `rrcunet train`); default: the bundled demo model")
+    p.add_argument("--lung-method", choices=sorted(LUNGMASK_METHODS), default="classical",
+                   help="lung-region extractor for the lung input channel (default: classical)")
+    p.add_argument("--lung-model", metavar="PATH", help="lung model file for --lung-method coordunet")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run the network (default: auto = CUDA if available)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the softmax over the 8 mirror combinations (8x slower)")
+    p.add_argument("--sliding-window", action="store_true",
+                   help="run at native resolution with MONAI sliding-window inference instead of the fixed resize")
+    p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="sliding-window size in voxels (default: the model's training input shape)")
+    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction (default 0.25)")
+    p.add_argument("--target-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="with --sliding-window: network voxel size in mm (default: the CT's own spacing)")
+    p.add_argument("--min-tumour-ml", type=float, default=0.0, metavar="N",
+                   help="drop predicted tumour components smaller than N mL (default 0: keep all)")
+    p.add_argument("--keep-outside-lung", action="store_true",
+                   help="keep tumour components with no voxel in the lung region (dropped by default)")
+
+
+def inference_config(args: argparse.Namespace) -> Any:
+    from rrcunet.inference import InferenceConfig, PostprocessConfig
+
+    return InferenceConfig(
+        device=args.device, bf16=args.bf16, tta=args.tta, sliding_window=args.sliding_window,
+        roi_size=tuple(args.roi_size) if args.roi_size else None, overlap=args.overlap,
+        target_spacing=tuple(args.target_spacing) if args.target_spacing else None,
+        lung_method=args.lung_method, lung_model=args.lung_model,
+        postprocess=PostprocessConfig(min_tumour_ml=args.min_tumour_ml, keep_outside_lung=args.keep_outside_lung),
+    )
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="segment lung tumours in CT scans (NIfTI/NRRD files, DICOM series folders)",
+        description=(
+            "For each case: lung region -> preprocessing (the model file's config) -> network -> optional "
+            "clean-up -> back onto the input grid. Writes OUT_DIR/<case>_seg.nii.gz (0 background, 1 lung, "
+            "2 tumour, exactly the input's geometry), <case>.json (tumour volume, lesions with centroid and "
+            "longest axial diameter, lung volume, runtimes, model hash), for DICOM input <case>_seg.dcm "
+            "(DICOM SEG), and on request probabilities and an RTSTRUCT. Cases whose outputs are complete "
+            "are skipped (resume), unless --overwrite. A failing case is reported and skipped; the exit "
+            "status is then 3."
+        ),
+        epilog="Inputs, outputs and the JSON schema: docs/inference.md.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image file (.nii.gz, .nii, .nrrd, .mha), DICOM series folder, or a folder of those")
+    p.add_argument("-o", "--out", dest="out_dir", required=True, metavar="OUT_DIR", help="output folder")
+    add_inference_arguments(p)
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write <case>_prob_<class>.nii.gz (float32, one file per non-background class)")
+    p.add_argument("--rtstruct", action="store_true", help="also write <case>_rtstruct.dcm for DICOM inputs")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs already exist")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def quiet_dicom_logs(args: argparse.Namespace) -> None:
+    """highdicom logs every copied DICOM module at INFO; keep that for --verbose."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rrcunet.inference import Predictor
+
+    quiet_dicom_logs(args)
+    config = inference_config(args)
+    predictor = Predictor.from_file(args.model, config=config)
+    report = predictor.predict_paths(args.inputs, args.out_dir, save_probabilities=args.save_probabilities,
+                                     rtstruct=args.rtstruct, overwrite=args.overwrite, progress=args.progress)
+    return print_report(report)
+
+
+def print_report(report: Any) -> int:
+    """One line per failed case on stderr, a summary line on stdout; the exit status."""
+    for o in report.failed:
+        print(f"rrcunet predict: {o.path}: {o.message}", file=sys.stderr)
+    print(f"{report.out_dir}: {len(report.done)} predicted, {len(report.skipped)} already complete (skipped), "
+          f"{len(report.failed)} failed")
+    return EXIT_CASE_FAILED if report.failed else 0

@@ -1,0 +1,450 @@
+"""Batch prediction: discover cases in files and folders, predict each, write its outputs.
+
+Owns :func:`discover_cases` (which inputs are cases, and their ids), :func:`predict_paths` (the
+loop behind ``rrcunet predict``: one model load, a progress bar, resumable, a bad case reported
+and skipped) and the output files of one case (:func:`write_case_outputs`, :func:`case_outputs`).
+
+Outputs of case ``<case>`` in ``OUT_DIR`` (schema of the JSON in docs/inference.md):
+
+* ``<case>_seg.nii.gz``: the label map (0 background, 1 lung, 2 tumour; uint8) on exactly the
+  input's grid (shape, spacing, origin, direction);
+* ``<case>_prob_<class>.nii.gz`` (``save_probabilities``): float32 probability of each
+  non-background class (``lung``, ``tumour``) on the same grid; background is 1 − their sum;
+* ``<case>_seg.dcm`` (DICOM input): a DICOM SEG (segments "Lung" and "Tumour") referencing the
+  source series; ``<case>_rtstruct.dcm`` (DICOM input and ``rtstruct``): the same as RTSTRUCT contours;
+* ``<case>.json``: measurements, runtimes, model hash and version, options — written **last**, so
+  a case is complete exactly when its JSON exists with every output it lists. Every file is
+  written atomically (temporary file renamed into place).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import re
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rrcunet import __version__
+from rrcunet.errors import InputError, RRcUNetError
+from rrcunet.io.atomic import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "rrcunet-prediction"
+SCHEMA_VERSION = 1
+#: File suffixes taken as one volume each (lower case, longest first).
+IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Folder names too generic to name a case: ``LUNG1-001/image`` becomes ``LUNG1-001_image``.
+GENERIC_FOLDER_NAMES = frozenset({"image", "images", "ct", "dicom", "series", "scan", "data", "input", "img"})
+_OUTPUT_NAME = re.compile(r"(_seg|_prob_[A-Za-z0-9]+)$")
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    """One case found by :func:`discover_cases`: its id, the path to read, and whether it is DICOM."""
+
+    case_id: str
+    path: Path
+    is_dicom: bool
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """What happened to one case: ``status`` is ``"done"``, ``"skipped"`` (already complete) or ``"failed"``."""
+
+    case_id: str
+    path: Path
+    status: str
+    message: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """All outcomes of :func:`predict_paths`, in input order."""
+
+    out_dir: Path
+    outcomes: list[CaseOutcome]
+
+    def _of(self, status: str) -> list[CaseOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def done(self) -> list[CaseOutcome]:
+        return self._of("done")
+
+    @property
+    def skipped(self) -> list[CaseOutcome]:
+        return self._of("skipped")
+
+    @property
+    def failed(self) -> list[CaseOutcome]:
+        return self._of("failed")
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery
+
+
+def _image_suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
+
+
+def _is_dicom(path: Path) -> bool:
+    from rrcunet.io.image import is_dicom_file
+
+    return path.suffix.lower() in (".dcm", ".ima", ".dicom") or is_dicom_file(path)
+
+
+def _has_dicom(folder: Path, *, recursive: bool) -> bool:
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return any(p.is_file() and not p.name.startswith(".") and _is_dicom(p) for p in files)
+
+
+def _clean_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._") or "case"
+
+
+def _file_case_id(path: Path) -> str:
+    suffix = _image_suffix(path) or path.suffix
+    return _clean_id(path.name[: len(path.name) - len(suffix)] if suffix else path.name)
+
+
+def _folder_case_id(folder: Path) -> str:
+    folder = folder.resolve()
+    if folder.name.lower() in GENERIC_FOLDER_NAMES and folder.parent.name:
+        return _clean_id(f"{folder.parent.name}_{folder.name}")
+    return _clean_id(folder.name)
+
+
+def _discover_one(path: Path) -> list[CaseInput]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder; check the path")
+    if path.is_file():
+        if _image_suffix(path):
+            return [CaseInput(_file_case_id(path), path, False)]
+        if _is_dicom(path):
+            return [CaseInput(_folder_case_id(path.parent), path, True)]
+        raise InputError(f"{path}: not an image file (expected {', '.join(IMAGE_SUFFIXES)}, a DICOM file or a folder)")
+    if (path / "manifest.json").is_file() and (path / "images").is_dir():  # a prepared dataset
+        return _discover_one(path / "images")
+    if _has_dicom(path, recursive=False):
+        return [CaseInput(_folder_case_id(path), path, True)]
+    cases: list[CaseInput] = []
+    for child in sorted(path.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_file() and _image_suffix(child):
+            cases.append(CaseInput(_file_case_id(child), child, False))
+        elif child.is_dir() and _has_dicom(child, recursive=True):
+            cases.append(CaseInput(_clean_id(child.name), child, True))
+    if not cases:
+        raise InputError(f"{path}: found no case: expected image files ({', '.join(IMAGE_SUFFIXES)}), DICOM files, "
+                         "or sub-folders holding DICOM series")
+    return cases
+
+
+def discover_cases(inputs: Iterable[str | os.PathLike[str]]) -> list[CaseInput]:
+    """Find the cases in files and folders, in the order given (folders sorted by name).
+
+    Rules (docs/inference.md, "Inputs"):
+
+    * a file with an image suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) is a
+      case named by its file name without suffix;
+    * a DICOM file stands for its series; a folder that directly holds DICOM files is one DICOM
+      case named after the folder (``<parent>_<folder>`` for generic names such as ``image``, ``ct``,
+      ``dicom``);
+    * a prepared dataset folder (``manifest.json`` + ``images/``) means its ``images/``;
+    * any other folder: each image file in it is a case, and each sub-folder that contains DICOM files
+      (at any depth) is one case named after the sub-folder.
+
+    Raises:
+        InputError: a path does not exist, a folder holds no case, or two inputs give the same
+            case id (the message names both paths).
+    """
+    found: list[CaseInput] = []
+    for inp in inputs:
+        found.extend(_discover_one(Path(inp)))
+    seen: dict[str, CaseInput] = {}
+    unique = []
+    for case in found:
+        if case.case_id in seen:
+            if Path(seen[case.case_id].path).resolve() == Path(case.path).resolve():
+                continue  # the same input given twice
+            raise InputError(f"two inputs give the case id {case.case_id!r}: {seen[case.case_id].path} and {case.path}; "
+                             "rename one, or predict them into different output folders")
+        seen[case.case_id] = case
+        unique.append(case)
+    return unique
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs of one case
+
+
+def case_outputs(case: CaseInput, *, label_names: dict[int, str], save_probabilities: bool,
+                 rtstruct: bool) -> dict[str, Any]:
+    """The output file names of ``case`` for these options (JSON excluded)."""
+    outputs: dict[str, Any] = {"segmentation": f"{case.case_id}_seg.nii.gz"}
+    if save_probabilities:
+        outputs["probabilities"] = {name: f"{case.case_id}_prob_{_clean_id(name)}.nii.gz"
+                                    for idx, name in sorted(label_names.items()) if idx != 0}
+    if case.is_dicom:
+        outputs["dicom_seg"] = f"{case.case_id}_seg.dcm"
+        if rtstruct:
+            outputs["rtstruct"] = f"{case.case_id}_rtstruct.dcm"
+    return outputs
+
+
+def _flat(outputs: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for value in outputs.values():
+        names.extend(value.values() if isinstance(value, dict) else [value])
+    return names
+
+
+def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> bool:
+    """True when ``<case>.json`` exists, parses, and every output it and ``outputs`` name exists."""
+    js = out_dir / f"{case.case_id}.json"
+    if not js.is_file():
+        return False
+    try:
+        recorded = json.loads(js.read_text(encoding="utf-8")).get("outputs", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+    return all((out_dir / n).is_file() for n in _flat(outputs) + _flat(recorded))
+
+
+def _warn_if_other_model(js: Path, sha256: str | None) -> None:
+    """Warn when a skipped case's outputs were made by another model file."""
+    try:
+        recorded = json.loads(js.read_text(encoding="utf-8"))["model"]["sha256"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return
+    if sha256 is not None and recorded != sha256:
+        logger.warning("%s: kept outputs made by another model (sha256 %s…, now %s…); pass --overwrite to redo them",
+                       js, str(recorded)[:12], sha256[:12])
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return _json_safe(float(value))
+    return value
+
+
+_NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*|null)(?:,\s*(?:-?[0-9][0-9.eE+-]*|null))*)\s*\]")
+
+
+def dumps_json(doc: Any) -> str:
+    """``json.dumps`` with 2-space indentation, but lists of numbers kept on one line."""
+    text = json.dumps(doc, indent=2, allow_nan=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
+
+
+def _geometry_dict(geometry: Any) -> dict[str, Any]:
+    return {"shape": list(geometry.shape), "spacing": list(geometry.spacing), "origin": list(geometry.origin),
+            "direction": list(geometry.direction)}
+
+
+def prediction_json(case: CaseInput, ct: Any, result: Any, predictor: Any, outputs: dict[str, Any],
+                    runtime: dict[str, float]) -> dict[str, Any]:
+    """The ``<case>.json`` document (schema ``rrcunet-prediction`` v1, docs/inference.md)."""
+    import torch
+
+    info = ct.meta.get("dicom")
+    dicom = None
+    if info is not None:
+        dicom = {"study_uid": info.study_uid, "series_uid": info.series_uid,
+                 "frame_of_reference_uid": info.frame_of_reference_uid, "patient_id": info.patient_id,
+                 "modality": info.modality, "series_description": info.series_description}
+    summary = result.summary()
+    summary["postprocessing"] = {"min_tumour_ml": predictor.config.postprocess.min_tumour_ml,
+                                 "keep_outside_lung": predictor.config.postprocess.keep_outside_lung,
+                                 **summary["postprocessing"]}
+    doc = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "case": case.case_id,
+        "input": {"path": str(case.path), "dicom": dicom, "geometry": _geometry_dict(ct.geometry)},
+        "outputs": outputs,
+        "labels": {str(k): v for k, v in sorted(result.label_names.items())},
+        **summary,
+        "runtime_s": runtime,
+        "model": predictor.describe(),
+        "inference": {**predictor.config.to_dict(), "device_used": str(predictor.device),
+                      "sliding_window_used": predictor.uses_sliding_window,
+                      "lung_method_used": "given" if predictor.meta.task == "lung" else predictor.config.lung_method},
+        "preprocessing_record": result.record.to_dict(),
+        "rrcunet_version": __version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return _json_safe(doc)
+
+
+def _write_nifti_like(volume: Any, source: Path, out: Path) -> bool:
+    """Write ``volume`` with the NIfTI header of ``source`` (only the data type changed); False if not applicable.
+
+    For a NIfTI input this makes the output's orientation fields (sform, qform, pixdim) the very
+    bytes of the input's, so any reader gives both files the same geometry; going through
+    ``write_volume`` would re-encode the orientation (NIfTI keeps it in float32) and could move it
+    by ~1e-10.
+    """
+    import nibabel as nib
+
+    from rrcunet.io.atomic import atomic_path
+
+    if not source.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    header = nib.load(str(source)).header.copy()
+    if tuple(int(s) for s in header.get_data_shape()[:3]) != tuple(volume.shape) or len(header.get_data_shape()) != 3:
+        return False
+    array = np.asarray(volume.array)
+    header.set_data_dtype(array.dtype)
+    image = nib.Nifti1Image(array, None, header=header)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header["cal_min"], image.header["cal_max"] = 0, 0
+    with atomic_path(out) as tmp:
+        nib.save(image, str(tmp))
+    return True
+
+
+def _write_volume(volume: Any, source: Path, out: Path) -> None:
+    from rrcunet.io import write_volume
+
+    if not _write_nifti_like(volume, source, out):
+        write_volume(volume, out, overwrite=True)
+
+
+def write_case_outputs(case: CaseInput, ct: Any, result: Any, out_dir: Path, outputs: dict[str, Any]) -> None:
+    """Write the image outputs of one case (not the JSON), each atomically, replacing older ones."""
+    from rrcunet.io import write_rtstruct, write_seg
+
+    labels = result.labels.with_array(np.asarray(result.labels.array, dtype=np.uint8))
+    _write_volume(labels, Path(case.path), out_dir / outputs["segmentation"])
+    if "probabilities" in outputs:
+        if result.probabilities is None:
+            raise RuntimeError("probabilities were requested but not computed")
+        by_name = {name: idx for idx, name in result.label_names.items()}
+        for name, fname in outputs["probabilities"].items():
+            array = np.ascontiguousarray(result.probabilities.array[by_name[name]], dtype=np.float32)
+            _write_volume(ct.with_array(array, kind="image"), Path(case.path), out_dir / fname)
+    names = {v: n.capitalize() for v, n in result.label_names.items() if v != 0}
+    if "dicom_seg" in outputs:
+        write_seg(result.labels, ct.meta["dicom"], out_dir / outputs["dicom_seg"], segment_labels=names,
+                  overwrite=True)
+    if "rtstruct" in outputs:
+        write_rtstruct(result.labels, ct.meta["dicom"], out_dir / outputs["rtstruct"], roi_names=names,
+                       overwrite=True)
+
+
+def predict_case(predictor: Any, case: CaseInput, out_dir: Path, *, save_probabilities: bool = False,
+                 rtstruct: bool = False) -> dict[str, Any]:
+    """Read, predict and write one case; return its JSON document (already written)."""
+    from rrcunet.io import read_image
+
+    t0 = time.perf_counter()
+    ct = read_image(case.path)
+    t_read = time.perf_counter() - t0
+    if case.is_dicom != ("dicom" in ct.meta):
+        case = CaseInput(case.case_id, case.path, "dicom" in ct.meta)
+    outputs = case_outputs(case, label_names=dict(predictor.meta.labels), save_probabilities=save_probabilities,
+                           rtstruct=rtstruct)
+    result = predictor.predict_volume(ct, return_probabilities=save_probabilities)
+    t = time.perf_counter()
+    write_case_outputs(case, ct, result, out_dir, outputs)
+    t_write = time.perf_counter() - t
+    runtime = {"read": t_read, **result.timings, "write": t_write}
+    runtime["total"] = time.perf_counter() - t0
+    doc = prediction_json(case, ct, result, predictor, outputs, runtime)
+    atomic_write_text(out_dir / f"{case.case_id}.json", dumps_json(doc))
+    return doc
+
+
+def predict_paths(predictor: Any, inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  out_dir: str | os.PathLike[str], *, save_probabilities: bool = False, rtstruct: bool = False,
+                  overwrite: bool = False, progress: bool = True,
+                  on_case: Callable[[CaseOutcome], None] | None = None) -> BatchReport:
+    """Predict every case of ``inputs`` into ``out_dir``; a failing case is reported and skipped.
+
+    Args:
+        predictor: a loaded :class:`~rrcunet.inference.Predictor`.
+        inputs: files and folders (:func:`discover_cases`).
+        out_dir: output folder (created). Files that look like outputs of a previous run in it
+            (``*_seg.*``, ``*_prob_*``) are never taken as inputs.
+        save_probabilities: also write ``<case>_prob_<class>.nii.gz``.
+        rtstruct: also write ``<case>_rtstruct.dcm`` for DICOM inputs (ignored, with a warning, for others).
+        overwrite: redo cases that are already complete (default: skip them, so an interrupted run
+            resumes where it stopped).
+        progress: show a tqdm progress bar (on stderr, only when it is a terminal).
+        on_case: called with each :class:`CaseOutcome` as it is decided.
+
+    Returns:
+        a :class:`BatchReport`.
+
+    Raises:
+        InputError: an input path is missing, a folder holds no case, or two cases share an id.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder; choose a folder path for -o")
+    out.mkdir(parents=True, exist_ok=True)
+    out_resolved = out.resolve()
+    cases = [c for c in discover_cases(inputs)
+             if not (Path(c.path).resolve().parent == out_resolved and _OUTPUT_NAME.search(c.case_id))]
+    if not cases:
+        raise InputError(f"no input case left to predict in {', '.join(map(str, inputs))} (only earlier outputs)")
+    if rtstruct and not any(c.is_dicom for c in cases):
+        logger.warning("--rtstruct is written only for DICOM inputs; none of the %d case(s) is DICOM", len(cases))
+    labels = dict(predictor.meta.labels)
+    outcomes: list[CaseOutcome] = []
+    bar = tqdm(cases, unit="case", desc="predict", disable=None if progress else True, dynamic_ncols=True)
+    for case in bar:
+        bar.set_postfix_str(case.case_id, refresh=False)
+        expected = case_outputs(case, label_names=labels, save_probabilities=save_probabilities, rtstruct=rtstruct)
+        if not overwrite and is_complete(case, out, expected):
+            outcome = CaseOutcome(case.case_id, case.path, "skipped", "outputs complete; pass --overwrite to redo",
+                                  expected)
+            _warn_if_other_model(out / f"{case.case_id}.json", predictor.model_sha256)
+        else:
+            t = time.perf_counter()
+            try:
+                doc = predict_case(predictor, case, out, save_probabilities=save_probabilities, rtstruct=rtstruct)
+                outcome = CaseOutcome(case.case_id, case.path, "done", "", doc["outputs"], time.perf_counter() - t)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except RRcUNetError as exc:
+                outcome = CaseOutcome(case.case_id, case.path, "failed", str(exc), seconds=time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+                logger.debug("case %s failed:\n%s", case.case_id, traceback.format_exc())
+                outcome = CaseOutcome(case.case_id, case.path, "failed", f"{type(exc).__name__}: {exc}",
+                                      seconds=time.perf_counter() - t)
+        outcomes.append(outcome)
+        if on_case is not None:
+            on_case(outcome)
+    bar.close()
+    return BatchReport(out, outcomes)

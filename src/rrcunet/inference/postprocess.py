@@ -1,0 +1,108 @@
+"""Optional clean-up of a predicted label map: tumour components outside the lung region or
+below a volume threshold (:func:`postprocess_labels`, configured by
+:class:`~rrcunet.inference.config.PostprocessConfig`).
+
+Runs on the original CT grid, after the inverse preprocessing, so thresholds are in true mL.
+Every removed component is reported (reason, size, centroid) in the prediction's JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rrcunet.errors import InputError
+from rrcunet.inference.config import PostprocessConfig
+from rrcunet.inference.measure import Components, centroid, tumour_components
+from rrcunet.io.volume import Volume
+
+TUMOUR = 2
+LUNG = 1
+
+
+@dataclass(frozen=True)
+class RemovedComponent:
+    """A tumour component dropped by :func:`postprocess_labels`."""
+
+    reason: str  # "outside_lung" or "below_min_volume"
+    n_voxels: int
+    volume_ml: float
+    centroid_mm: tuple[float, float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "n_voxels": self.n_voxels, "volume_ml": self.volume_ml,
+                "centroid_mm_lps": list(self.centroid_mm)}
+
+
+def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessConfig,
+                       *, components: Components | None = None) -> tuple[Volume, list[RemovedComponent]]:
+    """Drop tumour components that lie wholly outside the lung region or are smaller than a volume.
+
+    Args:
+        labels: predicted 0/1/2 label map.
+        lung: the lung region (0/1) on the same grid — the lung channel the network was given.
+            Needed unless ``config.keep_outside_lung``.
+        config: which rules apply. A component is removed as ``"outside_lung"`` when none of its
+            voxels is in the lung region, else as ``"below_min_volume"`` when its volume is below
+            ``config.min_tumour_ml``.
+        components: precomputed :func:`~rrcunet.inference.measure.tumour_components` of the tumour.
+
+    Returns:
+        ``(labels, removed)``: a new Volume (the input is not modified) where removed tumour voxels
+        are lung (1) inside the lung region and background (0) outside it, and the list of removed
+        components.
+
+    Example::
+
+        cleaned, removed = postprocess_labels(pred, lung, PostprocessConfig(min_tumour_ml=0.5))
+    """
+    if config.is_noop:
+        return labels, []
+    arr = np.asarray(labels.array)
+    if lung is not None and not lung.geometry.same_grid(labels.geometry):
+        raise InputError(f"lung region ({lung.geometry.describe()}) is not on the prediction's grid "
+                         f"({labels.geometry.describe()})")
+    if lung is None and not config.keep_outside_lung:
+        raise InputError("postprocessing needs the lung region to drop tumour outside the lung; pass it or set "
+                         "keep_outside_lung=True")
+    comps = components if components is not None else tumour_components(arr == TUMOUR)
+    if comps.count == 0:
+        return labels, []
+    box = comps.box
+    sub_labels = comps.labels
+    ids = np.arange(1, comps.count + 1)
+    drop = np.zeros(comps.count + 1, dtype=bool)
+    reasons: dict[int, str] = {}
+    lung_box = None if lung is None else np.asarray(lung.array)[box] != 0
+    if not config.keep_outside_lung and lung_box is not None:
+        inside = np.bincount(sub_labels[lung_box], minlength=comps.count + 1)[1:]
+        for c in ids[inside == 0]:
+            drop[c] = True
+            reasons[int(c)] = "outside_lung"
+    if config.min_tumour_ml > 0:
+        voxel_ml = labels.geometry.voxel_volume_ml
+        for c in ids[comps.sizes * voxel_ml < config.min_tumour_ml]:
+            if not drop[c]:
+                drop[c] = True
+                reasons[int(c)] = "below_min_volume"
+    if not drop.any():
+        return labels, []
+    from scipy import ndimage
+
+    removed_mask = drop[sub_labels]
+    boxes = ndimage.find_objects(sub_labels)
+    off = np.asarray(comps.offset, dtype=np.float64)
+    removed = []
+    for c in (int(c) for c in ids if drop[c]):
+        sl = boxes[c - 1]
+        cen = centroid(sub_labels[sl] == c) + off + np.asarray([s.start for s in sl])
+        removed.append(RemovedComponent(reasons[c], int(comps.sizes[c - 1]),
+                                        float(comps.sizes[c - 1]) * labels.geometry.voxel_volume_ml,
+                                        tuple(float(v) for v in labels.geometry.index_to_physical(cen))))  # type: ignore[arg-type]
+    out = arr.copy()
+    sub = out[box]
+    replacement = np.where(lung_box, LUNG, 0) if lung_box is not None else 0
+    sub[removed_mask] = (replacement[removed_mask] if isinstance(replacement, np.ndarray) else 0)
+    return labels.with_array(out), removed

@@ -1,0 +1,391 @@
+"""The inference core: a loaded model applied to CT volumes (:class:`Predictor`).
+
+Layered so that each step can be used and tested alone (file → volume → preprocessed tensor →
+probabilities → label map on the original grid):
+
+* :meth:`Predictor.run_network`: a preprocessed ``(C, X, Y, Z)`` array → class probabilities on
+  the network grid (device, bf16 autocast, mirror TTA, MONAI sliding windows);
+* :meth:`Predictor.predict_volume`: a CT :class:`~rrcunet.io.Volume` (and optionally its lung
+  region) → :class:`PredictionResult`: the label map on *exactly* the CT's grid, after
+  lung extraction → :func:`rrcunet.preprocessing.preprocess` (with the config stored in the model
+  file) → network → :func:`rrcunet.preprocessing.invert_probabilities` → postprocessing →
+  lesion measurements, each stage timed;
+* :meth:`Predictor.predict_paths`: files and folders → output files (see :mod:`.batch`).
+
+The model is loaded once (:meth:`Predictor.from_file`) and applied to any number of cases.
+
+Example::
+
+    from rrcunet.inference import InferenceConfig, Predictor
+    from rrcunet.io import read_image
+    predictor = Predictor.from_file("best.safetensors", config=InferenceConfig(device="cpu", tta=True))
+    result = predictor.predict_volume(read_image("LUNG1-001/image"))
+    result.labels            # Volume (0/1/2) on the CT grid
+    result.tumour_volume_ml, [l.longest_axial_diameter_mm for l in result.lesions]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rrcunet.errors import ConfigError, InputError
+from rrcunet.inference.config import InferenceConfig
+from rrcunet.inference.measure import Lesion, measure_lesions, tumour_components
+from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
+from rrcunet.io.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+#: The 8 mirror combinations of TTA, as dims of a ``(B, C, X, Y, Z)`` tensor.
+FLIP_COMBINATIONS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(d for d, on in zip((2, 3, 4), mask) if on) for mask in itertools.product((False, True), repeat=3)
+)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without CUDA is a :class:`ConfigError`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available to this PyTorch build "
+                          f"(torch {torch.__version__}); use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'auto', not {device!r}")
+    return torch.device(device)
+
+
+@contextmanager
+def stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Time a pipeline stage into ``timings[name]`` (seconds, accumulated) and label it
+    ``rrcunet::<name>`` for :mod:`torch.profiler` (a no-op when no profiler runs)."""
+    t0 = time.perf_counter()
+    with torch.profiler.record_function(f"rrcunet::{name}"):
+        yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What :meth:`Predictor.predict_volume` returns for one CT.
+
+    Args:
+        labels: the label map (0 background, 1 lung, 2 tumour; 0/1 for a lung model) on exactly the
+            CT's grid, after postprocessing.
+        lung: the lung region (0/1) given to the network, on the CT grid (for a lung model: its
+            own prediction).
+        record: the :class:`~rrcunet.preprocessing.PreprocessRecord` (every geometric step).
+        lesions: tumour lesions, largest first (:func:`~rrcunet.inference.measure.measure_lesions`).
+        removed: tumour components dropped by postprocessing.
+        timings: seconds per stage (``lungmask``, ``preprocess``, ``model``, ``invert``,
+            ``postprocess``, ``measure``).
+        probabilities: ``(C, X, Y, Z)`` class probabilities on the CT grid, when requested.
+        label_names: output class index → name (from the model file).
+    """
+
+    labels: Volume
+    lung: Volume
+    record: Any
+    lesions: list[Lesion]
+    removed: list[RemovedComponent]
+    timings: dict[str, float]
+    probabilities: Any = None
+    label_names: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def tumour_volume_ml(self) -> float:
+        return float(sum(les.volume_ml for les in self.lesions))
+
+    @property
+    def lung_volume_ml(self) -> float:
+        """Volume of the lung region (parenchyma including tumours), the network's lung channel."""
+        return float(np.count_nonzero(self.lung.array)) * self.lung.geometry.voxel_volume_ml
+
+    def summary(self) -> dict[str, Any]:
+        """The measurement part of the prediction JSON (schema in docs/inference.md)."""
+        voxel_ml = self.labels.geometry.voxel_volume_ml
+        counts = np.bincount(np.asarray(self.labels.array).ravel(), minlength=len(self.label_names) or 3)
+        return {
+            "tumour": {
+                "volume_ml": self.tumour_volume_ml,
+                "n_voxels": int(sum(les.n_voxels for les in self.lesions)),
+                "n_lesions": len(self.lesions),
+                "lesions": [les.to_dict() for les in self.lesions],
+            },
+            "lung": {
+                "region_volume_ml": self.lung_volume_ml,
+                "predicted_parenchyma_ml": float(counts[1]) * voxel_ml if counts.size > 1 else 0.0,
+            },
+            "postprocessing": {"removed": [r.to_dict() for r in self.removed]},
+        }
+
+
+class Predictor:
+    """A loaded model and how to run it; apply with :meth:`predict_volume` or :meth:`predict_paths`.
+
+    Args:
+        model: the network (``(B, C_in, X, Y, Z)`` → logits ``(B, C_out, X, Y, Z)``), e.g. from
+            :func:`rrcunet.training.checkpoint.load_model`.
+        meta: its :class:`~rrcunet.training.checkpoint.ModelMeta` (task, labels, preprocessing).
+        config: an :class:`InferenceConfig`.
+        model_path: the model file (recorded in outputs).
+        model_sha256: its SHA-256 (computed from ``model_path`` when not given).
+        lung_predictor: a :class:`Predictor` of a lung model (task ``"lung"``) used as the lung
+            extractor (``lung_method="coordunet"``).
+
+    Use :meth:`from_file` to load a model file (and the lung model named in the config).
+    """
+
+    def __init__(self, *, model: nn.Module, meta: Any, config: InferenceConfig = InferenceConfig(),
+                 model_path: str | os.PathLike[str] | None = None, model_sha256: str | None = None,
+                 lung_predictor: "Predictor | None" = None) -> None:
+        from rrcunet.training.config import TASKS
+
+        if meta.task not in TASKS:
+            raise InputError(f"model task {meta.task!r} is not one of {sorted(TASKS)}")
+        if config.lung_method == "coordunet" and lung_predictor is None and meta.task == "tumour":
+            raise ConfigError("lung_method 'coordunet' needs a lung predictor; build the Predictor with "
+                              "Predictor.from_file(..., config=InferenceConfig(lung_method='coordunet', lung_model=PATH))")
+        if lung_predictor is not None and lung_predictor.meta.task != "lung":
+            raise InputError(f"the lung model {lung_predictor.model_path} has task {lung_predictor.meta.task!r}; "
+                             "expected a lung model (task 'lung', e.g. trained with the cpu_lung config)")
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.meta = meta
+        self.model_path = None if model_path is None else Path(model_path)
+        self.model_sha256 = model_sha256 or (file_sha256(model_path) if model_path is not None else None)
+        self.lung_predictor = lung_predictor
+        self.model = model.to(self.device).eval()
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.in_channels = int(TASKS[meta.task]["in_channels"])
+        self.n_classes = len(meta.labels)
+        self.base_preprocess = self._base_preprocess_config()
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None = None, *,
+                  config: InferenceConfig = InferenceConfig()) -> "Predictor":
+        """Load a model file (``None``: the bundled demo model) and, with ``lung_method="coordunet"``,
+        the lung model ``config.lung_model``.
+
+        Raises:
+            ConfigError: no path and the bundled model is not installed (the message says how to make it).
+            InputError: unreadable / foreign model file.
+        """
+        from rrcunet.inference.bundled import bundled_model_path
+        from rrcunet.training.checkpoint import load_model
+
+        model_path = Path(path) if path is not None else bundled_model_path("tumour")
+        device = resolve_device(config.device)
+        model, meta = load_model(model_path, device=device)
+        lung_predictor = None
+        if config.lung_method == "coordunet" and meta.task == "tumour":
+            lung_cfg = dataclasses.replace(config, lung_method="classical", lung_model=None, sliding_window=False,
+                                           roi_size=None, target_spacing=None)
+            lung_model, lung_meta = load_model(config.lung_model, device=device)  # type: ignore[arg-type]
+            lung_predictor = cls(model=lung_model, meta=lung_meta, config=lung_cfg, model_path=config.lung_model)
+        return cls(model=model, meta=meta, config=config, model_path=model_path, lung_predictor=lung_predictor)
+
+    def _base_preprocess_config(self) -> Any:
+        from rrcunet.preprocessing import PreprocessConfig
+
+        if self.meta.preprocess is None:
+            logger.warning("model file %s records no preprocessing config; using the paper's defaults "
+                           "(clip [-1200, 600], 256x256x48)", self.model_path)
+            return PreprocessConfig()
+        return self.meta.preprocess_config()
+
+    # -- the network ---------------------------------------------------------------------------
+    def preprocess_config(self, ct: Volume) -> Any:
+        """The preprocessing config used for ``ct``: the model file's, with the resolution switched to a
+        target spacing (``config.target_spacing`` or the CT's native spacing) for sliding windows."""
+        base = self.base_preprocess
+        cfg = self.config
+        if cfg.target_spacing is not None or (cfg.sliding_window and base.target_shape is not None):
+            spacing = cfg.target_spacing
+            if spacing is None:
+                from rrcunet.preprocessing import orientation_step
+
+                spacing = orientation_step(ct.geometry, base.canonical_direction).output_geometry.spacing
+            return dataclasses.replace(base, target_shape=None, target_spacing=tuple(spacing))
+        return base
+
+    @property
+    def uses_sliding_window(self) -> bool:
+        return bool(self.config.sliding_window or self.config.target_spacing is not None
+                    or self.base_preprocess.target_shape is None)
+
+    def roi_size(self, network_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Sliding-window size for a network input of ``network_shape`` (checked against the network's divisor)."""
+        roi = self.config.roi_size or self.base_preprocess.target_shape
+        if roi is None:
+            raise ConfigError(
+                f"the model file {self.model_path} was trained at a target spacing and records no input shape; "
+                "pass --roi-size X Y Z for sliding-window inference"
+            )
+        divisor = int(getattr(self.model, "divisor", 1))
+        bad = [r for r in roi if r % divisor]
+        if bad:
+            fixed = tuple(int(-(-r // divisor) * divisor) for r in roi)
+            raise ConfigError(f"roi_size {tuple(roi)} must be divisible by {divisor} (2**(levels-1) of this network); "
+                              f"use --roi-size {' '.join(map(str, fixed))}")
+        # No window larger than the (divisible-padded) image: MONAI would pad it and waste time.
+        padded = tuple(int(-(-s // divisor) * divisor) for s in network_shape)
+        return tuple(min(int(r), p) for r, p in zip(roi, padded))  # type: ignore[return-value]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return self.model(x).float()
+
+    def run_network(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(C_out, X, Y, Z)`` (float32, CPU) of one preprocessed ``(C_in, X, Y, Z)`` input.
+
+        Softmax of the logits; with ``tta`` the mean of the softmax over the 8 mirror combinations;
+        with sliding windows the logits of overlapping windows are blended with Gaussian weights by
+        :func:`monai.inferers.sliding_window_inference` (before the softmax).
+        """
+        x = torch.as_tensor(image)
+        if x.ndim != 4 or x.shape[0] != self.in_channels:
+            raise InputError(f"network input must be ({self.in_channels}, X, Y, Z) for a {self.meta.task!r} model, "
+                             f"not shape {tuple(x.shape)}")
+        x = x[None].to(self.device, torch.float32)
+        sliding = self.uses_sliding_window
+        roi = self.roi_size(tuple(x.shape[2:])) if sliding else None
+        autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self.config.bf16
+                    else nullcontext())
+
+        def logits_of(inp: torch.Tensor) -> torch.Tensor:
+            if roi is None:
+                return self._forward(inp)
+            from monai.inferers import sliding_window_inference
+
+            return sliding_window_inference(inp, roi, self.config.sw_batch_size, self._forward,
+                                            overlap=self.config.overlap, mode="gaussian")
+
+        flips = FLIP_COMBINATIONS if self.config.tta else ((),)
+        with torch.inference_mode(), autocast:
+            probs = torch.softmax(logits_of(x).float(), dim=1)  # flips[0] is the identity
+            for dims in flips[1:]:
+                p = torch.softmax(logits_of(torch.flip(x, dims)).float(), dim=1)
+                probs.add_(torch.flip(p, dims))
+            if len(flips) > 1:
+                probs.div_(len(flips))
+        return probs[0].to("cpu", torch.float32).clone()  # a clone outside inference mode is a normal tensor
+
+    # -- one CT ----------------------------------------------------------------------------------
+    def extract_lung(self, ct: Volume) -> Volume:
+        """The lung region of ``ct`` (0/1 on its grid) by the configured method."""
+        if self.lung_predictor is not None:
+            return self.lung_predictor.predict_volume(ct).labels
+        from rrcunet.lungmask import extract_lungs
+
+        return extract_lungs(ct, method="classical")
+
+    def predict_volume(self, ct: Volume, lung: Volume | None = None, *,
+                       return_probabilities: bool = False) -> PredictionResult:
+        """Segment one CT; the result is on exactly ``ct``'s grid.
+
+        Args:
+            ct: CT in HU (any orientation, spacing, size).
+            lung: its lung region (0/1) on the CT grid; computed with the configured lung method
+                when ``None``. Ignored by a lung model.
+            return_probabilities: also map the class probabilities back to the CT grid (C × the
+                CT's voxels in float32).
+
+        Returns:
+            a :class:`PredictionResult`.
+
+        Raises:
+            InputError: a lung mask on another grid; an empty lung region.
+        """
+        from rrcunet.preprocessing import invert_prediction, invert_probabilities, preprocess
+
+        timings: dict[str, float] = {}
+        with stage(timings, "lungmask"):
+            if self.meta.task == "lung":
+                lung_in = ct.with_array(np.ones(ct.shape, dtype=np.uint8), kind="label")
+            else:
+                if lung is None:
+                    lung = self.extract_lung(ct)
+                elif not lung.geometry.same_grid(ct.geometry):
+                    raise InputError(f"the lung mask ({lung.geometry.describe()}) is not on the CT grid "
+                                     f"({ct.geometry.describe()}); resample it onto the CT first")
+                lung_in = lung
+        with stage(timings, "preprocess"):
+            case = preprocess(ct, lung_in, config=self.preprocess_config(ct))
+            image = case.image[: self.in_channels]
+        with stage(timings, "model"):
+            probs = self.run_network(image)
+        with stage(timings, "invert"):
+            prob_map = invert_probabilities(probs, case.record) if return_probabilities else None
+            labels = prob_map.argmax() if prob_map is not None else invert_prediction(probs, case.record)
+            labels = Volume(labels.array, ct.geometry, "label", {"source": ct.meta.get("source")})
+            del probs
+
+        if self.meta.task == "lung":
+            return PredictionResult(labels=labels, lung=labels, record=case.record, lesions=[], removed=[],
+                                    timings=timings, probabilities=prob_map, label_names=dict(self.meta.labels))
+
+        with stage(timings, "postprocess"):
+            comps = tumour_components(np.asarray(labels.array) == 2)
+            labels, removed = postprocess_labels(labels, lung_in, self.config.postprocess, components=comps)
+            if removed:
+                comps = tumour_components(np.asarray(labels.array) == 2)
+        with stage(timings, "measure"):
+            lesions = measure_lesions(labels.array, labels.geometry, components=comps)
+        return PredictionResult(labels=labels, lung=lung_in, record=case.record, lesions=lesions, removed=removed,
+                                timings=timings, probabilities=prob_map, label_names=dict(self.meta.labels))
+
+    # -- many files ------------------------------------------------------------------------------
+    def predict_paths(self, inputs: Any, out_dir: str | os.PathLike[str], **options: Any) -> Any:
+        """Predict every case found in ``inputs`` and write the outputs to ``out_dir``.
+
+        See :func:`rrcunet.inference.batch.predict_paths` for the options and outputs.
+        """
+        from rrcunet.inference.batch import predict_paths
+
+        return predict_paths(self, inputs, out_dir, **options)
+
+    def describe(self) -> dict[str, Any]:
+        """Model provenance for the prediction JSON."""
+        from rrcunet.training.config import config_to_dict
+
+        info = {
+            "path": None if self.model_path is None else str(self.model_path),
+            "sha256": self.model_sha256,
+            "name": self.meta.model_name,
+            "kwargs": self.meta.model_kwargs,
+            "task": self.meta.task,
+            "labels": {str(k): v for k, v in self.meta.labels.items()},
+            "trained_with_rrcunet": self.meta.rrcunet_version,
+            "preprocess": config_to_dict(self.base_preprocess),
+        }
+        if self.lung_predictor is not None:
+            info["lung_model"] = {"path": str(self.lung_predictor.model_path),
+                                  "sha256": self.lung_predictor.model_sha256,
+                                  "name": self.lung_predictor.meta.model_name}
+        return info

@@ -1,0 +1,112 @@
+"""``rrcunet predict`` end to end: NIfTI and DICOM inputs keep their grid, DICOM gets a SEG (and
+an RTSTRUCT) referencing the source series, resume / --overwrite, bad cases and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pydicom
+import pytest
+
+from rrcunet.cli.main import main
+from rrcunet.inference import bundled as bundled_mod
+from rrcunet.io import read_image, read_rtstruct, read_seg, write_ct_series, write_volume
+from tests.inference.helpers import oblique
+
+
+def _predict(*args) -> int:
+    return main(["predict", *map(str, args), "--device", "cpu", "--no-progress"])
+
+
+def test_nifti_oblique_input_keeps_its_grid(cli_model, cli_chest, tmp_path, capsys):
+    ct = oblique(cli_chest[0])
+    write_volume(ct, tmp_path / "in" / "chest.nii.gz")
+    assert _predict(tmp_path / "in", "-o", tmp_path / "out", "--model", cli_model) == 0
+    assert "1 predicted" in capsys.readouterr().out
+    src = read_image(tmp_path / "in" / "chest.nii.gz")
+    seg = read_image(tmp_path / "out" / "chest_seg.nii.gz", kind="label")
+    assert seg.geometry == src.geometry
+    assert json.loads((tmp_path / "out" / "chest.json").read_text())["outputs"] == {"segmentation": "chest_seg.nii.gz"}
+
+
+def test_dicom_input_gives_a_seg_and_rtstruct_referencing_the_series(cli_model, cli_chest, tmp_path):
+    import highdicom as hd
+
+    files = write_ct_series(cli_chest[0], tmp_path / "P1" / "ct", patient_id="P1")
+    assert _predict(tmp_path / "P1" / "ct", "-o", tmp_path / "out", "--model", cli_model, "--rtstruct") == 0
+    ct = read_image(tmp_path / "P1" / "ct")
+    out = tmp_path / "out"
+    seg_nii = read_image(out / "P1_ct_seg.nii.gz", kind="label")
+    assert seg_nii.geometry.same_grid(ct.geometry, atol=1e-6) and seg_nii.shape == ct.shape
+
+    ds = pydicom.dcmread(out / "P1_ct_seg.dcm")
+    seg = hd.seg.Segmentation.from_dataset(ds)
+    info = ct.meta["dicom"]
+    assert ds.Modality == "SEG" and ds.StudyInstanceUID == info.study_uid
+    assert ds.FrameOfReferenceUID == info.frame_of_reference_uid
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == info.series_uid
+    referenced = {item.ReferencedSOPInstanceUID for item in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == set(info.sop_instance_uids) == {pydicom.dcmread(f).SOPInstanceUID for f in files}
+    assert [d.segment_label for d in seg.SegmentSequence] == ["Lung", "Tumour"]
+    # The SEG and the RTSTRUCT read back onto the CT give the NIfTI label map.
+    np.testing.assert_array_equal(read_seg(out / "P1_ct_seg.dcm", reference=ct).array, seg_nii.array)
+    rois = read_rtstruct(out / "P1_ct_rtstruct.dcm", ct)
+    np.testing.assert_array_equal(rois["Tumour"].array > 0, seg_nii.array == 2)
+    doc = json.loads((out / "P1_ct.json").read_text())
+    assert doc["input"]["dicom"]["series_uid"] == info.series_uid
+
+
+def _stamps(folder):
+    return {p.name: (os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_resume_overwrite_and_a_bad_case(cli_model, cli_chest, tmp_path, capsys):
+    inp = tmp_path / "in"
+    write_volume(cli_chest[0], inp / "good.nii.gz")
+    (inp / "bad.nii.gz").write_bytes(b"definitely not a NIfTI file")
+    out = tmp_path / "out"
+    assert _predict(inp, "-o", out, "--model", cli_model) == 3
+    captured = capsys.readouterr()
+    failures = [ln for ln in captured.err.splitlines() if ln.startswith("rrcunet predict:")]
+    assert len(failures) == 1 and "bad.nii.gz" in failures[0] and "Traceback" not in captured.err
+    assert "1 predicted, 0 already complete (skipped), 1 failed" in captured.out
+    stamps = _stamps(out)
+    assert set(stamps) == {"good_seg.nii.gz", "good.json"}
+
+    (inp / "bad.nii.gz").unlink()
+    assert _predict(inp, "-o", out, "--model", cli_model) == 0
+    assert "0 predicted, 1 already complete (skipped)" in capsys.readouterr().out
+    assert _stamps(out) == stamps
+    assert _predict(inp, "-o", out, "--model", cli_model, "--overwrite") == 0
+    assert "1 predicted" in capsys.readouterr().out
+    assert _stamps(out)["good_seg.nii.gz"] != stamps["good_seg.nii.gz"]
+
+
+def test_postprocessing_options_reach_the_json(cli_model, cli_chest, tmp_path):
+    write_volume(cli_chest[0], tmp_path / "c.nii.gz")
+    assert _predict(tmp_path / "c.nii.gz", "-o", tmp_path / "out", "--model", cli_model, "--min-tumour-ml", "1e6",
+                    "--keep-outside-lung") == 0
+    doc = json.loads((tmp_path / "out" / "c.json").read_text())
+    assert doc["postprocessing"]["min_tumour_ml"] == 1e6 and doc["postprocessing"]["keep_outside_lung"] is True
+    assert doc["tumour"]["n_lesions"] == 0 and doc["tumour"]["volume_ml"] == 0.0  # every component is < 1e6 mL
+    assert not (read_image(tmp_path / "out" / "c_seg.nii.gz", kind="label").array == 2).any()
+
+
+def test_usage_errors_are_one_line_exit_2(cli_chest, tmp_path, capsys, monkeypatch):
+    write_volume(cli_chest[0], tmp_path / "c.nii.gz")
+    monkeypatch.setitem(bundled_mod.BUNDLED_MODELS, "tumour", "absent_demo.safetensors")
+    assert _predict(tmp_path / "c.nii.gz", "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "absent_demo.safetensors is not installed" in err and "--model PATH" in err and "Traceback" not in err
+    assert _predict(tmp_path / "missing.nii.gz", "-o", tmp_path / "out", "--model", tmp_path / "c.nii.gz") == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--tta"], ["--sliding-window", "--roi-size", "16", "16", "8"], ["--bf16"]])
+def test_network_options_keep_the_grid(cli_model, cli_chest, tmp_path, extra):
+    write_volume(cli_chest[0], tmp_path / "c.nii.gz")
+    assert _predict(tmp_path / "c.nii.gz", "-o", tmp_path / "out", "--model", cli_model, *extra) == 0
+    seg = read_image(tmp_path / "out" / "c_seg.nii.gz", kind="label")
+    assert seg.geometry == read_image(tmp_path / "c.nii.gz").geometry

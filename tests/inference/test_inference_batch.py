@@ -1,0 +1,152 @@
+"""Batch prediction: case discovery, the output files and JSON, resuming, --overwrite, bad cases."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rrcunet import __version__
+from rrcunet.errors import InputError
+from rrcunet.inference import InferenceConfig, Predictor, discover_cases, measure_lesions
+from rrcunet.io import Geometry, Volume, read_image, write_ct_series, write_volume
+from tests.inference.helpers import save_tiny_model
+
+CPU = InferenceConfig(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model):
+    return Predictor.from_file(tiny_model, config=CPU)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory, chest_case):
+    """Two good NIfTI cases and one unreadable file, in one folder."""
+    ct = chest_case[0]
+    root = tmp_path_factory.mktemp("scans")
+    write_volume(ct, root / "a.nii.gz")
+    write_volume(ct.with_array(np.flip(ct.array, 0).copy()), root / "b.nii.gz")
+    return root
+
+
+def _tiny_ct() -> Volume:
+    arr = np.full((8, 8, 4), -1000, np.int16)
+    arr[2:6, 2:6] = 40
+    return Volume(arr, Geometry((8, 8, 4), (1.0, 1.0, 2.0)), "image")
+
+
+def test_discovery_rules(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    write_volume(_tiny_ct(), root / "a.nii.gz")
+    write_volume(_tiny_ct(), root / "b.nrrd")
+    (root / "notes.txt").write_text("not an image")
+    write_ct_series(_tiny_ct(), root / "patient1" / "study" / "series", patient_id="P1")
+    write_ct_series(_tiny_ct(), tmp_path / "P7" / "ct", patient_id="P7")
+    ds = tmp_path / "dataset"
+    write_volume(_tiny_ct(), ds / "images" / "case_01.nii.gz")
+    (ds / "manifest.json").write_text("{}")
+    cases = discover_cases([root, tmp_path / "P7" / "ct", ds, root / "a.nii.gz"])
+    assert [(c.case_id, c.is_dicom) for c in cases] == [
+        ("a", False), ("b", False), ("patient1", True), ("P7_ct", True), ("case_01", False)]
+    assert cases[2].path == root / "patient1"
+    one_file = discover_cases([tmp_path / "P7" / "ct" / "CT_0001.dcm"])
+    assert [(c.case_id, c.is_dicom) for c in one_file] == [("P7_ct", True)]
+
+
+def test_discovery_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file or folder"):
+        discover_cases([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="found no case"):
+        discover_cases([tmp_path / "empty"])
+    for sub in ("x", "y"):
+        write_volume(_tiny_ct(), tmp_path / sub / "same.nii.gz")
+    with pytest.raises(InputError, match="two inputs give the case id 'same'"):
+        discover_cases([tmp_path / "x", tmp_path / "y"])
+
+
+def test_outputs_and_json(predictor, scans, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    report = predictor.predict_paths([scans / "a.nii.gz"], out, save_probabilities=True, progress=False)
+    assert [o.status for o in report.outcomes] == ["done"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a_prob_lung.nii.gz", "a_prob_tumour.nii.gz",
+                                                     "a_seg.nii.gz"]
+    ct = read_image(scans / "a.nii.gz")
+    seg = read_image(out / "a_seg.nii.gz", kind="label")
+    assert seg.geometry.same_grid(ct.geometry, atol=1e-6)
+    prob = read_image(out / "a_prob_tumour.nii.gz", check_intensity=False)
+    assert prob.array.dtype == np.float32 and prob.geometry.same_grid(ct.geometry, atol=1e-6)
+    doc = json.loads((out / "a.json").read_text())
+    assert doc["schema"] == "rrcunet-prediction" and doc["case"] == "a"
+    assert doc["outputs"] == {"segmentation": "a_seg.nii.gz",
+                              "probabilities": {"lung": "a_prob_lung.nii.gz", "tumour": "a_prob_tumour.nii.gz"}}
+    voxel_ml = float(np.prod(ct.spacing)) / 1000
+    assert doc["tumour"]["n_voxels"] == int(np.count_nonzero(seg.array == 2))
+    assert doc["tumour"]["volume_ml"] == pytest.approx(doc["tumour"]["n_voxels"] * voxel_ml)
+    assert doc["tumour"]["n_lesions"] == len(doc["tumour"]["lesions"])
+    assert sum(les["volume_ml"] for les in doc["tumour"]["lesions"]) == pytest.approx(doc["tumour"]["volume_ml"])
+    # The JSON's lesions are those of the written label map (measured again here).
+    again = measure_lesions(seg.array, seg.geometry)
+    assert again  # the seeded tiny model does predict tumour on this chest
+    assert [les["n_voxels"] for les in doc["tumour"]["lesions"]] == [les.n_voxels for les in again]
+    for got, ref in zip(doc["tumour"]["lesions"], again):
+        assert got["longest_axial_diameter_mm"] == pytest.approx(ref.longest_axial_diameter_mm)
+        assert got["centroid_mm_lps"] == pytest.approx(list(ref.centroid_mm), abs=1e-4)
+        assert got["centroid_voxel"] == pytest.approx(list(ref.centroid_voxel))
+    assert doc["lung"]["region_volume_ml"] > 0
+    assert doc["lung"]["predicted_parenchyma_ml"] == pytest.approx(np.count_nonzero(seg.array == 1) * voxel_ml)
+    assert set(doc["runtime_s"]) == {"read", "lungmask", "preprocess", "model", "invert", "postprocess", "measure",
+                                     "write", "total"}
+    assert doc["model"]["sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    assert doc["rrcunet_version"] == __version__
+    assert doc["input"]["geometry"]["shape"] == list(ct.shape)
+    assert doc["preprocessing_record"]["config"]["target_shape"] == [32, 32, 16]
+
+
+def _stamp(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_resume_skips_complete_cases_and_overwrite_redoes_them(predictor, scans, tmp_path, caplog):
+    out = tmp_path / "out"
+    first = predictor.predict_paths([scans], out, progress=False)
+    assert [o.status for o in first.outcomes] == ["done", "done"]
+    stamps = {p.name: _stamp(p) for p in out.iterdir()}
+    again = predictor.predict_paths([scans], out, progress=False)
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
+    assert {p.name: _stamp(p) for p in out.iterdir()} == stamps
+    other = Predictor.from_file(save_tiny_model(tmp_path / "other.safetensors", seed=1), config=CPU)
+    assert [o.status for o in other.predict_paths([scans], out, progress=False).outcomes] == ["skipped", "skipped"]
+    assert "made by another model" in caplog.text
+    (out / "b.json").unlink()  # an interrupted case: outputs without their JSON
+    partial = predictor.predict_paths([scans], out, progress=False)
+    assert [o.status for o in partial.outcomes] == ["skipped", "done"]
+    assert _stamp(out / "a_seg.nii.gz") == stamps["a_seg.nii.gz"]
+    assert _stamp(out / "b_seg.nii.gz") != stamps["b_seg.nii.gz"]
+    redo = predictor.predict_paths([scans], out, overwrite=True, progress=False)
+    assert [o.status for o in redo.outcomes] == ["done", "done"]
+    assert _stamp(out / "a_seg.nii.gz") != stamps["a_seg.nii.gz"]
+    # Earlier outputs in the output folder are never taken as inputs.
+    assert [o.case_id for o in predictor.predict_paths([scans, out], out, progress=False).outcomes] == ["a", "b"]
+
+
+def test_a_bad_case_is_reported_and_the_others_finish(predictor, scans, tmp_path):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    # Soft tissue everywhere (−5 HU, so the intensity check passes): no lung to find.
+    write_volume(Volume(np.full((16, 16, 8), -5, np.int16), Geometry((16, 16, 8), (2.0, 2.0, 4.0)), "image"),
+                 bad / "nolung.nii.gz")
+    report = predictor.predict_paths([bad, scans / "a.nii.gz"], tmp_path / "out", progress=False)
+    status = {o.case_id: (o.status, o.message) for o in report.outcomes}
+    assert status["a"][0] == "done"
+    assert status["broken"][0] == "failed" and "broken.nii.gz" in status["broken"][1]
+    assert status["nolung"][0] == "failed" and "lung" in status["nolung"][1]
+    assert not (tmp_path / "out" / "broken.json").exists()
+    assert (tmp_path / "out" / "a.json").exists()
