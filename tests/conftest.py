@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Before torch is imported: spinning OpenMP threads make small CPU kernels many times slower when
+# the 2 CI cores are shared (docs/architecture.md, "Speed"). The CLI sets the same default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

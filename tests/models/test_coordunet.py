@@ -19,10 +19,10 @@ def test_defaults_are_ct_in_background_lung_out():
 
 @pytest.mark.parametrize("coords_at", [("input",), ("head",), ("input", "head"), ()])
 def test_forward_backward(coords_at):
-    model = build_model("coordunet", levels=3, base_filters=4, coords_at=coords_at)
-    x = torch.randn(2, 1, 32, 32, 16, requires_grad=True)
+    model = build_model("coordunet", levels=2, base_filters=4, coords_at=coords_at)
+    x = torch.randn(2, 1, 16, 16, 8, requires_grad=True)
     y = model(x)
-    assert y.shape == (2, 2, 32, 32, 16)
+    assert y.shape == (2, 2, 16, 16, 8)
     y.mean().backward()
     assert x.grad is not None and all(p.grad is not None for p in model.parameters())
 

@@ -84,7 +84,7 @@ def test_checkpointing_gives_same_outputs_and_gradients(name):
     plain = build_model(name, dropout=0.0, **SMALL).eval()
     ckpt = copy.deepcopy(plain)
     ckpt.checkpointing = True
-    x = torch.randn(1, 2, *SPATIAL)
+    x = torch.randn(1, 2, 16, 16, 8)
 
     # count block-internal conv calls: checkpointing recomputes each block during backward
     calls = []

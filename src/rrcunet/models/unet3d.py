@@ -158,12 +158,13 @@ class Decoder(nn.Module):
             )
             self.stages.append(Stage(blk, dropout=dropout[level]))
 
-    def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
-        pending = list(skips)  # popped as used, so inference frees each skip right after its concat
-        x = pending.pop()
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Decode the encoder outputs ``skips`` (shallowest first). The list is consumed (emptied):
+        each skip is dropped as soon as it is concatenated, so inference can free it early."""
+        x = skips.pop()
         for level in reversed(range(len(self.stages))):
             x = self.upsamples[level](x)
-            x = torch.cat((x, pending.pop()), dim=1)
+            x = torch.cat((x, skips.pop()), dim=1)
             x = self.stages[level](x)
         return x
 

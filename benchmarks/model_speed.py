@@ -1,0 +1,268 @@
+"""Inference speed, FLOPs and memory of RRc-UNet 3D, the §4.5 ablation variants and MONAI baselines.
+
+Prints one row per (variant, dtype, memory layout):
+
+* ``params``  trainable parameters;
+* ``GFLOP``   per forward pass, counted by ``torch.utils.flop_counter.FlopCounterMode`` on a
+  ``meta``-device copy (convolutions and matrix products only; norms/activations are not counted);
+* ``fwd s``   (``step s`` with ``--train``: forward + backward in train mode) median wall time of ``--repeats`` forward passes under ``torch.inference_mode``
+  (after one untimed warm-up pass); ``CPU s`` the median process CPU time of the same passes
+  (all threads): on an unloaded machine about ``threads × fwd s``; much less means the run was
+  starved by other processes and its wall time is inflated;
+* ``GFLOP/s`` and ``eff.``: achieved FLOP/s, and that divided by the FLOP/s of one large 3×3×3
+  Conv3d (64 → 64 channels on 64×64×32 voxels) timed with the same dtype, layout and threads —
+  i.e. how close the network gets to the machine's practical convolution speed;
+* ``peak MiB`` / ``Δ MiB``: CPU: the process's ``ru_maxrss`` high-water mark at the end, and its
+  growth during the forward passes (each row runs in a fresh subprocess, so rows do not share a
+  high-water mark); CUDA: ``torch.cuda.max_memory_allocated``.
+
+dtypes: ``fp32``, and ``bf16`` = ``torch.autocast`` to bfloat16 (weights stay fp32). Layouts:
+``contiguous`` (NCDHW) and ``cl3d`` = ``torch.channels_last_3d`` (NDHWC) for model and input.
+
+Subprocesses get ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's CPU allocator then uses transparent huge
+pages: roughly 30 % faster 3D convolutions on our CI box) and ``OMP_NUM_THREADS=--threads``.
+
+Examples::
+
+    # the reduced configuration used for docs/architecture.md (about 3 minutes on 2 cores)
+    python benchmarks/model_speed.py --shape 1 2 128 128 32 --base 16 --repeats 2
+    # the paper's input and width, RRc-UNet only, fp32
+    python benchmarks/model_speed.py --variants rrcunet --dtypes fp32 --layouts contiguous
+    # memory of a training step with and without activation checkpointing
+    python benchmarks/model_speed.py --train --variants rrcunet --dtypes fp32 --layouts contiguous \
+        --shape 1 2 128 128 32 --base 16
+    python benchmarks/model_speed.py --train --checkpointing ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("rrcunet", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
+DTYPES = ("fp32", "bf16")
+LAYOUTS = ("contiguous", "cl3d")
+REF_CONV = {"channels": 64, "spatial": (64, 64, 32)}
+
+
+# --------------------------------------------------------------------------------------------
+# worker side (runs in a subprocess, prints one JSON line)
+# --------------------------------------------------------------------------------------------
+def _build(variant: str, in_channels: int, base: int, levels: int):
+    """The network for ``variant``; the MONAI baselines get our depth, filters, GN and PReLU."""
+    filters = [base * 2**i for i in range(levels)]
+    if variant == "monai-unet":
+        from monai.networks.nets import UNet
+
+        # MONAI's UNet down-samples with a strided convolution at the start of every level, the
+        # first included, and normalises its 3-channel last up-convolution: GroupNorm(8) cannot,
+        # so it keeps its default instance norm.
+        return UNet(
+            spatial_dims=3, in_channels=in_channels, out_channels=3, channels=filters,
+            strides=[2] * (levels - 1), num_res_units=2, act="PRELU", norm="INSTANCE",
+        )
+    if variant == "monai-dynunet":
+        from monai.networks.nets import DynUNet
+
+        return DynUNet(
+            spatial_dims=3, in_channels=in_channels, out_channels=3, kernel_size=[3] * levels,
+            strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1), filters=filters,
+            norm_name=("group", {"num_groups": 8}), act_name="prelu",
+        )
+    from rrcunet.models import build_model
+
+    return build_model(variant, in_channels=in_channels, base_filters=base, levels=levels)
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _timed(fn, repeats: int, device: str) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds of ``repeats`` calls."""
+    import torch
+
+    wall, cpu = [], []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def worker(job: dict) -> dict:
+    import contextlib
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(job["threads"])
+    device = job["device"]
+    dtype, layout = job["dtype"], job["layout"]
+    fmt = torch.channels_last_3d if layout == "cl3d" else torch.contiguous_format
+
+    if job["variant"] == "ref-conv":
+        c = REF_CONV["channels"]
+        shape = (1, c, *REF_CONV["spatial"])
+        make = lambda: torch.nn.Conv3d(c, c, 3, padding=1, bias=False)  # noqa: E731
+    else:
+        shape = tuple(job["shape"])
+        make = lambda: _build(job["variant"], shape[1], job["base"], job["levels"])  # noqa: E731
+
+    train = job.get("train", False)
+    with torch.device("meta"):
+        meta_model = make().train(train)
+    with FlopCounterMode(display=False) as counter:
+        out = meta_model(torch.empty(shape, device="meta"))
+        if train:  # useful work of a training step: forward + backward, no recomputation
+            out.float().square().mean().backward()
+    flops = counter.get_total_flops()
+    del meta_model, out
+
+    model = make().train(train).to(device=device, memory_format=fmt)
+    if train and job.get("checkpointing"):
+        if not hasattr(model, "checkpointing"):
+            raise SystemExit(f"{job['variant']} has no activation-checkpointing option")
+        model.checkpointing = True
+    params = sum(p.numel() for p in model.parameters())
+    x = torch.randn(shape, device=device).contiguous(memory_format=fmt)
+    autocast = (
+        torch.autocast(device_type=device, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _maxrss_mib()
+
+    def run() -> None:
+        if train:
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                loss = model(x).float().square().mean()  # dense gradients, like a real loss
+            loss.backward()
+            return
+        with torch.inference_mode(), autocast:
+            model(x)
+
+    run()  # warm-up: oneDNN primitive creation, allocator growth
+    times, cpu_times = _timed(run, job["repeats"], device)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        delta = peak
+    else:
+        peak = _maxrss_mib()
+        delta = peak - rss_before
+    return {"params": params, "flops": flops, "seconds": statistics.median(times), "times": times,
+            "cpu_seconds": statistics.median(cpu_times), "peak_mib": peak, "delta_mib": delta}
+
+
+# --------------------------------------------------------------------------------------------
+# driver side
+# --------------------------------------------------------------------------------------------
+def run_job(job: dict, timeout: float) -> dict:
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1", OMP_NUM_THREADS=str(job["threads"]))
+    src = Path(__file__).resolve().parents[1] / "src"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH", "")]))
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(job)],
+            capture_output=True, text=True, env=env, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", type=int, nargs=5, default=[1, 2, 256, 256, 48], metavar=("B", "C", "X", "Y", "Z"))
+    parser.add_argument("--base", type=int, default=32, help="level-0 filters (default 32)")
+    parser.add_argument("--levels", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed forward passes per row (median reported)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list from {','.join(VARIANTS)}")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--layouts", default=",".join(LAYOUTS))
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--train", action="store_true",
+                        help="time a training step (forward + backward, train mode) instead of inference")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="with --train: turn on activation checkpointing in our models")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        parser.error(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
+    dtypes, layouts = args.dtypes.split(","), args.layouts.split(",")
+    common = {"threads": args.threads, "device": args.device, "repeats": args.repeats}
+    if args.checkpointing and not args.train:
+        parser.error("--checkpointing only applies with --train")
+
+    print(f"# input {tuple(args.shape)}, base {args.base}, {args.levels} levels, {args.threads} thread(s), "
+          f"device {args.device}, median of {args.repeats}; THP_MEM_ALLOC_ENABLE=1; "
+          f"load average at start {os.getloadavg()[0]:.1f}; torch {_torch_version()}"
+          + ("; TRAINING STEP (fwd+bwd)" + (" with activation checkpointing" if args.checkpointing else "")
+             + ": GFLOP and GFLOP/s count forward + backward" if args.train else ""))
+    ref: dict[tuple[str, str], float] = {}
+    for dtype in dtypes:
+        for layout in layouts:
+            r = run_job({**common, "variant": "ref-conv", "dtype": dtype, "layout": layout,
+                         "repeats": max(args.repeats, 3)}, args.timeout)
+            ref[(dtype, layout)] = r["flops"] / r["seconds"] if "error" not in r else float("nan")
+            print(f"# reference Conv3d 64->64 k3 on {REF_CONV['spatial']}: {dtype}/{layout}: "
+                  f"{ref[(dtype, layout)] / 1e9:.1f} GFLOP/s"
+                  + (f" ({r['error']})" if "error" in r else f" (CPU {r['cpu_seconds']:.2f} s, wall {r['seconds']:.2f} s)"))
+
+    header = ["variant", "dtype", "layout", "params", "GFLOP", "step s" if args.train else "fwd s", "CPU s", "GFLOP/s", "eff.", "peak MiB",
+              "Δ MiB"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(["---"] * 3 + ["---:"] * 8) + "|")
+    for variant in variants:
+        for dtype in dtypes:
+            for layout in layouts:
+                job = {**common, "variant": variant, "dtype": dtype, "layout": layout, "shape": args.shape,
+                       "base": args.base, "levels": args.levels, "train": args.train,
+                       "checkpointing": args.checkpointing}
+                r = run_job(job, args.timeout)
+                if "error" in r:
+                    print(f"| {variant} | {dtype} | {layout} | error: {r['error']} |" + " |" * 7, flush=True)
+                    continue
+                rate = r["flops"] / r["seconds"]
+                cells = [variant, dtype, layout, f"{r['params'] / 1e6:.2f} M", f"{r['flops'] / 1e9:.1f}",
+                         f"{r['seconds']:.3f}", f"{r['cpu_seconds']:.2f}", f"{rate / 1e9:.1f}", f"{rate / ref[(dtype, layout)]:.2f}",
+                         f"{r['peak_mib']:.0f}", f"{r['delta_mib']:.0f}"]
+                print("| " + " | ".join(cells) + " |", flush=True)
+    print(f"# load average at end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
