@@ -137,3 +137,38 @@ def test_preprocess_computes_the_lung_channel_when_none_is_given(chest, chest_ma
     given = preprocess(chest.ct, chest_mask, config=cfg)
     np.testing.assert_array_equal(auto.image, given.image)
     assert auto.image[1].sum() > 0
+
+
+def _tiny_model(path, task):
+    import torch
+
+    from rrcunet.models import build_model
+    from rrcunet.preprocessing import PreprocessConfig
+    from rrcunet.training.checkpoint import save_model
+
+    kwargs = {"base_filters": 2, "levels": 2, "dropout": 0.0}
+    name = "coordunet" if task == "lung" else "rrcunet"
+    model = build_model(name, **kwargs)
+    with torch.no_grad():  # every voxel "lung": the head votes for class 1 everywhere
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[1] = 10.0
+    return save_model(path, model, model_name=name, model_kwargs=kwargs,
+                      preprocess_config=PreprocessConfig(target_shape=(16, 16, 8)), task=task)
+
+
+def test_coordunet_method_runs_a_lung_model_file_onto_the_input_grid(tmp_path):
+    g = Geometry((24, 20, 10), (1.5, 1.5, 3.0), (5.0, -3.0, 10.0))
+    ct = Volume(np.full(g.shape, -800, np.int16), g)
+    model = _tiny_model(tmp_path / "lung.safetensors", "lung")
+    lung = extract_lungs(ct, method="coordunet", model=model)
+    assert lung.geometry == ct.geometry and lung.kind == "label"
+    assert set(np.unique(lung.array)) == {1}  # the biased head says "lung" everywhere
+
+
+def test_coordunet_method_refuses_a_tumour_model(tmp_path):
+    g = Geometry((24, 20, 10), (1.5, 1.5, 3.0))
+    ct = Volume(np.full(g.shape, -800, np.int16), g)
+    model = _tiny_model(tmp_path / "tumour.safetensors", "tumour")
+    with pytest.raises(ConfigError, match="is a 'tumour' model, not a lung model"):
+        extract_lungs(ct, method="coordunet", model=model)

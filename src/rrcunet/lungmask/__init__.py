@@ -67,17 +67,28 @@ def _run_classical(ct: Volume, *, model: str | os.PathLike[str] | None = None, *
 
 
 def _run_coordunet(ct: Volume, *, model: str | os.PathLike[str] | None = None, **options: Any) -> Volume:
-    """Hook for the trained Coordinate-UNet 3D lung extractor (paper ref. [31]).
+    """The trained Coordinate-UNet 3D lung extractor (paper ref. [31]).
 
-    Will load a lung-extractor checkpoint (safetensors + config, see rrcunet.training) from
-    ``model``, preprocess ``ct`` with the CT channel only, predict, and map the prediction back with
-    :func:`rrcunet.preprocessing.invert_prediction`. Until that is wired in it raises ConfigError.
+    ``model`` is a lung model file written by the trainer (task ``"lung"``, e.g. from the
+    ``cpu_lung`` config). The model runs through the same :class:`rrcunet.inference.Predictor` as
+    the tumour model: whole-scan preprocessing with the config stored in the model file, then
+    the exact inverse onto ``ct``'s grid. ``options`` may hold ``device``.
     """
     if model is None:
         raise ConfigError("the 'coordunet' lung extractor needs --model PATH (a trained Coordinate-UNet "
-                          "lung checkpoint); or use --method classical, which needs none")
-    raise ConfigError(f"loading a Coordinate-UNet lung checkpoint ({model}) is not available in this version "
-                      "yet; use --method classical")
+                          "lung model file); or use --method classical, which needs none")
+    # Imported here: rrcunet.inference imports this module.
+    from rrcunet.inference import InferenceConfig, Predictor
+
+    unknown = sorted(set(options) - {"device"})
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for the 'coordunet' lung extractor; valid options: ['device']")
+    predictor = Predictor.from_file(model, config=InferenceConfig(device=options.get("device", "cpu")))
+    if predictor.meta.task != "lung":
+        raise ConfigError(f"{model} is a {predictor.meta.task!r} model, not a lung model (task 'lung'); "
+                          "train one with `rrcunet train --config cpu_lung`")
+    labels = predictor.predict_volume(ct).labels
+    return Volume((labels.array > 0).astype("uint8"), ct.geometry, "label", {"source": ct.meta.get("source")})
 
 
 #: Registry of lung-extractor methods, read by the CLI (``--method`` choices) and by
