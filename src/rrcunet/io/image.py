@@ -189,8 +189,21 @@ def _check_nifti_data(path: Path) -> None:
         n_bytes = int(np.prod(header.get_data_shape(), dtype=np.int64)) * dtype.itemsize
     except Exception as exc:  # nibabel raises several types for a broken header
         raise InputError(f"{path}: cannot parse the NIfTI header ({exc}); the file is corrupt or truncated") from None
-    expected = offset + n_bytes
     gz = path.name.lower().endswith(".gz")
+    # nifti1_io (and nibabel's header check) replace a zero / NaN / infinite pixdim by 1 mm without an
+    # error, so read the header as stored (check=False) and refuse such a voxel size here.
+    try:
+        with (gzip.open if gz else open)(path, "rb") as fh:
+            stored = type(header).from_fileobj(fh, check=False)
+        pixdim = [float(v) for v in np.asarray(stored["pixdim"], dtype=np.float64).ravel()[1:4]]
+    except Exception as exc:  # noqa: BLE001 - nibabel parsed this header a moment ago; any failure = corrupt
+        raise InputError(f"{path}: cannot parse the NIfTI header ({exc}); the file is corrupt or truncated") from None
+    if not all(np.isfinite(v) and v > 0 for v in pixdim):
+        raise InputError(
+            f"{path}: the NIfTI header declares voxel spacing (pixdim) {tuple(pixdim)} mm; expected 3 finite values "
+            "> 0 (ITK would silently read 1 mm instead). The header is corrupt: fix pixdim in the file"
+        )
+    expected = offset + n_bytes
     scan_floats = dtype.kind == "f"
     stream_needed = scan_floats
     if not gz:
@@ -266,6 +279,8 @@ def _read_dicom_file(path: Path, *, kind: str, check_intensity: bool, max_voxels
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for _ in ds.iterall():  # pydicom decodes elements lazily: a corrupt one must fail here, not later
+            pass
     except Exception as exc:  # pydicom raises several types for a broken file
         raise InputError(f"{path}: not a readable DICOM file ({exc}); expected a DICOM image, SEG or folder") from None
     sop_class = str(ds.get("SOPClassUID", ""))
