@@ -124,7 +124,9 @@ def test_resume_skips_complete_cases_and_overwrite_redoes_them(predictor, scans,
     other = Predictor.from_file(save_tiny_model(tmp_path / "other.safetensors", seed=1), config=CPU)
     assert [o.status for o in other.predict_paths([scans], out, progress=False).outcomes] == ["skipped", "skipped"]
     assert "made by another model" in caplog.text
-    (out / "b.json").unlink()  # an interrupted case: outputs without their JSON
+    # An interrupted case: predict had marked b.json "started", written some outputs, then died.
+    (out / "b.json").write_text(json.dumps({"schema": "rrcunet-prediction", "schema_version": 1, "case": "b",
+                                            "status": "started"}))
     partial = predictor.predict_paths([scans], out, progress=False)
     assert [o.status for o in partial.outcomes] == ["skipped", "done"]
     assert _stamp(out / "a_seg.nii.gz") == stamps["a_seg.nii.gz"]
@@ -140,9 +142,9 @@ def test_a_bad_case_is_reported_and_the_others_finish(predictor, scans, tmp_path
     bad = tmp_path / "in"
     bad.mkdir()
     (bad / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
-    # Soft tissue everywhere (−5 HU, so the intensity check passes): no lung to find.
-    write_volume(Volume(np.full((16, 16, 8), -5, np.int16), Geometry((16, 16, 8), (2.0, 2.0, 4.0)), "image"),
-                 bad / "nolung.nii.gz")
+    # Soft tissue everywhere (−5..−3 HU, so the intensity check passes): no lung to find.
+    soft = (np.arange(16 * 16 * 8).reshape(16, 16, 8) % 3 - 5).astype(np.int16)
+    write_volume(Volume(soft, Geometry((16, 16, 8), (2.0, 2.0, 4.0)), "image"), bad / "nolung.nii.gz")
     report = predictor.predict_paths([bad, scans / "a.nii.gz"], tmp_path / "out", progress=False)
     status = {o.case_id: (o.status, o.message) for o in report.outcomes}
     assert status["a"][0] == "done"

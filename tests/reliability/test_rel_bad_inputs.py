@@ -377,13 +377,8 @@ def _seg_corrupt(tmp):
     return [str(tmp / "A"), "--seg", str(seg)], "corrupt_seg.dcm: .*(not a readable|Unknown Value Representation)"
 
 
-LAZY_PARSE = ("rtstruct.py / seg.py read with pydicom.dcmread(stop_before_pixels=True) and touch the elements "
-              "later: pydicom's lazy decoding raises NotImplementedError outside the try (traceback, not exit 2)")
 #: corpus kinds not handled yet: kind -> reason (an xfail(strict=True) mark on that kind only)
-KNOWN_FAILURES = {
-    "RTSTRUCT with a corrupt element (unknown VR)": LAZY_PARSE,
-    "SEG with a corrupt element (unknown VR)": LAZY_PARSE,
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import numpy as np
 
 from rrcunet import __version__
 from rrcunet.errors import InputError, RRcUNetError
-from rrcunet.io.atomic import atomic_write_text
+from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -216,14 +216,12 @@ def _flat(outputs: dict[str, Any]) -> list[str]:
 
 
 def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> bool:
-    """True when ``<case>.json`` exists, parses, and every output it and ``outputs`` name exists."""
-    js = out_dir / f"{case.case_id}.json"
-    if not js.is_file():
+    """True when ``<case>.json`` is a finished rrcunet prediction record and every output it and
+    ``outputs`` name exists."""
+    doc = _read_own_json(out_dir / f"{case.case_id}.json")
+    if doc is None or doc.get("status") == "started":
         return False
-    try:
-        recorded = json.loads(js.read_text(encoding="utf-8")).get("outputs", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
+    recorded = doc.get("outputs", {})
     return all((out_dir / n).is_file() for n in _flat(outputs) + _flat(recorded))
 
 
@@ -358,6 +356,37 @@ def write_case_outputs(case: CaseInput, ct: Any, result: Any, out_dir: Path, out
                        overwrite=True)
 
 
+def _claim_outputs(case: CaseInput, out_dir: Path) -> None:
+    """Before writing a case's outputs, mark ``<case>.json`` as "started": a rerun after a crash
+    then knows the half-written outputs are predict's own (and redoes them), while a user's file of
+    the same name is never replaced. The finished document replaces this record last."""
+    doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "case": case.case_id, "status": "started"}
+    atomic_write_text(out_dir / f"{case.case_id}.json", dumps_json(doc))
+
+
+def _read_own_json(path: Path) -> dict[str, Any] | None:
+    """``<case>.json`` when it is an rrcunet prediction record, else ``None``."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("schema") == SCHEMA else None
+
+
+def foreign_outputs(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> list[str]:
+    """Output names of ``case`` that exist in ``out_dir`` but were not written by rrcunet predict.
+
+    Outputs are ours when ``<case>.json`` is an rrcunet prediction record (finished, or marked
+    "started" before the outputs were written); anything else of those names (ground truth called
+    ``<case>_seg.nii.gz``, a BIDS ``<case>.json`` sidecar) belongs to the user and must not be
+    replaced without ``--overwrite``.
+    """
+    if _read_own_json(out_dir / f"{case.case_id}.json") is not None:
+        return []
+    names = _flat(outputs) + [f"{case.case_id}.json"]
+    return [n for n in names if (out_dir / n).exists()]
+
+
 def predict_case(predictor: Any, case: CaseInput, out_dir: Path, *, save_probabilities: bool = False,
                  rtstruct: bool = False) -> dict[str, Any]:
     """Read, predict and write one case; return its JSON document (already written)."""
@@ -372,6 +401,7 @@ def predict_case(predictor: Any, case: CaseInput, out_dir: Path, *, save_probabi
                            rtstruct=rtstruct)
     result = predictor.predict_volume(ct, return_probabilities=save_probabilities)
     t = time.perf_counter()
+    _claim_outputs(case, out_dir)
     write_case_outputs(case, ct, result, out_dir, outputs)
     t_write = time.perf_counter() - t
     runtime = {"read": t_read, **result.timings, "write": t_write}
@@ -413,6 +443,7 @@ def predict_paths(predictor: Any, inputs: str | os.PathLike[str] | Sequence[str 
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose a folder path for -o")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # a killed earlier run's half-written files
     out_resolved = out.resolve()
     cases = [c for c in discover_cases(inputs)
              if not (Path(c.path).resolve().parent == out_resolved and _OUTPUT_NAME.search(c.case_id))]
@@ -430,6 +461,10 @@ def predict_paths(predictor: Any, inputs: str | os.PathLike[str] | Sequence[str 
             outcome = CaseOutcome(case.case_id, case.path, "skipped", "outputs complete; pass --overwrite to redo",
                                   expected)
             _warn_if_other_model(out / f"{case.case_id}.json", predictor.model_sha256)
+        elif not overwrite and (theirs := foreign_outputs(case, out, expected)):
+            outcome = CaseOutcome(case.case_id, case.path, "failed",
+                                  f"{out} already holds {', '.join(theirs)}, not written by rrcunet predict; "
+                                  "predicting would replace it. Choose another -o folder or pass --overwrite")
         else:
             t = time.perf_counter()
             try:

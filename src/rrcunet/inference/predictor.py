@@ -324,6 +324,12 @@ class Predictor:
         """
         from rrcunet.preprocessing import invert_prediction, invert_probabilities, preprocess
 
+        lo, hi = float(ct.array.min()), float(ct.array.max())
+        if hi - lo < 1.0:
+            # One value everywhere carries no anatomy; at -600 HU the lung extractor would call the
+            # whole field of view "lung" and the case would look like a success.
+            raise InputError(f"every voxel of the CT has the same value ({lo:g} HU): a constant image with no "
+                             "anatomy; expected a chest CT")
         timings: dict[str, float] = {}
         with stage(timings, "lungmask"):
             if self.meta.task == "lung":

@@ -6,7 +6,13 @@ DICOM rescale slope/intercept). The reader/writer contract, the DICOM series-cho
 list of refused inputs are documented in docs/io.md.
 """
 
-from rrcunet.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text, check_output_path
+from rrcunet.io.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_path,
+    remove_stale_temporaries,
+)
 from rrcunet.io.convert import convert, safe_filename
 from rrcunet.io.dicom_series import (
     DicomSeriesInfo,
@@ -38,6 +44,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "remove_stale_temporaries",
     "check_ct_intensity",
     "check_output_path",
     "check_same_grid",

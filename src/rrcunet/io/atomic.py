@@ -72,3 +72,17 @@ def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the ``.*.part*`` temporaries that :func:`atomic_path` left in ``folder`` when a run was
+    killed mid-write (never a final file); return what was removed. Used when a run restarts."""
+    removed = []
+    folder_p = Path(folder)
+    if folder_p.is_dir():
+        for p in folder_p.glob(".*.part*"):
+            if p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed.append(p)
+    return removed

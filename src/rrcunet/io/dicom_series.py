@@ -144,7 +144,7 @@ def _scan(folder: Path, recursive: bool) -> dict[str, list[tuple[Path, Any]]]:
     n_bad = 0
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            ds = dcmread_checked(f, stop_before_pixels=True)
         except (InvalidDicomError, Exception) as exc:  # any unreadable file is "not part of a series"
             n_bad += 1
             logger.debug("skipping %s: not readable as DICOM (%s)", f, exc)
@@ -187,7 +187,15 @@ def _n_slices(items: list[tuple[Path, Any]]) -> int:
     ds0 = items[0][1]
     if "PerFrameFunctionalGroupsSequence" in ds0:
         return int(ds0.get("NumberOfFrames", 1))
-    return len({tuple(round(float(v), 3) for v in ds.get("ImagePositionPatient", [0, 0, 0])) for _, ds in items})
+    positions = set()
+    for f, ds in items:
+        value = ds.get("ImagePositionPatient", [0, 0, 0])
+        try:
+            positions.add(tuple(round(float(v), 3) for v in value))
+        except (TypeError, ValueError):
+            raise InputError(f"{f}: ImagePositionPatient is {value!r}; expected 3 numbers. The file lacks the "
+                             "geometry needed to place the slice in 3D") from None
+    return len(positions)
 
 
 def _choose_series(folder: Path, groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None,
@@ -243,6 +251,21 @@ def _choose_series(folder: Path, groups: dict[str, list[tuple[Path, Any]]], seri
 # --------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------
+def dcmread_checked(path: Any, **kwargs: Any) -> Any:
+    """``pydicom.dcmread`` that also decodes every element now.
+
+    pydicom decodes elements lazily, so a corrupt element (an unknown VR, a bad length) would
+    otherwise fail later, far from the ``try`` that turns read errors into :class:`InputError`.
+    Callers wrap this in that ``try``.
+    """
+    import pydicom
+
+    ds = pydicom.dcmread(path, **kwargs)
+    for _ in ds.iterall():
+        pass
+    return ds
+
+
 def _floats(ds: Any, keyword: str, n: int, path: Path) -> np.ndarray:
     value = ds.get(keyword)
     try:
@@ -476,7 +499,7 @@ def _read_pixels(entries: list[tuple[float, np.ndarray, Path, Any]], rows: int, 
     out = np.empty((cols, rows, len(entries)), dtype=np.int16 if integer else np.float32)
     for k, (_, _, f, hdr) in enumerate(entries):
         try:
-            ds = pydicom.dcmread(f)
+            ds = dcmread_checked(f)
             raw = ds.pixel_array
         except Exception as exc:  # decoders raise many types; all mean "cannot decode this file"
             ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) if "ds" in locals() else None

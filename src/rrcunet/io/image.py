@@ -275,12 +275,10 @@ def _itk_reason(exc: Exception) -> str:
 
 def _read_dicom_file(path: Path, *, kind: str, check_intensity: bool, max_voxels: int | None,
                      spacing_range: tuple[float, float], **dicom_options: Any) -> Volume:
-    import pydicom
+    from rrcunet.io.dicom_series import dcmread_checked
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        for _ in ds.iterall():  # pydicom decodes elements lazily: a corrupt one must fail here, not later
-            pass
+        ds = dcmread_checked(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises several types for a broken file
         raise InputError(f"{path}: not a readable DICOM file ({exc}); expected a DICOM image, SEG or folder") from None
     sop_class = str(ds.get("SOPClassUID", ""))

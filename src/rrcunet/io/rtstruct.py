@@ -28,7 +28,13 @@ import numpy as np
 
 from rrcunet.errors import InputError
 from rrcunet.io.atomic import atomic_path, check_output_path
-from rrcunet.io.dicom_series import RTSTRUCT_SOP_CLASS, DicomSeriesInfo, load_series_datasets, series_geometry
+from rrcunet.io.dicom_series import (
+    RTSTRUCT_SOP_CLASS,
+    DicomSeriesInfo,
+    dcmread_checked,
+    load_series_datasets,
+    series_geometry,
+)
 from rrcunet.io.volume import Geometry, Volume
 
 logger = logging.getLogger(__name__)
@@ -59,7 +65,7 @@ def _read_rtstruct_dataset(path: str | os.PathLike[str]) -> Any:
         found = []
         for f in candidates:
             try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                ds = dcmread_checked(f, stop_before_pixels=True)
             except Exception:
                 continue
             if str(ds.get("SOPClassUID", "")) == RTSTRUCT_SOP_CLASS:
@@ -70,7 +76,7 @@ def _read_rtstruct_dataset(path: str | os.PathLike[str]) -> Any:
             )
         p = found[0]
     try:
-        ds = pydicom.dcmread(p)
+        ds = dcmread_checked(p)
     except Exception as exc:
         raise InputError(f"{p}: not a readable DICOM file ({exc}); expected an RTSTRUCT") from None
     sop = str(ds.get("SOPClassUID", ""))

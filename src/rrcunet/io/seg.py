@@ -22,7 +22,13 @@ import numpy as np
 from rrcunet import __version__
 from rrcunet.errors import InputError
 from rrcunet.io.atomic import atomic_path, check_output_path
-from rrcunet.io.dicom_series import SEG_SOP_CLASSES, DicomSeriesInfo, load_series_datasets, series_geometry
+from rrcunet.io.dicom_series import (
+    SEG_SOP_CLASSES,
+    DicomSeriesInfo,
+    dcmread_checked,
+    load_series_datasets,
+    series_geometry,
+)
 from rrcunet.io.volume import Geometry, Volume
 
 logger = logging.getLogger(__name__)
@@ -36,7 +42,7 @@ def _segread(path: str | os.PathLike[str]) -> Any:
     if not p.is_file():
         raise InputError(f"{p}: no such file; expected a DICOM SEG file")
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        ds = dcmread_checked(p, stop_before_pixels=True)
     except Exception as exc:
         raise InputError(f"{p}: not a readable DICOM file ({exc}); expected a DICOM SEG") from None
     sop = str(ds.get("SOPClassUID", ""))

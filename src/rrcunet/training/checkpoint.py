@@ -266,10 +266,26 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     else:
         meta = ModelMeta.from_dict(raw, source=str(path))
+    from rrcunet.training.config import TASKS
+
     try:
-        model = build_model(meta.model_name, **meta.model_kwargs)
+        # A skeleton on the meta device allocates nothing, so a small file that describes a huge
+        # network is refused before any memory is spent on it.
+        with torch.device("meta"):
+            skeleton = build_model(meta.model_name, **meta.model_kwargs)
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: cannot build model {meta.model_name!r} with {meta.model_kwargs} ({exc})") from exc
+    check_weights(skeleton.state_dict(), tensors, source=str(path))
+    n_out, n_in = getattr(skeleton, "out_channels", None), getattr(skeleton, "in_channels", None)
+    if isinstance(n_out, int) and len(meta.labels) != n_out:
+        raise InputError(f"{path}: the model file names {len(meta.labels)} classes {meta.labels} but the network "
+                         f"has {n_out} output channels")
+    task_in = TASKS.get(meta.task, {}).get("in_channels")
+    if isinstance(n_in, int) and task_in is not None and n_in != task_in:
+        raise InputError(f"{path}: a {meta.task!r} model takes {task_in} input channel(s), but the network "
+                         f"described has {n_in}")
+    del skeleton
+    model = build_model(meta.model_name, **meta.model_kwargs)
     load_weights(model, tensors, source=str(path))
     return model.to(device).eval(), meta
 
@@ -277,7 +293,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], *, source: str) -> None:
     """``load_state_dict(strict=True)`` with an :class:`InputError` naming the mismatching keys."""
     target = unwrap_model(model)
-    expected = target.state_dict()
+    check_weights(target.state_dict(), tensors, source=source)
+    target.load_state_dict(tensors, strict=True)
+
+
+def check_weights(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], *, source: str) -> None:
+    """Refuse (:class:`InputError`) ``tensors`` whose keys or shapes differ from ``expected``."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
@@ -291,7 +312,6 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], *, source: 
             detail.append("wrong shape " + ", ".join(
                 f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong[:3]))
         raise InputError(f"{source}: weights do not fit the network: {'; '.join(detail)}")
-    target.load_state_dict(tensors, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from rrcunet.errors import ConfigError, InputError
-from rrcunet.io.atomic import atomic_write_text
+from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
 from rrcunet.training.checkpoint import (
     ModelMeta,
     load_checkpoint,
@@ -444,12 +444,8 @@ def _fmt(value: Any) -> str:
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete ``.*.part*`` files left by a write that a crash interrupted (never a final file)."""
     for folder in (run_dir, run_dir / "checkpoints"):
-        if folder.is_dir():
-            for p in folder.glob(".*.part*"):
-                with contextlib.suppress(OSError):
-                    p.unlink()
+        remove_stale_temporaries(folder)
 
 
 def _add_log_file(run_dir: Path) -> logging.Handler:

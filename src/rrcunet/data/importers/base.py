@@ -34,7 +34,7 @@ import scipy.ndimage as ndi
 
 from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, make_split
 from rrcunet.errors import ConfigError, InputError
-from rrcunet.io.atomic import atomic_write_text
+from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
 from rrcunet.io.image import write_volume
 from rrcunet.io.validation import check_same_grid
 from rrcunet.io.volume import Volume
@@ -489,6 +489,8 @@ def run_import(
     _prepare_out_dir(out, opts, overwrite)
     for d in LAYOUT_DIRS:
         (out / d).mkdir(parents=True, exist_ok=True)
+    for folder in (out, *(out / d for d in LAYOUT_DIRS)):  # a killed earlier import's half-written files
+        remove_stale_temporaries(folder)
 
     entries: list[CaseEntry] = []
     imported: list[str] = []
