@@ -19,10 +19,10 @@ BUNDLED_MODELS: dict[str, str] = {"tumour": "demo_tumour.safetensors", "lung": "
 
 #: How to make the bundled files (the training recipe of docs/training.md, "CPU recipe").
 MAKE_COMMANDS: dict[str, str] = {
-    "tumour": ("rrcunet phantoms -n 40 -o data/phantoms && rrcunet train --config cpu_tumour -o runs/demo_tumour "
+    "tumour": ("rrcunet phantoms -n 48 --seed 0 --size small -o data/phantoms && rrcunet train --config cpu_tumour -o runs/demo_tumour "
                "data.dataset=data/phantoms && cp runs/demo_tumour/best.safetensors "
                "src/rrcunet/weights/demo_tumour.safetensors"),
-    "lung": ("rrcunet phantoms -n 40 -o data/phantoms && rrcunet train --config cpu_lung -o runs/demo_lung "
+    "lung": ("rrcunet phantoms -n 48 --seed 0 --size small -o data/phantoms && rrcunet train --config cpu_lung -o runs/demo_lung "
              "data.dataset=data/phantoms && cp runs/demo_lung/best.safetensors "
              "src/rrcunet/weights/demo_lung.safetensors"),
 }
