@@ -48,13 +48,15 @@ DEFAULT_CACHE_NAME = ".rrcunet_cache"
 TASK_INPUTS = {"tumour": "ct+lung, lung crop", "lung": "ct, whole scan"}
 
 
-def cache_key(preprocess_config: Any, task: str) -> str:
+def cache_key(preprocess_config: Any, task: str, lung_channel: str = "dataset") -> str:
     """Short hash naming the cache folder of a preprocessing config and task input mode."""
     from rrcunet.training.config import config_to_dict
 
     if task not in TASK_INPUTS:
         raise InputError(f"task must be one of {sorted(TASK_INPUTS)}, not {task!r}")
-    payload = json.dumps({"format": CACHE_FORMAT, "inputs": TASK_INPUTS[task],
+    inputs = TASK_INPUTS[task] + (", lung from the extractor" if task == "tumour" and lung_channel == "extractor"
+                                  else "")
+    payload = json.dumps({"format": CACHE_FORMAT, "inputs": inputs,
                           "preprocess": config_to_dict(preprocess_config)}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
@@ -111,15 +113,21 @@ def _is_fresh(path: Path, stamp: dict[str, list[int]]) -> bool:
         return False
 
 
-def preprocess_case(sources: dict[str, Path], *, preprocess_config: Any, task: str
+def preprocess_case(sources: dict[str, Path], *, preprocess_config: Any, task: str, lung_channel: str = "dataset"
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read and preprocess one case: ``(image (C,X,Y,Z) float32, target (X,Y,Z) uint8, record dict)``."""
+    """Read and preprocess one case: ``(image (C,X,Y,Z) float32, target (X,Y,Z) uint8, record dict)``.
+
+    ``lung_channel="extractor"`` ignores the dataset's lung mask for the tumour task's input: the
+    lung region is computed by ``preprocess_config.lung_method``, as at inference.
+    """
     from rrcunet.io.image import read_image
     from rrcunet.preprocessing import preprocess
 
     ct = read_image(sources["image"], kind="image")
     label = read_image(sources["label"], kind="label") if "label" in sources else None
     lung = read_image(sources["lung"], kind="label") if "lung" in sources else None
+    if task == "tumour" and lung_channel == "extractor":
+        lung = None  # preprocess() runs the lung extractor itself
     if task == "tumour":
         case = preprocess(ct, lung, label=label, config=preprocess_config)
         image, target = case.image, case.label
@@ -140,7 +148,8 @@ def preprocess_case(sources: dict[str, Path], *, preprocess_config: Any, task: s
 
 
 def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_config: Any, task: str,
-                cache_dir: str | Path | None = None, progress: bool = False) -> list[CachedCase]:
+                cache_dir: str | Path | None = None, progress: bool = False,
+                lung_channel: str = "dataset") -> list[CachedCase]:
     """Preprocess the cases that are not cached yet (or whose sources changed); return all cached files.
 
     Args:
@@ -150,13 +159,14 @@ def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_
         task: ``"tumour"`` or ``"lung"`` (decides input channels, crop and target; see the module doc).
         cache_dir: cache root; default ``<dataset_dir>/.rrcunet_cache``.
         progress: show a tqdm bar.
+        lung_channel: ``"dataset"`` or ``"extractor"`` (see :func:`preprocess_case`).
 
     Returns:
         One :class:`CachedCase` per id, in the order given.
     """
     root = Path(dataset_dir)
     manifest = DatasetManifest.load(root)
-    folder = Path(cache_dir if cache_dir is not None else default_cache_dir(root)) / cache_key(preprocess_config, task)
+    folder = Path(cache_dir if cache_dir is not None else default_cache_dir(root)) / cache_key(preprocess_config, task, lung_channel)
     folder.mkdir(parents=True, exist_ok=True)
     from rrcunet.training.config import config_to_json
 
@@ -180,7 +190,8 @@ def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_
 
         logger.info("preprocessing %d of %d cases into %s", len(todo), len(out), folder)
         for case, sources, stamp, path in tqdm(todo, desc="preprocess", disable=not progress, leave=False):
-            image, target, record = preprocess_case(sources, preprocess_config=preprocess_config, task=task)
+            image, target, record = preprocess_case(sources, preprocess_config=preprocess_config, task=task,
+                                                    lung_channel=lung_channel)
             meta = {"case_id": case.case_id, "task": task, "sources": json.dumps(stamp),
                     "record": json.dumps(record), "format": str(CACHE_FORMAT)}
             with atomic_path(path) as tmp:

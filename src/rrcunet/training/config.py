@@ -63,6 +63,12 @@ class DataConfig:
             the target class (tumour; lung for the lung task); otherwise on any other voxel.
         max_train_cases: use only the first N training cases (quick experiments); ``None`` = all.
         max_val_cases: the same for validation.
+        lung_channel: where the tumour model's lung input channel comes from: ``"dataset"`` (the
+            prepared dataset's ``lungs/`` masks) or ``"extractor"`` (the lung extractor
+            ``preprocess.lung_method``, exactly what ``rrcunet predict`` computes at inference; the
+            paper did this for its datasets without lung masks). A model trained on ground-truth
+            lung masks can lean on their exact boundary and do worse at inference, where the mask
+            comes from the extractor (measured: docs/training.md, "CPU recipe").
     """
 
     dataset: str | None = None
@@ -72,8 +78,11 @@ class DataConfig:
     patch_target_prob: float = 0.67
     max_train_cases: int | None = None
     max_val_cases: int | None = None
+    lung_channel: Literal["dataset", "extractor"] = "dataset"
 
     def __post_init__(self) -> None:
+        if self.lung_channel not in ("dataset", "extractor"):
+            raise ConfigError(f"data.lung_channel must be 'dataset' or 'extractor', not {self.lung_channel!r}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, not {self.num_workers}")
         if self.patch_size is not None and any(int(s) < 1 for s in self.patch_size):

@@ -580,7 +580,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
         raise InputError(f"{dataset_dir}: the manifest's split has no training case")
     if not val_ids:
         logger.warning("%s: no validation case; early stopping is off and the last epoch is kept as best", dataset_dir)
-    cache_kw = dict(preprocess_config=config.preprocess, task=config.task, cache_dir=config.data.cache_dir)
+    cache_kw = dict(preprocess_config=config.preprocess, task=config.task, cache_dir=config.data.cache_dir,
+                    lung_channel=config.data.lung_channel)
     _on_rank0_first(ctx, lambda: build_cache(dataset_dir, train_ids + val_ids, progress=show, **cache_kw),
                     "preprocess the dataset")
     cached = build_cache(dataset_dir, train_ids + val_ids, progress=False, **cache_kw)
@@ -756,7 +757,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
                 epoch_bar.update(1)
                 logger.info("epoch %d/%d %s", epoch, sched.epochs,
                             " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
-                if stopped_early:
+                if stopped_early and stopper.should_stop:
                     logger.info("early stopping: %s has not improved for %d validations (best %.4g at epoch %d)",
                                 sched.monitor, sched.patience, stopper.best, stopper.best_epoch)
     finally:
