@@ -1,0 +1,24 @@
+"""The bundled demo models ship inside the package and load as what they claim to be."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rrcunet.inference.bundled import BUNDLED_MODELS, bundled_model_path
+from rrcunet.training.checkpoint import load_model
+
+EXPECTED = {"tumour": ("rrcunet", 2, {0: "background", 1: "lung", 2: "tumour"}),
+            "lung": ("coordunet", 1, {0: "background", 1: "lung"})}
+
+
+@pytest.mark.parametrize("task", sorted(BUNDLED_MODELS))
+def test_bundled_model_loads_with_its_task_and_classes(task):
+    model, meta = load_model(bundled_model_path(task))
+    name, in_channels, labels = EXPECTED[task]
+    assert meta.task == task and meta.model_name == name and meta.labels == labels
+    shape = tuple(meta.preprocess["target_shape"]) if isinstance(meta.preprocess, dict) else \
+        tuple(meta.preprocess.target_shape)
+    with torch.inference_mode():
+        out = model(torch.zeros(1, in_channels, *shape))
+    assert out.shape == (1, len(labels), *shape) and torch.isfinite(out).all()
