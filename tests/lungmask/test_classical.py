@@ -159,7 +159,7 @@ def _tiny_model(path, task):
 
 def test_coordunet_method_runs_a_lung_model_file_onto_the_input_grid(tmp_path):
     g = Geometry((24, 20, 10), (1.5, 1.5, 3.0), (5.0, -3.0, 10.0))
-    ct = Volume(np.full(g.shape, -800, np.int16), g)
+    ct = Volume((np.arange(24 * 20 * 10).reshape(g.shape) % 50 - 800).astype(np.int16), g)
     model = _tiny_model(tmp_path / "lung.safetensors", "lung")
     lung = extract_lungs(ct, method="coordunet", model=model)
     assert lung.geometry == ct.geometry and lung.kind == "label"

@@ -70,8 +70,21 @@ def _run_until(cmd: list[str], ready, *, deadline_s: float = 180.0) -> subproces
 # SIGKILL, then the same command again
 # ---------------------------------------------------------------------------------------------
 def _finished(out: Path) -> list[str]:
-    """Cases whose ``<case>.json`` (written last, atomically) is in ``out``; temporaries are dot-files."""
-    return sorted(p.stem for p in out.glob("*.json") if not p.name.startswith(".")) if out.is_dir() else []
+    """Cases whose finished ``<case>.json`` (written last, atomically) is in ``out``; temporaries are
+    dot-files, and a JSON marked ``"status": "started"`` (written before the outputs) is a case in progress."""
+    if not out.is_dir():
+        return []
+    done = []
+    for p in out.glob("*.json"):
+        if p.name.startswith("."):
+            continue
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if doc.get("status") != "started":
+            done.append(p.stem)
+    return sorted(done)
 
 
 @pytest.mark.slow
