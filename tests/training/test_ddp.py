@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,6 @@ from rrcunet.training import load_config, train
 from tests.training.conftest import tiny_overrides, write_tiny_dataset
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -46,8 +39,9 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
         "optim.lr=1.0", "optim.eps=1.0", "optim.weight_decay=0"))
     ddp_run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(ddp_run), *overrides]
+    # --standalone lets torchrun pick a free rendezvous port itself (no race with other processes).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(WORKER), str(ddp_run), *overrides]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
