@@ -265,19 +265,10 @@ def split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], 
 
 
 def _parse_free_value(text: str) -> Any:
-    """A value for a free-form option (``phantoms.generator.X``): JSON, else a comma list, else text."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    if "," in text:
-        return [_parse_free_value(p) for p in text.split(",") if p.strip()]
-    return text
+    """A value for a free-form option (``phantoms.generator.X``): the trainer's override reading."""
+    from rrcunet.training.config import parse_scalar
+
+    return parse_scalar(text)
 
 
 def _apply_experiment_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -470,8 +470,9 @@ def config_to_dict(config: Any) -> Any:
 # key=value overrides
 
 
-def _parse_scalar(text: str) -> Any:
-    """Best-effort JSON reading of an override value for free-form (kwargs) options."""
+def parse_scalar(text: str) -> Any:
+    """Best-effort JSON reading of an override value for free-form (kwargs) options: ``null``/``none``,
+    booleans, JSON, then a comma list (empty items dropped), else the text itself."""
     low = text.strip().lower()
     if low in ("none", "null"):
         return None
@@ -482,7 +483,7 @@ def _parse_scalar(text: str) -> Any:
     except json.JSONDecodeError:
         pass
     if "," in text:
-        return [_parse_scalar(part) for part in text.split(",")]
+        return [parse_scalar(part) for part in text.split(",") if part.strip()]
     return text
 
 
@@ -514,7 +515,7 @@ def _parse_typed(text: str, tp: Any, where: str) -> Any:
                 return json.loads(stripped)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{where}: cannot read {text!r} as a list ({exc})") from exc
-        return [_parse_scalar(p) for p in stripped.replace("x", ",").split(",") if p.strip()]
+        return [parse_scalar(p) for p in stripped.replace("x", ",").split(",") if p.strip()]
     if tp is bool:
         if low in ("true", "1", "yes", "on"):
             return True
@@ -533,7 +534,7 @@ def _parse_typed(text: str, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a number, not {text!r}") from None
     if tp is str:
         return text
-    return _parse_scalar(text)
+    return parse_scalar(text)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...],
@@ -564,7 +565,7 @@ def _set_dotted(node: dict[str, Any], node_cls: type | None, parts: list[str], t
     here = _join(where, part)
     if node_cls is None:  # inside a free-form dict (model.kwargs)
         if not rest:
-            node[part] = _parse_scalar(text)
+            node[part] = parse_scalar(text)
             return
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
