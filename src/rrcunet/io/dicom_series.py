@@ -130,7 +130,6 @@ def _is_image(ds: Any) -> bool:
 
 
 def _scan(folder: Path, recursive: bool) -> dict[str, list[tuple[Path, Any]]]:
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not folder.exists():
@@ -488,8 +487,6 @@ def read_dicom_series(
 
 
 def _read_pixels(entries: list[tuple[float, np.ndarray, Path, Any]], rows: int, cols: int) -> np.ndarray:
-    import pydicom
-
     rescale = []
     for _, _, _, ds in entries:
         slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -534,6 +531,27 @@ def _resample_slices(array: np.ndarray, positions: np.ndarray, target: np.ndarra
 # --------------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------------
+def new_instance(sop_class_uid: str, modality: str) -> Any:
+    """An empty DICOM instance written by rrcunet: file meta (explicit VR little endian), a fresh
+    SOPInstanceUID, UTF-8 character set, the SOP class, modality and manufacturer."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = modality
+    ds.Manufacturer = "rrcunet"
+    return ds
+
+
 def _ds(value: float) -> Any:
     from pydicom.valuerep import DSfloat
 
@@ -628,8 +646,7 @@ def write_ct_series(
         ct = read_image("out/phantom_dicom")
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     if volume.kind != "image":
         raise InputError("write_ct_series: expected an image volume in HU, got a label volume (use write_seg)")
@@ -664,19 +681,8 @@ def write_ct_series(
     written: list[Path] = []
     with atomic_dir(out_p, overwrite=overwrite) as tmp:
         for k in range(nz):
-            sop_uid = generate_uid()
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-            meta.MediaStorageSOPInstanceUID = sop_uid
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SpecificCharacterSet = "ISO_IR 192"
-            ds.SOPClassUID = CT_IMAGE_STORAGE
-            ds.SOPInstanceUID = sop_uid
+            ds = new_instance(CT_IMAGE_STORAGE, "CT")
             ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-            ds.Modality = "CT"
-            ds.Manufacturer = "rrcunet"
             ds.PatientName = patient_name or f"{patient_id}^"  # family^given; the ID as family name
             ds.PatientID = patient_id
             ds.PatientBirthDate = ""

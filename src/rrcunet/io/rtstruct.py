@@ -33,6 +33,7 @@ from rrcunet.io.dicom_series import (
     DicomSeriesInfo,
     dcmread_checked,
     load_series_datasets,
+    new_instance,
     series_geometry,
 )
 from rrcunet.io.volume import Geometry, Volume
@@ -55,8 +56,6 @@ class RoiInfo:
 
 
 def _read_rtstruct_dataset(path: str | os.PathLike[str]) -> Any:
-    import pydicom
-
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file; expected an RTSTRUCT DICOM file")
@@ -397,9 +396,9 @@ def write_rtstruct(
         ``Path(out_path)``.
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DSequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     from rrcunet.io.dicom_series import _ds
 
@@ -414,18 +413,7 @@ def write_rtstruct(
         )
     ref0 = sources[0]
     now = _dt.datetime.now()
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = RTSTRUCT_SOP_CLASS
-    ds.SOPInstanceUID = sop_uid
-    ds.Modality = "RTSTRUCT"
-    ds.Manufacturer = "rrcunet"
+    ds = new_instance(RTSTRUCT_SOP_CLASS, "RTSTRUCT")
     for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
                "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription"):
         setattr(ds, kw, ref0.get(kw, ""))
