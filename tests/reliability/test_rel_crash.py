@@ -145,7 +145,7 @@ def test_sigkill_during_import_then_rerun(tmp_path):
     assert not (out / "manifest.json").exists()  # written last: a killed import has none
     assert_whole(out)
     left_by_kill = set(temp_files(out))
-    completed = sorted(p.stem for p in records.glob("*.json"))
+    completed = sorted(p.stem for p in records.glob("*.json") if not p.name.startswith("."))  # not temporaries
     kept = {p: p.stat().st_mtime_ns for c in completed for p in out.glob(f"*/{c}.nii.gz")}
     assert len(kept) == 3 * len(completed)
 
