@@ -34,6 +34,7 @@ from rrcunet.models.blocks import BLOCK_REGISTRY, make_block
 from rrcunet.models.blocks.common import check_choice, check_kernel_size, check_positive_int, per_level
 from rrcunet.models.blocks.rrc import JOINS
 from rrcunet.models.blocks.upsample import UPSAMPLE_MODES, upsample2x
+from rrcunet.models.fusion import can_fuse, fused_entry
 
 UP_CHANNELS = ("keep", "halve")
 
@@ -160,12 +161,20 @@ class Decoder(nn.Module):
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
         """Decode the encoder outputs ``skips`` (shallowest first). The list is consumed (emptied):
-        each skip is dropped as soon as it is concatenated, so inference can free it early."""
+        each skip is dropped as soon as it is concatenated, so inference can free it early. With
+        autograd off, levels whose block starts with a 1×1×1 entry convolution (RRc, recurrent) fold
+        the upsampling into it (:mod:`rrcunet.models.fusion`): same function, less memory and time."""
         x = skips.pop()
+        fuse = not torch.is_grad_enabled()
         for level in reversed(range(len(self.stages))):
-            x = self.upsamples[level](x)
+            upsample, stage = self.upsamples[level], self.stages[level]
+            if fuse and can_fuse(upsample, stage.block):
+                # inference: upsampling folded into the block's 1x1x1 entry (rrcunet.models.fusion)
+                x = stage.dropout(stage.block.after_entry(fused_entry(upsample, stage.block, x, skips.pop())))
+                continue
+            x = upsample(x)
             x = torch.cat((x, skips.pop()), dim=1)
-            x = self.stages[level](x)
+            x = stage(x)
         return x
 
 

@@ -97,4 +97,8 @@ class RecurrentBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.recurrent(self.entry(x))
+        return self.after_entry(self.entry(x))
+
+    def after_entry(self, e: torch.Tensor) -> torch.Tensor:
+        """The block from the entry convolution's output on (see :mod:`rrcunet.models.fusion`)."""
+        return self.recurrent(e)

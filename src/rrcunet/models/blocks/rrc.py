@@ -83,7 +83,11 @@ class RRcBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = self.entry(x)
+        return self.after_entry(self.entry(x))
+
+    def after_entry(self, e: torch.Tensor) -> torch.Tensor:
+        """The block from the entry convolution's output on (the decoder's fused inference path
+        computes ``e`` itself; see :mod:`rrcunet.models.fusion`)."""
         r = self.recurrent(e)
         if self.join == "cat":
             return torch.cat((r, e), dim=1)
