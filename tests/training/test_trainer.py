@@ -138,6 +138,7 @@ def test_early_stopping_triggers(tiny_dataset, tmp_path):
     more = load_config(tmp_path / "run" / "config.json", ["schedule.patience=5"])
     result = train(more, tmp_path / "run", resume=True)
     assert result.stopped_early and result.epochs_completed == 6 and result.best_epoch == 1
+    assert result.stopped_by == "early stopping"
 
 
 def test_time_budget_stops_the_run(tiny_dataset, tmp_path):
@@ -145,7 +146,7 @@ def test_time_budget_stops_the_run(tiny_dataset, tmp_path):
     # is complete (checkpoint and metrics written).
     cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=5, extra=("schedule.max_minutes=1e-6",)))
     result = train(cfg, tmp_path / "run")
-    assert result.stopped_early and result.epochs_completed == 1
+    assert result.stopped_early and result.epochs_completed == 1 and result.stopped_by == "time budget"
     assert (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()
     with pytest.raises(ConfigError, match="max_minutes must be > 0"):
         load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=("schedule.max_minutes=0",)))

@@ -62,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
     best = result.best_metrics
     shown = ", ".join(f"{k}={v:.4g}" for k, v in best.items() if k.startswith("val_") and v is not None)
     print(f"{result.run_dir}: {result.epochs_completed} epochs"
-          f"{' (early stop)' if result.stopped_early else ''}; best epoch {result.best_epoch}"
+          f"{f' (stopped by {result.stopped_by})' if result.stopped_early else ''}; best epoch {result.best_epoch}"
           f"{': ' + shown if shown else ''}; model {result.run_dir / 'best.safetensors'}")
     return 0

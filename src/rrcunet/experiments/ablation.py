@@ -165,16 +165,6 @@ def count_model_parameters(name: str, kwargs: dict[str, Any]) -> int:
     return int(count_parameters(model)["total"])
 
 
-def _stopped_by(config: Any, history: list[dict[str, Any]]) -> str:
-    if not history:
-        return "not started"
-    last = history[-1]
-    if int(last["epoch"]) >= config.schedule.epochs:
-        return "epochs"
-    if config.schedule.max_minutes is not None and float(last["elapsed_s"]) >= 60.0 * config.schedule.max_minutes:
-        return "time budget"
-    return "early stopping"
-
 
 def _check_data_unchanged(saved: dict[str, Any], new: dict[str, Any], out: Path) -> None:
     for key in ("dataset", "phantoms"):
@@ -238,7 +228,7 @@ def train_variant(config: ExperimentConfig, *, variant: str, seed: int, dataset:
     """Train (or resume, or skip) one run; return ``(run_dir, done record, trained_now)``."""
     from rrcunet.training import config_from_dict, resolve_config, train
     from rrcunet.training.config import TrainConfig, config_to_dict
-    from rrcunet.training.trainer import check_resume_config
+    from rrcunet.training.trainer import check_resume_config, stop_reason
 
     train_fn = train_fn or train
     run_dir = runs_dir / run_name(variant, seed)
@@ -262,7 +252,7 @@ def train_variant(config: ExperimentConfig, *, variant: str, seed: int, dataset:
         "config": resolved,
         "epochs_completed": int(result.epochs_completed),
         "best_epoch": int(result.best_epoch),
-        "stopped_by": _stopped_by(cfg, history),
+        "stopped_by": stop_reason(cfg, history),
         "wall_time_s": float(history[-1]["elapsed_s"]) if history else 0.0,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

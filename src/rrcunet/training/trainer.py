@@ -103,6 +103,7 @@ class TrainResult:
         best_metrics: the metrics row of that epoch.
         history: every metrics row.
         model: the trained network (last epoch, unwrapped, eval mode).
+        stopped_by: what ended the run (:func:`stop_reason`).
     """
 
     run_dir: Path
@@ -112,6 +113,20 @@ class TrainResult:
     best_metrics: dict[str, float]
     history: list[dict[str, float]]
     model: nn.Module | None = field(default=None, repr=False)
+    stopped_by: str = ""
+
+
+def stop_reason(config: TrainConfig, history: list[dict[str, Any]]) -> str:
+    """What ended a run with this ``history``: ``"epochs"`` (``schedule.epochs`` reached),
+    ``"time budget"`` (``schedule.max_minutes``), ``"early stopping"``, or ``"not started"``."""
+    if not history:
+        return "not started"
+    last = history[-1]
+    if int(last["epoch"]) >= config.schedule.epochs:
+        return "epochs"
+    if config.schedule.max_minutes is not None and float(last["elapsed_s"]) >= 60.0 * config.schedule.max_minutes:
+        return "time budget"
+    return "early stopping"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -769,7 +784,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     best_epoch = stopper.best_epoch
     best_row = next((r for r in history if r["epoch"] == best_epoch), {})
     return TrainResult(run_dir=run_dir, epochs_completed=completed, stopped_early=stopped_early,
-                       best_epoch=best_epoch, best_metrics=dict(best_row), history=history, model=model.eval())
+                       best_epoch=best_epoch, best_metrics=dict(best_row), history=history, model=model.eval(),
+                       stopped_by=stop_reason(config, history))
 
 
 def _save_best(run_dir: Path, model: nn.Module, config: TrainConfig, epoch: int, row: dict[str, Any],
