@@ -16,6 +16,10 @@ Prints one row per (variant, dtype, memory layout):
   growth during the forward passes (each row runs in a fresh subprocess, so rows do not share a
   high-water mark); CUDA: ``torch.cuda.max_memory_allocated``.
 
+``rrcunet-unfused`` is RRc-UNet 3D run as written, without the decoder's inference-time fusion of
+upsampling and entry convolution (``rrcunet.models.fusion``), so the gain of the fusion is measured
+in the same run (training steps never fuse).
+
 dtypes: ``fp32``, and ``bf16`` = ``torch.autocast`` to bfloat16 (weights stay fp32). Layouts:
 ``contiguous`` (NCDHW) and ``cl3d`` = ``torch.channels_last_3d`` (NDHWC) for model and input.
 
@@ -46,7 +50,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("rrcunet", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
+VARIANTS = ("rrcunet", "rrcunet-unfused", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
 DTYPES = ("fp32", "bf16")
 LAYOUTS = ("contiguous", "cl3d")
 REF_CONV = {"channels": 64, "spatial": (64, 64, 32)}
@@ -78,7 +82,7 @@ def _build(variant: str, in_channels: int, base: int, levels: int):
         )
     from rrcunet.models import build_model
 
-    return build_model(variant, in_channels=in_channels, base_filters=base, levels=levels)
+    return build_model(variant.removesuffix("-unfused"), in_channels=in_channels, base_filters=base, levels=levels)
 
 
 def _maxrss_mib() -> float:
@@ -122,9 +126,14 @@ def worker(job: dict) -> dict:
         make = lambda: _build(job["variant"], shape[1], job["base"], job["levels"])  # noqa: E731
 
     train = job.get("train", False)
+    if job["variant"].endswith("-unfused"):
+        from rrcunet.models import fusion
+
+        fusion.disabled().__enter__()  # for the whole subprocess
     with torch.device("meta"):
         meta_model = make().train(train)
-    with FlopCounterMode(display=False) as counter:
+    # the FLOPs of the pass that is timed: inference runs without autograd (fused decoder)
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(train):
         out = meta_model(torch.empty(shape, device="meta"))
         if train:  # useful work of a training step: forward + backward, no recomputation
             out.float().square().mean().backward()

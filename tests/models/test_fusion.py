@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rrcunet.models import build_model
+from rrcunet.models import fusion
 from rrcunet.models.fusion import can_fuse
 
 SMALL = {"levels": 3, "base_filters": 8, "dropout": 0.0}
@@ -78,3 +79,17 @@ def test_training_gradients_do_not_use_the_fused_path():
     model(x).square().mean().backward()
     for u in model.decoder.upsamples:
         assert u.deconv.weight.grad is not None and u.deconv.weight.grad.abs().sum() > 0
+
+
+def test_disabled_runs_the_upsampling_as_written():
+    model, x = _pair("rrcunet", {})
+    calls = []
+    for u in model.decoder.upsamples:
+        u.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        fused = model(x)
+        assert not calls
+        with fusion.disabled():
+            written = model(x)
+        assert len(calls) == len(model.decoder.upsamples) and fusion.enabled()
+    torch.testing.assert_close(fused, written, rtol=1e-5, atol=1e-5)

@@ -24,9 +24,31 @@ kilobytes of matrix products), so there is no cache to go stale when weights are
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+_ENABLED = True
+
+
+def enabled() -> bool:
+    """Whether the decoder takes the fused path when autograd is off (default True)."""
+    return _ENABLED
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the network as written even without autograd (benchmarks measure the gain with it)."""
+    global _ENABLED
+    previous, _ENABLED = _ENABLED, False
+    try:
+        yield
+    finally:
+        _ENABLED = previous
 
 
 def _deconv_of(upsample: nn.Module) -> nn.ConvTranspose3d | None:
@@ -76,7 +98,9 @@ def fused_entry(upsample: nn.Module, block: nn.Module, x: torch.Tensor, skip: to
     c_in = deconv.in_channels
     c_e = entry.out_channels
     # Fold the weights in float32 even under autocast; the convolutions below autocast as usual.
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    device_type = x.device.type
+    amp = device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)
+    with torch.autocast(device_type=device_type, enabled=False) if amp else contextlib.nullcontext():
         w_entry = entry.weight.float().reshape(c_e, -1)
         w_up, w_skip = w_entry[:, :c_up], w_entry[:, c_up:]
         w_deconv = deconv.weight.float().transpose(0, 1).reshape(c_up, c_in * 8)
@@ -85,7 +109,7 @@ def fused_entry(upsample: nn.Module, block: nn.Module, x: torch.Tensor, skip: to
         if deconv.bias is not None:
             bias = bias + torch.matmul(w_up, deconv.bias.float())
         w_skip = w_skip.reshape(c_e, -1, 1, 1, 1).contiguous()
-    if not torch.is_autocast_enabled(x.device.type):
+    if not amp:
         weight, bias, w_skip = weight.to(x.dtype), bias.to(x.dtype), w_skip.to(skip.dtype)
     out = F.conv_transpose3d(x, weight, bias, stride=2)
     return out.add_(F.conv3d(skip, w_skip))  # in place: autograd is off on this path

@@ -34,7 +34,7 @@ from rrcunet.models.blocks import BLOCK_REGISTRY, make_block
 from rrcunet.models.blocks.common import check_choice, check_kernel_size, check_positive_int, per_level
 from rrcunet.models.blocks.rrc import JOINS
 from rrcunet.models.blocks.upsample import UPSAMPLE_MODES, upsample2x
-from rrcunet.models.fusion import can_fuse, fused_entry
+from rrcunet.models import fusion
 
 UP_CHANNELS = ("keep", "halve")
 
@@ -165,12 +165,12 @@ class Decoder(nn.Module):
         autograd off, levels whose block starts with a 1×1×1 entry convolution (RRc, recurrent) fold
         the upsampling into it (:mod:`rrcunet.models.fusion`): same function, less memory and time."""
         x = skips.pop()
-        fuse = not torch.is_grad_enabled()
+        fuse = fusion.enabled() and not torch.is_grad_enabled()
         for level in reversed(range(len(self.stages))):
             upsample, stage = self.upsamples[level], self.stages[level]
-            if fuse and can_fuse(upsample, stage.block):
+            if fuse and fusion.can_fuse(upsample, stage.block):
                 # inference: upsampling folded into the block's 1x1x1 entry (rrcunet.models.fusion)
-                x = stage.dropout(stage.block.after_entry(fused_entry(upsample, stage.block, x, skips.pop())))
+                x = stage.dropout(stage.block.after_entry(fusion.fused_entry(upsample, stage.block, x, skips.pop())))
                 continue
             x = upsample(x)
             x = torch.cat((x, skips.pop()), dim=1)
