@@ -140,3 +140,37 @@ def test_user_errors(tiny_model, predictor, chest_case, tmp_path, monkeypatch):
 def test_cuda_without_cuda_is_a_config_error(tiny_model):
     with pytest.raises(ConfigError, match="no CUDA device"):
         Predictor.from_file(tiny_model, config=InferenceConfig(device="cuda"))
+
+
+def _patch_trained_model(path, patch):
+    from rrcunet.models import build_model
+    from rrcunet.preprocessing import PreprocessConfig
+    from rrcunet.training.checkpoint import save_model
+    from tests.inference.helpers import NETWORK_SHAPE, TINY_KWARGS
+
+    torch.manual_seed(3)
+    model = build_model("rrcunet", **TINY_KWARGS)
+    return save_model(path, model, model_name="rrcunet", model_kwargs=TINY_KWARGS,
+                      preprocess_config=PreprocessConfig(target_shape=NETWORK_SHAPE), task="tumour",
+                      extra={"train_patch_size": patch})
+
+
+def test_a_patch_trained_model_runs_windows_of_its_patch_size(tmp_path, caplog):
+    from monai.inferers import sliding_window_inference
+
+    p = Predictor.from_file(_patch_trained_model(tmp_path / "m.safetensors", [16, 16, 8]), config=CPU)
+    assert p.train_patch_roi((32, 32, 16)) == (16, 16, 8)
+    assert p.train_patch_roi((16, 16, 8)) is None  # the grid is one patch: no windows
+    x = torch.randn(2, 32, 32, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = torch.softmax(sliding_window_inference(x[None], (16, 16, 8), CPU.sw_batch_size, p.model,
+                                                          overlap=CPU.overlap, mode="gaussian"), dim=1)[0]
+        whole = torch.softmax(p.model(x[None]), dim=1)[0]
+    got = p.run_network(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, whole, atol=1e-3)  # windows did change the result
+    # a patch the network cannot take is ignored, with a warning
+    bad = Predictor.from_file(_patch_trained_model(tmp_path / "bad.safetensors", [15, 16, 8]), config=CPU)
+    with caplog.at_level("WARNING"):
+        assert bad.train_patch_roi((32, 32, 16)) is None
+    assert "train_patch_size" in caplog.text

@@ -70,3 +70,44 @@ def test_patch_sampling_centres_on_target():
     t0.set_random_state(0)
     centres = [t0(dict(sample))[0]["label"][0, 4, 4, 2].item() for _ in range(5)]
     assert all(c == 0 for c in centres)  # centred off the target
+
+
+def _two_lesions():
+    """A 1000-voxel tumour and a 2-voxel nodule on the very edge of the volume."""
+    fg = torch.zeros(1, 40, 40, 16)
+    fg[:, 20:30, 20:30, 4:14] = 1.0
+    fg[:, 0, 0:2, 0] = 1.0
+    return {"ct": fg.clone(), "lung": torch.ones_like(fg), "label": 2 * fg.clone(), "fg": fg.clone()}
+
+
+def _nodule_hits(sampling, draws=200):
+    t = build_transform(None, train=True, with_lung=True, patch_size=(8, 8, 4), patch_target_prob=1.0,
+                        patch_sampling=sampling)
+    t.set_random_state(0)
+    hits = 0
+    for _ in range(draws):
+        out = t(_two_lesions())[0]
+        assert "fg" not in out and "fg_indices" not in out and "bg_indices" not in out
+        assert out["image"].shape == (2, 8, 8, 4)
+        label = out["label"][0]
+        assert (label == 2).any()  # every target-centred patch holds tumour
+        hits += int((label == 2).sum() <= 2)  # only the nodule's voxels: a patch on the nodule
+    return hits / draws
+
+
+def test_lesion_sampling_gives_every_lesion_the_same_share():
+    # voxel sampling: the nodule has 2 of 1002 voxels; lesion sampling: half of the patches,
+    # even though it sits in a corner, where MONAI moves the centre inwards
+    assert _nodule_hits("voxel") < 0.05
+    assert 0.35 < _nodule_hits("lesion") < 0.65
+
+
+def test_lesion_sampling_without_a_lesion_falls_back_to_background():
+    sample = _two_lesions()
+    for key in ("fg", "label"):
+        sample[key] = torch.zeros_like(sample[key])
+    t = build_transform(None, train=True, with_lung=True, patch_size=(8, 8, 4), patch_target_prob=1.0,
+                        patch_sampling="lesion")
+    t.set_random_state(0)
+    out = t(sample)[0]
+    assert out["image"].shape == (2, 8, 8, 4) and not (out["label"] == 2).any()

@@ -33,13 +33,14 @@ def test_defaults_are_the_papers():
 def test_overrides_are_typed():
     cfg = load_config(None, ["optim.lr=1e-3", "model.base_filters=8", "preprocess.target_shape=96,96,32",
                              "schedule.accumulate=4", "runtime.channels_last=yes", "data.patch_size=[64,64,32]",
-                             "loss.alpha=1,1,2", "task=lung", "data.max_train_cases=none"])
+                             "loss.alpha=1,1,2", "task=lung", "data.max_train_cases=none",
+                             "data.patch_sampling=lesion"])
     assert cfg.optim.lr == 1e-3
     assert cfg.model.kwargs == {"base_filters": 8}  # model.X is short for model.kwargs.X
     assert cfg.preprocess.target_shape == (96, 96, 32)
     assert cfg.schedule.accumulate == 4
     assert cfg.runtime.channels_last is True
-    assert cfg.data.patch_size == (64, 64, 32)
+    assert cfg.data.patch_size == (64, 64, 32) and cfg.data.patch_sampling == "lesion"
     assert cfg.loss.alpha == (1.0, 1.0, 2.0)
     assert cfg.task == "lung" and cfg.in_channels == 1 and cfg.out_channels == 2
     assert load_config(None, ["schedule.accumulate=ALL"]).schedule.accumulate == "all"
@@ -57,6 +58,7 @@ def test_overrides_are_typed():
     ("optim.lr.x=1", r"optim.lr is not a section"),
     ("schedule.epochs=0", r"schedule.epochs must be >= 1"),
     ("augment.flip_prob=1.5", r"augment.flip_prob must be a probability"),
+    ("data.patch_sampling=blob", r"data.patch_sampling must be 'voxel' or 'lesion'"),
     ("model.kwargs.in_channels=5", r"contradicts task 'tumour'"),
 ])
 def test_bad_overrides_raise(override, message):

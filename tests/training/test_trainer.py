@@ -159,6 +159,10 @@ def test_lung_task_and_patch_training(tiny_dataset, tmp_path):
     model, meta = load_model(tmp_path / "lung" / "best.safetensors")
     assert meta.task == "lung" and meta.model_name == "coordunet" and meta.labels == {0: "background", 1: "lung"}
     assert model(torch.zeros(1, 1, 32, 32, 16)).shape == (1, 2, 32, 32, 16)
-    patch = load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=("data.patch_size=16,16,8",)))
+    patch = load_config(None, tiny_overrides(tiny_dataset, epochs=1,
+                                             extra=("data.patch_size=16,16,8", "data.patch_sampling=lesion")))
     result = train(patch, tmp_path / "patch")
     assert result.epochs_completed == 1 and 0.0 <= result.history[0]["val_dice_tumour"] <= 1.0
+    # the model file tells the predictor to slide windows of the training patch size
+    _, meta = load_model(tmp_path / "patch" / "best.safetensors")
+    assert meta.extra["train_patch_size"] == [16, 16, 8]

@@ -256,6 +256,24 @@ class Predictor:
         padded = tuple(int(-(-s // divisor) * divisor) for s in network_shape)
         return tuple(min(int(r), p) for r, p in zip(roi, padded))  # type: ignore[return-value]
 
+    def train_patch_roi(self, network_shape: tuple[int, int, int]) -> tuple[int, int, int] | None:
+        """Windows for a model trained on patches (``train_patch_size`` in its file) whose input grid is
+        larger than a patch: the network then sees, as at validation, windows of the size it was
+        trained on (its GroupNorm statistics were learnt on patches, not on the whole grid)."""
+        patch = self.meta.extra.get("train_patch_size")
+        if not patch:
+            return None
+        divisor = int(getattr(self.model, "divisor", 1))
+        if (not isinstance(patch, (list, tuple)) or len(patch) != 3
+                or any(not isinstance(p, int) or p < 1 or p % divisor for p in patch)):
+            logger.warning("model file %s records an unusable train_patch_size %r; running the whole grid at once",
+                           self.model_path, patch)
+            return None
+        if all(int(s) <= int(p) for s, p in zip(network_shape, patch)):
+            return None
+        padded = tuple(int(-(-s // divisor) * divisor) for s in network_shape)
+        return tuple(min(int(p), q) for p, q in zip(patch, padded))  # type: ignore[return-value]
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -265,8 +283,9 @@ class Predictor:
         """Class probabilities ``(C_out, X, Y, Z)`` (float32, CPU) of one preprocessed ``(C_in, X, Y, Z)`` input.
 
         Softmax of the logits; with ``tta`` the mean of the softmax over the 8 mirror combinations;
-        with sliding windows the logits of overlapping windows are blended with Gaussian weights by
-        :func:`monai.inferers.sliding_window_inference` (before the softmax).
+        with sliding windows (``--sliding-window``, or the fixed grid of a model trained on smaller
+        patches, :meth:`train_patch_roi`) the logits of overlapping windows are blended with
+        Gaussian weights by :func:`monai.inferers.sliding_window_inference` (before the softmax).
         """
         x = torch.as_tensor(image)
         if x.ndim != 4 or x.shape[0] != self.in_channels:
@@ -274,7 +293,7 @@ class Predictor:
                              f"not shape {tuple(x.shape)}")
         x = x[None].to(self.device, torch.float32)
         sliding = self.uses_sliding_window
-        roi = self.roi_size(tuple(x.shape[2:])) if sliding else None
+        roi = self.roi_size(tuple(x.shape[2:])) if sliding else self.train_patch_roi(tuple(x.shape[2:]))
         autocast = (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self.config.bf16
                     else nullcontext())
 

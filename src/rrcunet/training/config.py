@@ -61,6 +61,10 @@ class DataConfig:
             (default, the paper) trains on the whole ``preprocess.target_shape`` volume.
         patch_target_prob: with ``patch_size``, probability that a patch is centred on a voxel of
             the target class (tumour; lung for the lung task); otherwise on any other voxel.
+        patch_sampling: how a target-centred patch picks its centre: ``"voxel"`` (any target voxel
+            alike, MONAI's default, so a 50 mL tumour is drawn 50 times as often as a 1 mL
+            nodule) or ``"lesion"`` (a connected component of the target class first, each alike,
+            then a voxel in it: small lesions are seen as often as large ones).
         max_train_cases: use only the first N training cases (quick experiments); ``None`` = all.
         max_val_cases: the same for validation.
         lung_channel: where the tumour model's lung input channel comes from: ``"dataset"`` (the
@@ -76,6 +80,7 @@ class DataConfig:
     num_workers: int = 2
     patch_size: tuple[int, int, int] | None = None
     patch_target_prob: float = 0.67
+    patch_sampling: Literal["voxel", "lesion"] = "voxel"
     max_train_cases: int | None = None
     max_val_cases: int | None = None
     lung_channel: Literal["dataset", "extractor"] = "dataset"
@@ -89,6 +94,8 @@ class DataConfig:
             raise ConfigError(f"data.patch_size must be 3 positive ints, not {self.patch_size}")
         if not 0.0 <= self.patch_target_prob <= 1.0:
             raise ConfigError(f"data.patch_target_prob must be in [0, 1], not {self.patch_target_prob}")
+        if self.patch_sampling not in ("voxel", "lesion"):
+            raise ConfigError(f"data.patch_sampling must be 'voxel' or 'lesion', not {self.patch_sampling!r}")
         for name in ("max_train_cases", "max_val_cases"):
             v = getattr(self, name)
             if v is not None and v < 1:

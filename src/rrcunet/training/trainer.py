@@ -604,7 +604,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     with_lung = config.task == "tumour"
     patch = config.data.patch_size
     train_tf = build_transform(config.augment, train=True, with_lung=with_lung, patch_size=patch,
-                               patch_target_prob=config.data.patch_target_prob)
+                               patch_target_prob=config.data.patch_target_prob,
+                               patch_sampling=config.data.patch_sampling)
     val_tf = build_transform(None, train=False, with_lung=with_lung)
     train_ds = CachedCaseDataset(train_cached, transform=train_tf, with_lung=with_lung,
                                  target_class=config.target_class, with_fg=patch is not None)
@@ -628,7 +629,10 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16") if rt.amp == "fp16" else None
     model_meta = make_model_meta(model_name=config.model.name, model_kwargs=config.model.kwargs,
                                  preprocess_config=config.preprocess, task=config.task,
-                                 labels=config.labels, extra={"run_dir": str(run_dir.resolve())})
+                                 labels=config.labels,
+                                 extra={"run_dir": str(run_dir.resolve()),
+                                        # the predictor slides windows of this size, as validation does
+                                        "train_patch_size": list(patch) if patch else None})
     mode = "min" if sched.monitor == "val_loss" else "max"
     stopper = _EarlyStopping(mode, sched.patience, sched.min_delta)
     history: list[dict[str, float]] = []
