@@ -5,7 +5,8 @@ Every row runs in a fresh subprocess (``THP_MEM_ALLOC_ENABLE=1``, ``OMP_NUM_THRE
 so its peak memory is that process's own ``ru_maxrss``. Sections:
 
 1. **model only**: one forward pass on ``(1, 2, 256, 256, 48)`` — the paper's input — with 32 base
-   filters and 5 levels, for RRc-UNet 3D and, on the same input in the same run, MONAI's ``UNet``
+   filters and 5 levels, for RRc-UNet 3D (and ``rrcunet-unfused``: without the decoder's
+   inference-time fusion, rrcunet.models.fusion) and, on the same input in the same run, MONAI's ``UNet``
    and ``DynUNet`` (built as in benchmarks/model_speed.py: our filters, GroupNorm/PReLU); fp32 and
    bf16 autocast, contiguous and ``channels_last_3d`` (RRc-UNet); and RRc-UNet exported to ONNX
    and run with ONNX Runtime (CPU provider, ``--threads`` intra-op threads). Median of
@@ -73,6 +74,10 @@ def _model_worker(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     fmt = torch.channels_last_3d if job["layout"] == "cl3d" else torch.contiguous_format
+    if job["variant"].endswith("-unfused"):
+        from rrcunet.models import fusion
+
+        fusion.disabled().__enter__()  # the network as written, for the whole subprocess
     model = _build(job["variant"], job["base"], job["levels"]).eval().to(memory_format=fmt)
     x = torch.randn(SHAPE).contiguous(memory_format=fmt)
     rss0 = _maxrss_mib()
@@ -229,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, nargs="*", default=[60, 150, 300, 600],
                         help="slice counts of the scaling section (empty to skip)")
     parser.add_argument("--skip-model", action="store_true", help="skip the model-only section")
-    parser.add_argument("--variants", default="rrcunet,monai-unet,monai-dynunet",
+    parser.add_argument("--variants", default="rrcunet,rrcunet-unfused,monai-unet,monai-dynunet",
                         help="model-only section: comma list of rrcunet, monai-unet, monai-dynunet")
     parser.add_argument("--runtimes", default="torch,onnxruntime", help="model-only section: torch, onnxruntime")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end section")
@@ -254,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n## Model only: input {SHAPE}, base {args.base}, {args.levels} levels\n")
             print("| model | runtime | dtype | layout | fwd s | CPU s | peak MiB |")
             print("|---|---|---|---|---:|---:|---:|")
-            rows = [(v, "torch", d, "contiguous") for v in ("rrcunet", "monai-unet", "monai-dynunet") for d in ("fp32", "bf16")]
+            rows = [(v, "torch", d, "contiguous") for v in ("rrcunet", "rrcunet-unfused", "monai-unet", "monai-dynunet")
+                    for d in ("fp32", "bf16")]
             rows[2:2] = [("rrcunet", "torch", d, "cl3d") for d in ("fp32", "bf16")]
             rows.append(("rrcunet", "onnxruntime", "fp32", "contiguous"))
             rows = [r for r in rows if r[0] in args.variants.split(",") and r[1] in args.runtimes.split(",")]
