@@ -119,6 +119,16 @@ def test_resume_refuses_changed_recipe(tmp_path):
         check_resume_config(a, config_to_dict(load_config(None, ["optim.lr=1e-2"])), tmp_path)
 
 
+def test_resume_of_a_run_saved_before_an_option_existed(tmp_path):
+    # a config.json written by an older rrcunet lacks the newer option: its default is what ran
+    old = config_to_dict(load_config(None, ["optim.lr=1e-3"]))
+    del old["data"]["patch_sampling"]
+    check_resume_config(old, config_to_dict(load_config(None, ["optim.lr=1e-3"])), tmp_path)
+    with pytest.raises(ConfigError, match=r"data.patch_sampling: None -> 'lesion'"):
+        check_resume_config(old, config_to_dict(load_config(None, ["optim.lr=1e-3", "data.patch_sampling=lesion"])),
+                            tmp_path)
+
+
 def test_apply_overrides_leaves_input_untouched():
     data = {"optim": {"lr": 0.1}}
     out = apply_overrides(data, ["optim.lr=0.2"])

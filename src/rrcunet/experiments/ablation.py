@@ -145,15 +145,6 @@ def run_name(variant: str, seed: int) -> str:
 # helpers
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def count_model_parameters(name: str, kwargs: dict[str, Any]) -> int:
     """Trainable parameters of ``build_model(name, **kwargs)`` (built on the meta device: no memory)."""
     import torch
@@ -228,7 +219,7 @@ def train_variant(config: ExperimentConfig, *, variant: str, seed: int, dataset:
     """Train (or resume, or skip) one run; return ``(run_dir, done record, trained_now)``."""
     from rrcunet.training import config_from_dict, resolve_config, train
     from rrcunet.training.config import TrainConfig, config_to_dict
-    from rrcunet.training.trainer import check_resume_config, stop_reason
+    from rrcunet.training.trainer import check_resume_config, config_differences, stop_reason
 
     train_fn = train_fn or train
     run_dir = runs_dir / run_name(variant, seed)
@@ -237,8 +228,7 @@ def train_variant(config: ExperimentConfig, *, variant: str, seed: int, dataset:
     done_path = run_dir / DONE_NAME
     if done_path.is_file():
         done = json.loads(done_path.read_text(encoding="utf-8"))
-        saved, new = _flatten(done.get("config", {})), _flatten(resolved)
-        diff = {k for k in set(saved) | set(new) if saved.get(k) != new.get(k)} - _IGNORED_FOR_DONE
+        diff = set(config_differences(done.get("config", {}), resolved)) - _IGNORED_FOR_DONE
         if not diff and (run_dir / "best.safetensors").is_file():
             logger.info("%s: finished run, skipped", run_dir)
             return run_dir, done, False

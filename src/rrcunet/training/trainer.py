@@ -197,11 +197,29 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
+def config_differences(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, new value)}`` for every option that differs between two config dicts.
+
+    A key the saved config lacks (written by an older rrcunet, before the option existed) counts as
+    equal when the new value is that option's default: the old run behaved as the default does.
+    """
+    a, b = _flatten(saved), _flatten(new)
+    defaults = _flatten(config_to_dict(TrainConfig()))
+    out: dict[str, tuple[Any, Any]] = {}
+    for k in sorted(set(a) | set(b)):
+        if k not in a and k in defaults and b.get(k) == defaults[k]:
+            continue
+        if a.get(k) != b.get(k):
+            out[k] = (a.get(k), b.get(k))
+    return out
+
+
 def check_resume_config(saved: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
     """Refuse a resume whose config differs from the saved one outside :data:`RESUME_MUTABLE`."""
-    a, b = _flatten(saved), _flatten(new)
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_MUTABLE)
+    changed = config_differences(saved, new)
+    diff = [k for k in changed if k not in RESUME_MUTABLE]
     if diff:
+        a, b = {k: v[0] for k, v in changed.items()}, {k: v[1] for k, v in changed.items()}
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:5])
         raise ConfigError(
             f"{run_dir}: cannot resume with a different config ({shown}); only "
