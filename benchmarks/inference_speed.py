@@ -77,7 +77,7 @@ def _model_worker(job: dict) -> dict:
     if job["variant"].endswith("-unfused"):
         from rrcunet.models import fusion
 
-        fusion.disabled().__enter__()  # the network as written, for the whole subprocess
+        fusion.set_enabled(False)  # the network as written, for the whole subprocess
     model = _build(job["variant"], job["base"], job["levels"]).eval().to(memory_format=fmt)
     x = torch.randn(SHAPE).contiguous(memory_format=fmt)
     rss0 = _maxrss_mib()

@@ -129,7 +129,7 @@ def worker(job: dict) -> dict:
     if job["variant"].endswith("-unfused"):
         from rrcunet.models import fusion
 
-        fusion.disabled().__enter__()  # for the whole subprocess
+        fusion.set_enabled(False)  # the network as written, for the whole subprocess
     with torch.device("meta"):
         meta_model = make().train(train)
     # the FLOPs of the pass that is timed: inference runs without autograd (fused decoder)

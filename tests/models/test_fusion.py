@@ -93,3 +93,18 @@ def test_disabled_runs_the_upsampling_as_written():
             written = model(x)
         assert len(calls) == len(model.decoder.upsamples) and fusion.enabled()
     torch.testing.assert_close(fused, written, rtol=1e-5, atol=1e-5)
+
+
+def test_set_enabled_switches_the_process_wide_default():
+    model, x = _pair("rrcunet", {})
+    calls = []
+    for u in model.decoder.upsamples:
+        u.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        fusion.set_enabled(False)
+        with torch.no_grad():
+            model(x)
+        assert len(calls) == len(model.decoder.upsamples)
+    finally:
+        fusion.set_enabled(True)
+    assert fusion.enabled()

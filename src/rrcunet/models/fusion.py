@@ -40,6 +40,12 @@ def enabled() -> bool:
     return _ENABLED
 
 
+def set_enabled(flag: bool) -> None:
+    """Switch the fused path on or off for the whole process (benchmarks; :func:`disabled` is scoped)."""
+    global _ENABLED
+    _ENABLED = bool(flag)
+
+
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
     """Run the network as written even without autograd (benchmarks measure the gain with it)."""
