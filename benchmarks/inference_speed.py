@@ -134,7 +134,8 @@ def _e2e_worker(job: dict) -> dict:
     from rrcunet.inference import InferenceConfig, Predictor
 
     t0 = time.perf_counter()
-    predictor = Predictor.from_file(job["model"], config=InferenceConfig(device="cpu", bf16=job["dtype"] == "bf16"))
+    predictor = Predictor.from_file(job["model"], config=InferenceConfig(
+        device="cpu", bf16=job["dtype"] == "bf16", channels_last=bool(job.get("channels_last"))))
     load_s = time.perf_counter() - t0
     profiler = None
     if job.get("profile"):
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="model-only section: comma list of rrcunet, monai-unet, monai-dynunet")
     parser.add_argument("--runtimes", default="torch,onnxruntime", help="model-only section: torch, onnxruntime")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end section")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="end-to-end and slice rows with `rrcunet predict --channels-last`")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one end-to-end run")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
     parser.add_argument("--json", metavar="FILE", help="also write all results as JSON")
@@ -296,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             ct, dicom_dir, name = _source_ct()
             nifti = tmp / "ct.nii.gz"
             write_volume(ct, nifti)
-            e2e = {"kind": "e2e", "threads": args.threads, "model": str(model_path)}
+            e2e = {"kind": "e2e", "threads": args.threads, "model": str(model_path),
+                   "channels_last": args.channels_last}
             header = ("| input | dtype | read | lung | preproc | model | invert | post | measure | write | total s "
                       "| CPU s | peak MiB |")
             rule = "|---|---|" + "---:|" * 11

@@ -104,7 +104,8 @@ def test_usage_errors_are_one_line_exit_2(cli_chest, tmp_path, capsys, monkeypat
     assert "not a readable safetensors file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [["--tta"], ["--sliding-window", "--roi-size", "16", "16", "8"], ["--bf16"]])
+@pytest.mark.parametrize("extra", [["--tta"], ["--sliding-window", "--roi-size", "16", "16", "8"], ["--bf16"],
+                                   ["--channels-last"]])
 def test_network_options_keep_the_grid(cli_model, cli_chest, tmp_path, extra):
     write_volume(cli_chest[0], tmp_path / "c.nii.gz")
     assert _predict(tmp_path / "c.nii.gz", "-o", tmp_path / "out", "--model", cli_model, *extra) == 0

@@ -33,6 +33,9 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run the network (default: auto = CUDA if available)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run the network in channels_last_3d memory layout (faster for the paper-size network "
+                        "on CPU, slower for the small demo model: docs/inference.md)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the softmax over the 8 mirror combinations (8x slower)")
     p.add_argument("--sliding-window", action="store_true",
@@ -53,7 +56,7 @@ def inference_config(args: argparse.Namespace) -> Any:
 
     return InferenceConfig(
         device=args.device, bf16=args.bf16, tta=args.tta, sliding_window=args.sliding_window,
-        roi_size=tuple(args.roi_size) if args.roi_size else None, overlap=args.overlap,
+        channels_last=args.channels_last, roi_size=tuple(args.roi_size) if args.roi_size else None, overlap=args.overlap,
         target_spacing=tuple(args.target_spacing) if args.target_spacing else None,
         lung_method=args.lung_method, lung_model=args.lung_model,
         postprocess=PostprocessConfig(min_tumour_ml=args.min_tumour_ml, keep_outside_lung=args.keep_outside_lung),
