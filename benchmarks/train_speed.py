@@ -26,6 +26,8 @@ Examples::
     python benchmarks/train_speed.py                    # CPU speed table (small recipe size)
     python benchmarks/train_speed.py --estimate         # + memory estimate of the paper's config
     python benchmarks/train_speed.py --gpu --steps 10   # on a GPU: the paper's config
+    # the paper's config on CPU (about 15 GB of RAM without checkpointing)
+    python benchmarks/train_speed.py --cpu-base 32 --cpu-levels 5 --cpu-shape 256 256 48 --cpu-amp bf16 --steps 2
 """
 
 from __future__ import annotations
@@ -232,8 +234,10 @@ def speed_table(args: argparse.Namespace) -> None:
     else:
         shape = tuple(args.cpu_shape)
         for ckpt in (False, True):
-            specs.append(dict(model="rrcunet", base=args.cpu_base, levels=4, shape=shape, checkpointing=ckpt, amp="none"))
-        specs.append(dict(model="monai_unet", base=args.cpu_base, levels=4, shape=shape, checkpointing=False, amp="none"))
+            specs.append(dict(model="rrcunet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
+                              checkpointing=ckpt, amp=args.cpu_amp))
+        specs.append(dict(model="monai_unet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
+                          checkpointing=False, amp=args.cpu_amp))
         device = "cpu"
     print(f"## Training step speed ({device}, batch 1, {args.threads} threads, median of {args.steps} steps "
           f"after {args.warmup} warm-up)\n")
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cpu-base", type=int, default=8, help="base filters of the CPU rows (default 8)")
     parser.add_argument("--cpu-shape", type=int, nargs=3, default=(96, 96, 32), help="CPU input size")
+    parser.add_argument("--cpu-levels", type=int, default=4, help="levels of the CPU rows (default 4; the paper: 5)")
+    parser.add_argument("--cpu-amp", choices=("none", "bf16"), default="none", help="autocast of the CPU rows")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
     args = parser.parse_args(argv)
     if args.child:
