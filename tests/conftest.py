@@ -32,10 +32,24 @@ def realdata():
     return realdata_path
 
 
+#: Test folders whose tensors are small (~10^5 voxels, tiny networks): there torch's thread pool
+#: costs far more than it saves on a loaded 2-core box (0.3 s against 0.01 s per call; OpenMP
+#: threads spin-waiting for a descheduled peer, docs/architecture.md "Speed"), so each of their
+#: tests runs single-threaded, and the previous setting is restored after it.
+SINGLE_THREAD_DIRS = frozenset({"cli", "experiments", "inference", "lungmask", "models", "preprocessing"})
+
+
 @pytest.fixture(autouse=True)
-def _torch_threads():
+def _torch_threads(request):
     # Keep tests deterministic and polite on 2-core CI.
     import torch
 
     torch.manual_seed(0)
+    rel = Path(str(request.node.path)).resolve().relative_to(REPO_ROOT / "tests")
+    if rel.parts[0] not in SINGLE_THREAD_DIRS:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)

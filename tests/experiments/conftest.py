@@ -27,16 +27,6 @@ TINY_TRAIN = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-case phantom benchmark (2 train / 1 val / 1 test) made by the experiment's own generator path."""

@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.inference.helpers import chest, save_tiny_model
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # ~10^5-voxel tensors: torch's thread pool costs more than it saves on a loaded 2-core box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
