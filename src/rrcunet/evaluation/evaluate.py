@@ -42,7 +42,7 @@ import numpy as np
 from rrcunet import __version__
 from rrcunet.errors import InputError
 from rrcunet.evaluation.metrics import CaseMetrics, EvaluationSummary, evaluate_volumes, summarize
-from rrcunet.io.atomic import atomic_write_text
+from rrcunet.io.atomic import atomic_write_text, json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -283,20 +283,6 @@ def _case_row(m: CaseMetrics) -> dict[str, Any]:
     return ordered
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
 # the pipeline
 
@@ -413,7 +399,7 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
         "n_ground_truth_without_prediction": n_missing,
     }
     files["summary_json"] = atomic_write_text(out / "summary.json",
-                                              json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
+                                              json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
     notes = [f"{len(cases)} case(s); tumour Dice/IoU/F1 mean of cases over {mc.n_tumour_scored} scored case(s) "
              f"({mc.n_tumour_absent_in_both} without tumour in either mask left out); HD95 mean over finite values "
              f"({mc.n_hd95_infinite} infinite: tumour missed or false alarm); surface Dice at {tolerance_mm:g} mm. "

@@ -44,7 +44,7 @@ import numpy as np
 
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.experiments.config import ExperimentConfig, experiment_to_dict, train_data_for_run
-from rrcunet.io.atomic import atomic_write_text
+from rrcunet.io.atomic import atomic_write_text, json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,6 @@ def count_model_parameters(name: str, kwargs: dict[str, Any]) -> int:
     with torch.device("meta"):
         model = build_model(name, **kwargs)
     return int(count_parameters(model)["total"])
-
 
 
 def _check_data_unchanged(saved: dict[str, Any], new: dict[str, Any], out: Path) -> None:
@@ -373,18 +372,6 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
 # the experiment
 
@@ -484,5 +471,5 @@ def run_ablation(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
            "columns": [{"paper": c, "field": f} for c, f in TABLE5_COLUMNS],
            "variants": rows, "runs": [r.as_dict() for r in runs],
            "analysis": None if analysis is None else str(analysis.files["markdown"])}
-    files["json"] = atomic_write_text(out / "ablation.json", json.dumps(_json_safe(doc), indent=2) + "\n")
+    files["json"] = atomic_write_text(out / "ablation.json", json.dumps(json_safe(doc), indent=2) + "\n")
     return dataclasses.replace(result, files=files, analysis=analysis)

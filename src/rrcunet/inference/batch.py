@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -36,7 +35,7 @@ import numpy as np
 
 from rrcunet import __version__
 from rrcunet.errors import InputError, RRcUNetError
-from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
+from rrcunet.io.atomic import atomic_write_text, json_safe, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -236,20 +235,6 @@ def _warn_if_other_model(js: Path, sha256: str | None) -> None:
                        js, str(recorded)[:12], sha256[:12])
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return _json_safe(float(value))
-    return value
-
-
 _NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*|null)(?:,\s*(?:-?[0-9][0-9.eE+-]*|null))*)\s*\]")
 
 
@@ -297,7 +282,7 @@ def prediction_json(case: CaseInput, ct: Any, result: Any, predictor: Any, outpu
         "torch_version": torch.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    return _json_safe(doc)
+    return json_safe(doc)
 
 
 def _write_nifti_like(volume: Any, source: Path, out: Path) -> bool:

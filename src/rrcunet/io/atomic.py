@@ -2,16 +2,21 @@
 
 Outputs are written to a temporary file in the destination folder and renamed into place, so a
 crash never leaves a half-written file under the final name. :func:`check_output_path` refuses to
-overwrite an input, and refuses an existing output unless ``overwrite`` is set.
+overwrite an input, and refuses an existing output unless ``overwrite`` is set. :func:`json_safe`
+turns a result document into strict JSON values before it is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from rrcunet.errors import InputError
 
@@ -86,3 +91,19 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
                     p.unlink()
                     removed.append(p)
     return removed
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with strict-JSON values only: NaN and ±inf become ``None``, NumPy scalars Python
+    numbers, paths strings, tuples lists and dictionary keys strings (recursively)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
