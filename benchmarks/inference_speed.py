@@ -41,7 +41,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -164,18 +163,10 @@ def worker(job: dict) -> dict:
 # driver side
 # --------------------------------------------------------------------------------------------
 def run_job(job: dict, timeout: float) -> dict:
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1", OMP_NUM_THREADS=str(job["threads"]))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")]))
-    try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
-                              env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(lines[-1])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from model_speed import run_worker  # the same subprocess runner as the model benchmark
+
+    return run_worker(__file__, job, timeout, [str(REPO / "src"), str(REPO)])
 
 
 def _source_ct():

@@ -179,13 +179,14 @@ def worker(job: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 # driver side
 # --------------------------------------------------------------------------------------------
-def run_job(job: dict, timeout: float) -> dict:
+def run_worker(script: str | Path, job: dict, timeout: float, pythonpath: list[str]) -> dict:
+    """Run ``script --worker JOB`` in a fresh process (``THP_MEM_ALLOC_ENABLE=1``,
+    ``OMP_NUM_THREADS=job["threads"]``) and return the last JSON line it prints, or ``{"error": ...}``."""
     env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1", OMP_NUM_THREADS=str(job["threads"]))
-    src = Path(__file__).resolve().parents[1] / "src"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*pythonpath, env.get("PYTHONPATH", "")]))
     try:
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(job)],
+            [sys.executable, str(script), "--worker", json.dumps(job)],
             capture_output=True, text=True, env=env, timeout=timeout,
         )
     except subprocess.TimeoutExpired:
@@ -195,6 +196,10 @@ def run_job(job: dict, timeout: float) -> dict:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"exit {proc.returncode}: {tail}"}
     return json.loads(lines[-1])
+
+
+def run_job(job: dict, timeout: float) -> dict:
+    return run_worker(__file__, job, timeout, [str(Path(__file__).resolve().parents[1] / "src")])
 
 
 def _torch_version() -> str:
