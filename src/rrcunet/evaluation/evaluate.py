@@ -266,9 +266,15 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV text of ``rows``: the ``columns`` given (other keys ignored; a header even with no rows),
+    else the keys of the first row (no rows: empty text). NaN and ±inf are written as ``nan``/``inf``,
+    ``None`` as an empty cell."""
+    if columns is None and not rows:
+        return ""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns if columns is not None else rows[0]),
+                            extrasaction="ignore" if columns is not None else "raise", lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
@@ -379,9 +385,9 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     columns: list[str] = []
     for r in per_case:
         columns += [k for k in r if k not in columns]
-    files["per_case_csv"] = atomic_write_text(out / "per_case.csv", _csv_text(per_case, columns))
+    files["per_case_csv"] = atomic_write_text(out / "per_case.csv", csv_text(per_case, columns))
     files["summary_csv"] = atomic_write_text(out / "summary.csv",
-                                             _csv_text(rows, ["table", "metric", "mean of cases", "voxel-pooled"]))
+                                             csv_text(rows, ["table", "metric", "mean of cases", "voxel-pooled"]))
     from rrcunet.evaluation.metrics import dice_histogram as histogram_counts
 
     hist = histogram_counts(_histogram_values(cases))

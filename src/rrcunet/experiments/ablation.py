@@ -28,9 +28,7 @@ config is refused, as ``rrcunet train --resume`` refuses it.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -43,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from rrcunet.errors import ConfigError, InputError
+from rrcunet.evaluation.evaluate import csv_text
 from rrcunet.experiments.config import ExperimentConfig, experiment_to_dict, train_data_for_run
 from rrcunet.io.atomic import atomic_write_text, json_safe
 
@@ -362,16 +361,6 @@ def ablation_markdown(result: AblationResult, *, composition: dict[str, int] | N
     return "\n".join(lines)
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 # ---------------------------------------------------------------------------------------------
 # the experiment
 
@@ -458,8 +447,8 @@ def run_ablation(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
     files = {
         "markdown": atomic_write_text(out / "ablation.md", ablation_markdown(
             result, composition=composition, analysis_rel=analysis_rel)),
-        "csv": atomic_write_text(out / "ablation.csv", _csv_text(rows)),
-        "runs_csv": atomic_write_text(out / "ablation_runs.csv", _csv_text([
+        "csv": atomic_write_text(out / "ablation.csv", csv_text(rows)),
+        "runs_csv": atomic_write_text(out / "ablation_runs.csv", csv_text([
             {"run": r.name, "variant": r.variant, "seed": r.seed, "parameters": r.parameters,
              "wall_time_s": r.wall_time_s, "epochs": r.epochs_completed, "best_epoch": r.best_epoch,
              "stopped_by": r.stopped_by, **{f"{s}/{k}": r.metrics.get(f"{s}/{k}", math.nan)

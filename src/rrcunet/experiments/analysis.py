@@ -22,8 +22,6 @@ Output folder::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from rrcunet.errors import InputError
+from rrcunet.evaluation.evaluate import csv_text
 from rrcunet.experiments.config import DEFAULT_SIZE_BINS_ML, EvaluationConfig, check_size_bins
 from rrcunet.experiments.lesions import (
     CaseLesions,
@@ -134,17 +133,6 @@ def _md(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _csv(rows: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else (repr(v) if isinstance(v, float) and not math.isfinite(v) else v))
-                        for k, v in r.items()})
-    return buf.getvalue()
-
-
 def group_rows(groups: Sequence[GroupStats], first: str) -> list[dict[str, Any]]:
     """Table rows of group statistics (``first`` names the group column)."""
     return [{first: g.group, "lesions": g.n, "detected": g.n_detected, "Dice mean": g.dice_mean,
@@ -171,14 +159,14 @@ def write_lesion_tables(cases: Sequence[CaseLesions], out_dir: str | Path, *,
     lesions = [s for c in cases for s in c.lesions]
     rows = [{**s.as_dict(), "size_bin": size_bin(s.volume_ml, size_bins_ml)} for s in lesions]
     files = {
-        "lesions_csv": atomic_write_text(out / "lesions.csv", _csv(rows) if rows else "case_id,lesion\n"),
-        "cases_csv": atomic_write_text(out / "cases.csv", _csv([
+        "lesions_csv": atomic_write_text(out / "lesions.csv", csv_text(rows) if rows else "case_id,lesion\n"),
+        "cases_csv": atomic_write_text(out / "cases.csv", csv_text([
             {"case_id": c.case_id, "lesions": len(c.lesions), "detected": sum(s.detected for s in c.lesions),
              "false_positive_components": c.n_false_positive_components,
              "false_positive_ml": c.false_positive_ml} for c in cases])),
-        "by_size_csv": atomic_write_text(out / "by_size.csv", _csv(group_rows(
+        "by_size_csv": atomic_write_text(out / "by_size.csv", csv_text(group_rows(
             group_lesions(lesions, by="size", size_bins_ml=size_bins_ml), "size"))),
-        "by_location_csv": atomic_write_text(out / "by_location.csv", _csv(group_rows(
+        "by_location_csv": atomic_write_text(out / "by_location.csv", csv_text(group_rows(
             group_lesions(lesions, by="location", size_bins_ml=size_bins_ml), "location"))),
     }
     return files
