@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rrcunet.inference.bundled import BUNDLED_MODELS, bundled_model_path
+from rrcunet.inference.bundled import BUNDLED_MODELS, MAKE_COMMANDS, bundled_model_path
 from rrcunet.training.checkpoint import load_model
 
 EXPECTED = {"tumour": ("rrcunet", 2, {0: "background", 1: "lung", 2: "tumour"}),
@@ -22,3 +22,14 @@ def test_bundled_model_loads_with_its_task_and_classes(task):
     with torch.inference_mode():
         out = model(torch.zeros(1, in_channels, *shape))
     assert out.shape == (1, len(labels), *shape) and torch.isfinite(out).all()
+
+
+def test_demo_scores_phantoms_the_bundled_models_never_trained_on():
+    import re
+
+    from rrcunet.cli.main import build_parser
+    from rrcunet.inference.demo import DEMO_SEED
+
+    train_seeds = {int(s) for cmd in MAKE_COMMANDS.values() for s in re.findall(r"--seed (\d+)", cmd)}
+    assert train_seeds and DEMO_SEED not in train_seeds
+    assert build_parser().parse_args(["demo"]).seed == DEMO_SEED

@@ -15,6 +15,7 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     from rrcunet.cli.cmd_predict import add_inference_arguments
+    from rrcunet.inference.demo import DEMO_SEED
 
     p = subparsers.add_parser(
         "demo",
@@ -29,7 +30,8 @@ def register(subparsers: Any) -> None:
                    help="demo folder (default: ./rrcunet_demo)")
     p.add_argument("-n", "--number", dest="n_cases", type=int, default=4, metavar="N",
                    help="number of phantoms (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    p.add_argument("--seed", type=int, default=DEMO_SEED,
+                   help=f"phantom seed (default {DEMO_SEED}; the bundled models were trained on seed 0)")
     add_inference_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="regenerate the phantoms and redo the predictions")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

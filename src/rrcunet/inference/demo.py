@@ -22,6 +22,12 @@ from typing import Any
 
 from rrcunet.inference.config import InferenceConfig
 
+#: Phantom dataset seed of the demo. The bundled models are trained on seed-0 phantoms
+#: (:data:`rrcunet.inference.bundled.MAKE_COMMANDS`), and case ``i`` of a seed is the same phantom
+#: in every dataset of that seed, so the demo draws another seed: it scores phantoms the bundled
+#: models never saw.
+DEMO_SEED = 7
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -37,7 +43,7 @@ class DemoResult:
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "rrcunet_demo", *, model: str | os.PathLike[str] | None = None,
-             n_cases: int = 4, seed: int = 0, size: str = "small", config: InferenceConfig | None = None,
+             n_cases: int = 4, seed: int = DEMO_SEED, size: str = "small", config: InferenceConfig | None = None,
              overwrite: bool = False, progress: bool = True) -> DemoResult:
     """Generate ``n_cases`` phantoms, predict them, evaluate, and write the report.
 
@@ -45,7 +51,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "rrcunet_demo", *, model: str | o
         out_dir: demo folder (created).
         model: model file; ``None`` uses the bundled demo model (an error says how to make it when absent).
         n_cases: number of phantoms.
-        seed: phantom dataset seed.
+        seed: phantom dataset seed (default :data:`DEMO_SEED`, which no bundled model trained on).
         size: phantom preset (``"small"``: 128×128×40–64 voxels).
         config: inference options (default: CPU/auto, classical lung extractor).
         overwrite: regenerate the phantoms and redo the predictions.
