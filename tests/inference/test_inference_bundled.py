@@ -33,3 +33,17 @@ def test_demo_scores_phantoms_the_bundled_models_never_trained_on():
     train_seeds = {int(s) for cmd in MAKE_COMMANDS.values() for s in re.findall(r"--seed (\d+)", cmd)}
     assert train_seeds and DEMO_SEED not in train_seeds
     assert build_parser().parse_args(["demo"]).seed == DEMO_SEED
+
+
+@pytest.mark.parametrize("task,config", [("tumour", "cpu_tumour"), ("lung", "cpu_lung")])
+def test_bundled_model_was_made_by_its_packaged_recipe(task, config):
+    """A recipe change without retraining the bundled file (or the reverse) fails here."""
+    from rrcunet.training.config import load_config
+
+    _, meta = load_model(bundled_model_path(task))
+    cfg = load_config(config)
+    shape = meta.preprocess["target_shape"] if isinstance(meta.preprocess, dict) else meta.preprocess.target_shape
+    assert tuple(shape) == tuple(cfg.preprocess.target_shape)
+    assert meta.model_name == cfg.model.name
+    for key, value in cfg.model.kwargs.items():
+        assert meta.model_kwargs[key] == value, key
