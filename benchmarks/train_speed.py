@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cpu-base", type=int, default=8, help="base filters of the CPU rows (default 8)")
-    parser.add_argument("--cpu-shape", type=int, nargs=3, default=(80, 80, 48), help="CPU input size (default: the cpu_tumour recipe's)")
+    parser.add_argument("--cpu-shape", type=int, nargs=3, default=(80, 80, 48),
+                        help="CPU input size (default: the cpu_tumour recipe's)")
     parser.add_argument("--cpu-levels", type=int, default=4, help="levels of the CPU rows (default 4; the paper: 5)")
     parser.add_argument("--cpu-amp", choices=("none", "bf16"), default="none", help="autocast of the CPU rows")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
