@@ -59,11 +59,18 @@ def _maxrss_mib() -> float:
 # --------------------------------------------------------------------------------------------
 # worker side (a subprocess; prints one JSON line)
 # --------------------------------------------------------------------------------------------
-def _build(variant: str, base: int, levels: int):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from model_speed import _build as build  # the same MONAI baselines as the model benchmark
+def _model_speed():
+    """The sibling ``benchmarks/model_speed.py`` module (its baselines and subprocess runner)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import model_speed
 
-    return build(variant, SHAPE[1], base, levels)
+    return model_speed
+
+
+def _build(variant: str, base: int, levels: int):
+    return _model_speed()._build(variant, SHAPE[1], base, levels)  # the same MONAI baselines
 
 
 def _model_worker(job: dict) -> dict:
@@ -163,10 +170,8 @@ def worker(job: dict) -> dict:
 # driver side
 # --------------------------------------------------------------------------------------------
 def run_job(job: dict, timeout: float) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from model_speed import run_worker  # the same subprocess runner as the model benchmark
-
-    return run_worker(__file__, job, timeout, [str(REPO / "src"), str(REPO)])
+    # the same subprocess runner as the model benchmark
+    return _model_speed().run_worker(__file__, job, timeout, [str(REPO / "src"), str(REPO)])
 
 
 def _source_ct():

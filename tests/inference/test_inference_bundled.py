@@ -8,6 +8,11 @@ import torch
 from rrcunet.inference.bundled import BUNDLED_MODELS, MAKE_COMMANDS, bundled_model_path
 from rrcunet.training.checkpoint import load_model
 
+def _target_shape(meta) -> tuple[int, ...]:
+    pre = meta.preprocess
+    return tuple(pre["target_shape"] if isinstance(pre, dict) else pre.target_shape)
+
+
 EXPECTED = {"tumour": ("rrcunet", 2, {0: "background", 1: "lung", 2: "tumour"}),
             "lung": ("coordunet", 1, {0: "background", 1: "lung"})}
 
@@ -17,8 +22,7 @@ def test_bundled_model_loads_with_its_task_and_classes(task):
     model, meta = load_model(bundled_model_path(task))
     name, in_channels, labels = EXPECTED[task]
     assert meta.task == task and meta.model_name == name and meta.labels == labels
-    shape = tuple(meta.preprocess["target_shape"]) if isinstance(meta.preprocess, dict) else \
-        tuple(meta.preprocess.target_shape)
+    shape = _target_shape(meta)
     with torch.inference_mode():
         out = model(torch.zeros(1, in_channels, *shape))
     assert out.shape == (1, len(labels), *shape) and torch.isfinite(out).all()
@@ -42,8 +46,7 @@ def test_bundled_model_was_made_by_its_packaged_recipe(task, config):
 
     _, meta = load_model(bundled_model_path(task))
     cfg = load_config(config)
-    shape = meta.preprocess["target_shape"] if isinstance(meta.preprocess, dict) else meta.preprocess.target_shape
-    assert tuple(shape) == tuple(cfg.preprocess.target_shape)
+    assert _target_shape(meta) == tuple(cfg.preprocess.target_shape)
     assert meta.model_name == cfg.model.name
     for key, value in cfg.model.kwargs.items():
         assert meta.model_kwargs[key] == value, key

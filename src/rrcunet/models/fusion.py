@@ -49,12 +49,12 @@ def set_enabled(flag: bool) -> None:
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
     """Run the network as written even without autograd (benchmarks measure the gain with it)."""
-    global _ENABLED
-    previous, _ENABLED = _ENABLED, False
+    previous = enabled()
+    set_enabled(False)
     try:
         yield
     finally:
-        _ENABLED = previous
+        set_enabled(previous)
 
 
 def _deconv_of(upsample: nn.Module) -> nn.ConvTranspose3d | None:
