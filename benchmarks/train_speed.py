@@ -214,35 +214,41 @@ def _gb(n: float | None) -> str:
 def _row(spec: dict[str, Any], res: dict[str, Any]) -> str:
     name = "RRc-UNet 3D" if spec["model"] == "rrcunet" else "MONAI UNet"
     shape = "×".join(str(s) for s in spec["shape"])
+    layout = "channels-last" if spec.get("channels_last") else "contiguous"
     if "error" in res:
         ckpt = "yes" if spec["checkpointing"] else "no"
-        return f"| {name} | {spec['base']} | 2×{shape} | {ckpt} | {spec['amp']} | error: {res['error']} | | |"
+        return f"| {name} | {spec['base']} | 2×{shape} | {layout} | {ckpt} | {spec['amp']} | error: {res['error']} | | |"
     mem = (f"{_gb(res['cuda_peak_bytes'])} (cuda max allocated)" if "cuda_peak_bytes" in res
            else f"{_gb(res.get('tensor_peak_bytes'))} tensors / {_gb(res.get('rss_peak_bytes'))} RSS")
-    return (f"| {name} | {spec['base']} | 2×{shape} | {'yes' if spec['checkpointing'] else 'no'} | {spec['amp']} | "
+    return (f"| {name} | {spec['base']} | 2×{shape} | {layout} | {'yes' if spec['checkpointing'] else 'no'} | {spec['amp']} | "
             f"{res['s_per_step']:.3f} | {mem} | {res['params'] / 1e6:.2f} M |")
 
 
 def speed_table(args: argparse.Namespace) -> None:
     specs = []
+    layouts = [layout == "channels-last" for layout in args.layouts]
     if args.gpu:
         for amp in ("none", "bf16"):
-            for ckpt in (False, True):
-                specs.append(dict(model="rrcunet", base=32, levels=5, shape=PAPER_SHAPE, checkpointing=ckpt, amp=amp))
-            specs.append(dict(model="monai_unet", base=32, levels=5, shape=PAPER_SHAPE, checkpointing=False, amp=amp))
+            for cl in layouts:
+                for ckpt in (False, True):
+                    specs.append(dict(model="rrcunet", base=32, levels=5, shape=PAPER_SHAPE, checkpointing=ckpt,
+                                      amp=amp, channels_last=cl))
+                specs.append(dict(model="monai_unet", base=32, levels=5, shape=PAPER_SHAPE, checkpointing=False,
+                                  amp=amp, channels_last=cl))
         device = "cuda"
     else:
         shape = tuple(args.cpu_shape)
-        for ckpt in (False, True):
-            specs.append(dict(model="rrcunet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
-                              checkpointing=ckpt, amp=args.cpu_amp))
-        specs.append(dict(model="monai_unet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
-                          checkpointing=False, amp=args.cpu_amp))
+        for cl in layouts:
+            for ckpt in (False, True):
+                specs.append(dict(model="rrcunet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
+                                  checkpointing=ckpt, amp=args.cpu_amp, channels_last=cl))
+            specs.append(dict(model="monai_unet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
+                              checkpointing=False, amp=args.cpu_amp, channels_last=cl))
         device = "cpu"
     print(f"## Training step speed ({device}, batch 1, {args.threads} threads, median of {args.steps} steps "
           f"after {args.warmup} warm-up)\n")
-    print("| model | base | input | checkpointing | amp | s/step | peak memory GiB | params |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | base | input | layout | checkpointing | amp | s/step | peak memory GiB | params |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for spec in specs:
         spec.update(device=device, steps=args.steps, warmup=args.warmup, threads=args.threads)
         print(_row(spec, _spawn(spec, args.timeout)), flush=True)
@@ -302,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="CPU input size (default: the cpu_tumour recipe's)")
     parser.add_argument("--cpu-levels", type=int, default=4, help="levels of the CPU rows (default 4; the paper: 5)")
     parser.add_argument("--cpu-amp", choices=("none", "bf16"), default="none", help="autocast of the CPU rows")
+    parser.add_argument("--layouts", nargs="+", choices=("contiguous", "channels-last"),
+                        default=["contiguous", "channels-last"], help="memory layouts of the speed rows")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
     args = parser.parse_args(argv)
     if args.child:

@@ -130,3 +130,37 @@ def test_add_coords_values():
     assert torch.equal(out[0, 2, 0, :, 0], torch.tensor([-1.0, 1.0]))  # y
     assert torch.equal(out[0, 3], torch.zeros(3, 2, 1))  # z axis of size 1 -> 0
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layout_group_norm_matches_group_norm_and_keeps_channels_last(dtype):
+    from rrcunet.models.blocks.common import LayoutGroupNorm
+
+    torch.manual_seed(0)
+    ours, ref = LayoutGroupNorm(2, 4), nn.GroupNorm(2, 4)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+        ref.bias.uniform_(-1, 1)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 5, 6, 7, dtype=dtype)
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    x_cf = x.detach().clone().requires_grad_()
+    y, y_ref = ours.to(dtype)(x_cl), ref.to(dtype)(x_cf)
+    assert y.is_contiguous(memory_format=torch.channels_last_3d) and not y.is_contiguous()
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
+    g = torch.randn_like(y_ref)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(x_cl.grad, x_cf.grad, atol=tol * 10, rtol=tol * 10)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=tol * 10, rtol=tol * 10)
+    # contiguous input: the plain GroupNorm path, contiguous output
+    assert ours(x_cf.detach()).is_contiguous()
+
+
+def test_conv_norm_act_uses_the_layout_group_norm_with_monai_keys():
+    from rrcunet.models.blocks.common import LayoutGroupNorm, conv_norm_act
+
+    unit = conv_norm_act(4, 8, norm_groups=8)
+    assert isinstance(unit.adn.N, LayoutGroupNorm) and unit.adn.N.num_groups == 8
+    assert set(unit.state_dict()) == {"conv.weight", "adn.N.weight", "adn.N.bias", "adn.A.weight"}

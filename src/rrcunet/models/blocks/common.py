@@ -8,6 +8,13 @@ its state-dict keys are MONAI's: ``conv.weight``, ``adn.N.weight`` / ``adn.N.bia
 
 The convolution feeding a GroupNorm has no bias (the norm's shift makes it redundant); the
 activation is PReLU with one learned slope per layer (``torch.nn.PReLU`` default).
+
+The GroupNorm is :class:`LayoutGroupNorm`, a ``torch.nn.GroupNorm`` (same parameters, same keys)
+that normalises a ``channels_last_3d`` input in the contiguous layout: PyTorch's channels-last CPU
+GroupNorm kernel is several times slower than the contiguous one for the few channels of a
+U-Net's top level, which made the channels-last network slower than the contiguous one even
+though its convolutions are 3-4× faster there (``benchmarks/layout_speed.py`` times the pieces,
+``benchmarks/train_speed.py`` the whole step).
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ import math
 from collections.abc import Sequence
 from typing import TypeVar
 
+import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
+from torch import nn
 
 from rrcunet.errors import ConfigError
 
@@ -35,6 +45,25 @@ def norm_groups_for(channels: int, norm_groups: int) -> int:
         norm_groups: the requested (maximum) number of groups, >= 1.
     """
     return math.gcd(int(channels), int(norm_groups))
+
+
+class LayoutGroupNorm(nn.GroupNorm):
+    """``torch.nn.GroupNorm`` that computes a ``channels_last_3d`` input in the contiguous layout.
+
+    The output keeps the input's memory format, so the convolutions around it stay channels-last.
+    The two layout copies cost far less than the channels-last kernel on CPU: forward + backward of
+    the bf16 Conv3d → GroupNorm → PReLU unit on a ``(1, 4, 80, 80, 48)`` tensor, 2 cores, takes
+    43 ms channels-last with ``nn.GroupNorm``, 12 ms with this class and 23 ms contiguous
+    (``python benchmarks/layout_speed.py``). Other inputs, and every input on a GPU (where this
+    was not measured), go straight to ``nn.GroupNorm``. The result is the same function.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dim() == 5 and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last_3d)):
+            y = F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
+            return y.contiguous(memory_format=torch.channels_last_3d)
+        return super().forward(x)
 
 
 def conv_norm_act(
@@ -57,7 +86,7 @@ def conv_norm_act(
     Returns:
         a MONAI ``Convolution`` (an ``nn.Sequential`` with children ``conv`` and ``adn``).
     """
-    return Convolution(
+    unit = Convolution(
         spatial_dims=3,
         in_channels=in_channels,
         out_channels=out_channels,
@@ -68,6 +97,9 @@ def conv_norm_act(
         dropout=dropout if dropout > 0 else None,
         bias=False,
     )
+    norm = unit.adn.N
+    unit.adn.N = LayoutGroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps, affine=norm.affine)
+    return unit
 
 
 def check_positive_int(name: str, value: int, *, minimum: int = 1) -> int:
