@@ -26,6 +26,33 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+# A known flake, not understood: on the 2-core build machine under load, 3 of about 45 launches
+# failed (2026-11-29). The one whose rank logs were kept had aborted in rank 0 with the C++
+# runtime's message below, after both ranks had trained and saved their weights and before rank 0
+# wrote its validation result; the abort comes from C++ (PyTorch's gloo process group), not from
+# a Python exception. A launch that dies with that message is retried once; any other failure,
+# or the same abort twice, fails the test.
+_RUNTIME_ABORT = "terminate called without an active exception"
+
+
+def _torchrun(tmp_path: Path, overrides: list[str], env: dict[str, str]) -> Path:
+    """Run the worker on 2 processes; return its run folder. Each rank's stdout/stderr go to files
+    (torchrun --redirects 3), so that a failing rank's message is shown and not buried under
+    torchrun's summary. --standalone lets torchrun pick a free rendezvous port itself."""
+    for attempt in (1, 2):
+        run, logs = tmp_path / f"ddp{attempt}", tmp_path / f"logs{attempt}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--log-dir", str(logs), "--redirects", "3", str(WORKER), str(run), *overrides]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            return run
+        rank_logs = "\n".join(f"--- {f}\n{f.read_text()[-3000:]}" for f in sorted(logs.rglob("*.log")))
+        if attempt == 2 or _RUNTIME_ABORT not in rank_logs:
+            pytest.fail(f"torchrun exited with {proc.returncode} (attempt {attempt})\n{rank_logs}\n"
+                        f"--- torchrun\n{proc.stderr[-2000:]}")
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.slow
 def test_ddp_two_ranks_match_single_process(tmp_path):
     # 4 training cases (2 per rank), 2 validation cases (1 per rank); deterministic: no dropout,
@@ -37,13 +64,8 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
     overrides = tiny_overrides(data, epochs=2, extra=(
         "augment.enabled=false", "model.dropout=0.0", "schedule.accumulate=all",
         "optim.lr=1.0", "optim.eps=1.0", "optim.weight_decay=0"))
-    ddp_run = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    # --standalone lets torchrun pick a free rendezvous port itself (no race with other processes).
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(WORKER), str(ddp_run), *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ddp_run = _torchrun(tmp_path, overrides, env)
 
     r0, r1 = load_file(str(ddp_run / "rank0.safetensors")), load_file(str(ddp_run / "rank1.safetensors"))
     assert r0.keys() == r1.keys()
