@@ -126,6 +126,19 @@ def test_resume_is_exact_and_seed_determines_run(tiny_dataset, tmp_path):
     assert _rows(tmp_path / "a")[-1]["train_loss"] == _rows(tmp_path / "c")[-1]["train_loss"]
 
 
+def test_channels_last_bf16_run_is_deterministic(tiny_dataset, tmp_path):
+    """The CPU recipe's runtime (bf16 autocast, channels-last with LayoutGroupNorm): same seed, same
+    weights, all finite."""
+    extra = ("runtime.amp=bf16", "runtime.channels_last=true", "augment.flip_prob=0.5", "schedule.accumulate=1")
+    cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=2, extra=extra))
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
+    last = "checkpoints/last.safetensors"
+    a, b = _weights(tmp_path / "a" / last), _weights(tmp_path / "b" / last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.isfinite(v).all() for v in a.values())
+
+
 def test_early_stopping_triggers(tiny_dataset, tmp_path):
     # min_delta huge: no validation after the first counts as better, so with patience 2 the run
     # stops after epoch 1 (best) + 2 epochs without improvement = epoch 3 of 10.
