@@ -215,13 +215,13 @@ def _row(spec: dict[str, Any], res: dict[str, Any]) -> str:
     name = "RRc-UNet 3D" if spec["model"] == "rrcunet" else "MONAI UNet"
     shape = "×".join(str(s) for s in spec["shape"])
     layout = "channels-last" if spec.get("channels_last") else "contiguous"
+    ckpt = "yes" if spec["checkpointing"] else "no"
+    head = f"| {name} | {spec['base']} | 2×{shape} | {layout} | {ckpt} | {spec['amp']} |"
     if "error" in res:
-        ckpt = "yes" if spec["checkpointing"] else "no"
-        return f"| {name} | {spec['base']} | 2×{shape} | {layout} | {ckpt} | {spec['amp']} | error: {res['error']} | | |"
+        return f"{head} error: {res['error']} | | |"
     mem = (f"{_gb(res['cuda_peak_bytes'])} (cuda max allocated)" if "cuda_peak_bytes" in res
            else f"{_gb(res.get('tensor_peak_bytes'))} tensors / {_gb(res.get('rss_peak_bytes'))} RSS")
-    return (f"| {name} | {spec['base']} | 2×{shape} | {layout} | {'yes' if spec['checkpointing'] else 'no'} | {spec['amp']} | "
-            f"{res['s_per_step']:.3f} | {mem} | {res['params'] / 1e6:.2f} M |")
+    return f"{head} {res['s_per_step']:.3f} | {mem} | {res['params'] / 1e6:.2f} M |"
 
 
 def speed_table(args: argparse.Namespace) -> None:

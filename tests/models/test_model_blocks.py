@@ -131,7 +131,6 @@ def test_add_coords_values():
     assert torch.equal(out[0, 3], torch.zeros(3, 2, 1))  # z axis of size 1 -> 0
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_layout_group_norm_matches_group_norm_and_keeps_channels_last(dtype):
     from rrcunet.models.blocks.common import LayoutGroupNorm
