@@ -19,22 +19,22 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from rrcunet.models.blocks.common import LayoutGroupNorm, norm_groups_for
+from rrcunet.models.blocks.common import conv_norm_act
 
 
-def _time(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, amp: str, repeats: int) -> float:
+def _time(piece: nn.Module, x: torch.Tensor, amp: str, repeats: int) -> float:
     def once() -> float:
         xi = x.detach().requires_grad_()
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-            y = fn(xi)
+            y = piece(xi)
         y.float().sum().backward()
         return time.perf_counter() - t0
 
@@ -52,14 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     c = args.channels
-    groups = norm_groups_for(c, 8)
-    conv = nn.Conv3d(c, c, 3, padding=1, bias=False)
-    prelu = nn.PReLU()
-    torch_gn, layout_gn = nn.GroupNorm(groups, c), LayoutGroupNorm(groups, c)
+    unit = conv_norm_act(c, c)  # the model's unit: Conv3d → LayoutGroupNorm → PReLU
+    plain = copy.deepcopy(unit)  # the same unit with PyTorch's GroupNorm
+    norm = unit.adn.N
+    plain.adn.N = nn.GroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps)
     pieces = {
-        "Conv3d 3×3×3": conv,
-        "Conv3d → nn.GroupNorm → PReLU": lambda x: prelu(torch_gn(conv(x))),
-        "Conv3d → LayoutGroupNorm → PReLU": lambda x: prelu(layout_gn(conv(x))),
+        "Conv3d 3×3×3": unit.conv,
+        "Conv3d → nn.GroupNorm → PReLU": plain,
+        "Conv3d → LayoutGroupNorm → PReLU": unit,
     }
     shape = "×".join(map(str, args.shape))
     print(f"## Forward + backward, (1, {c}, {shape}), {args.threads} threads, median of {args.repeats} (ms)\n")
@@ -67,12 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---:|---:|---:|")
     x = torch.randn(1, c, *args.shape)
     x_cl = x.contiguous(memory_format=torch.channels_last_3d)
-    for name, fn in pieces.items():
+    for name, piece in pieces.items():
         for amp in ("none", "bf16"):
-            conv.to(memory_format=torch.contiguous_format)
-            t_cf = _time(fn, x, amp, args.repeats)
-            conv.to(memory_format=torch.channels_last_3d)
-            t_cl = _time(fn, x_cl, amp, args.repeats)
+            t_cf = _time(piece.to(memory_format=torch.contiguous_format), x, amp, args.repeats)
+            t_cl = _time(piece.to(memory_format=torch.channels_last_3d), x_cl, amp, args.repeats)
             print(f"| {name} | {amp} | {t_cf * 1e3:.1f} | {t_cl * 1e3:.1f} | {t_cf / t_cl:.2f} |", flush=True)
 
 

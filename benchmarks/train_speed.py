@@ -225,26 +225,18 @@ def _row(spec: dict[str, Any], res: dict[str, Any]) -> str:
 
 
 def speed_table(args: argparse.Namespace) -> None:
-    specs = []
     layouts = [layout == "channels-last" for layout in args.layouts]
-    if args.gpu:
-        for amp in ("none", "bf16"):
-            for cl in layouts:
-                for ckpt in (False, True):
-                    specs.append(dict(model="rrcunet", base=32, levels=5, shape=PAPER_SHAPE, checkpointing=ckpt,
-                                      amp=amp, channels_last=cl))
-                specs.append(dict(model="monai_unet", base=32, levels=5, shape=PAPER_SHAPE, checkpointing=False,
-                                  amp=amp, channels_last=cl))
-        device = "cuda"
+    if args.gpu:  # the paper's configuration
+        device, base, levels, shape, amps = "cuda", 32, 5, PAPER_SHAPE, ("none", "bf16")
     else:
+        device, base, levels, amps = "cpu", args.cpu_base, args.cpu_levels, (args.cpu_amp,)
         shape = tuple(args.cpu_shape)
+    specs = []
+    for amp in amps:
         for cl in layouts:
-            for ckpt in (False, True):
-                specs.append(dict(model="rrcunet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
-                                  checkpointing=ckpt, amp=args.cpu_amp, channels_last=cl))
-            specs.append(dict(model="monai_unet", base=args.cpu_base, levels=args.cpu_levels, shape=shape,
-                              checkpointing=False, amp=args.cpu_amp, channels_last=cl))
-        device = "cpu"
+            common = dict(base=base, levels=levels, shape=shape, amp=amp, channels_last=cl)
+            specs += [dict(model="rrcunet", checkpointing=ckpt, **common) for ckpt in (False, True)]
+            specs.append(dict(model="monai_unet", checkpointing=False, **common))
     print(f"## Training step speed ({device}, batch 1, {args.threads} threads, median of {args.steps} steps "
           f"after {args.warmup} warm-up)\n")
     print("| model | base | input | layout | checkpointing | amp | s/step | peak memory GiB | params |")

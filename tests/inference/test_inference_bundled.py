@@ -8,6 +8,7 @@ import torch
 from rrcunet.inference.bundled import BUNDLED_MODELS, MAKE_COMMANDS, bundled_model_path
 from rrcunet.training.checkpoint import load_model
 
+
 def _target_shape(meta) -> tuple[int, ...]:
     pre = meta.preprocess
     return tuple(pre["target_shape"] if isinstance(pre, dict) else pre.target_shape)
