@@ -37,6 +37,15 @@ def test_spatial_transform_is_identical_for_all_keys(seed):
     assert moved < 0.9
 
 
+@pytest.mark.parametrize("axes", [(0,), (1, 2), ()])
+def test_flip_axes_flips_only_those_axes(axes):
+    sample, box = _cube_sample()
+    cfg = AugmentConfig(flip_prob=1.0, flip_axes=axes, affine_prob=0.0, elastic_prob=0.0)
+    out = build_transform(cfg, train=True, with_lung=True)(sample)
+    expected = torch.flip(box[0], [a for a in axes]) if axes else box[0]
+    assert torch.equal(out["image"][0], expected) and torch.equal(out["label"][0], 2 * expected.long())
+
+
 def test_validation_transform_is_identity():
     sample, box = _cube_sample()
     out = build_transform(ALL_ON, train=False, with_lung=True)(sample)

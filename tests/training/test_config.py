@@ -58,6 +58,8 @@ def test_overrides_are_typed():
     ("optim.lr.x=1", r"optim.lr is not a section"),
     ("schedule.epochs=0", r"schedule.epochs must be >= 1"),
     ("augment.flip_prob=1.5", r"augment.flip_prob must be a probability"),
+    ("augment.flip_axes=[0,3]", r"augment.flip_axes must list distinct axes among 0, 1, 2"),
+    ("augment.flip_axes=[0,0]", r"augment.flip_axes must list distinct axes among 0, 1, 2"),
     ("data.patch_sampling=blob", r"data.patch_sampling must be 'voxel' or 'lesion'"),
     ("model.kwargs.in_channels=5", r"contradicts task 'tumour'"),
 ])

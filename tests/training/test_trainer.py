@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rrcunet.errors import ConfigError, InputError
-from rrcunet.losses import build_loss
+from rrcunet.losses import DeepSupervision, build_loss
 from rrcunet.models import build_model
 from rrcunet.training import load_config, load_model, train
 from rrcunet.training.trainer import accumulation_groups, train_one_epoch
@@ -179,3 +179,33 @@ def test_lung_task_and_patch_training(tiny_dataset, tmp_path):
     # the model file tells the predictor to slide windows of the training patch size
     _, meta = load_model(tmp_path / "patch" / "best.safetensors")
     assert meta.extra["train_patch_size"] == [16, 16, 8]
+
+
+def test_deep_supervision_step_trains_the_auxiliary_heads():
+    """With DeepSupervision the auxiliary heads get gradients (Adam moves only parameters that do)."""
+    torch.manual_seed(0)
+    net = build_model("rrcunet", deep_supervision=1, **{**SMALL, "levels": 3})
+    before = net.aux_heads[0].weight.detach().clone()
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"image": torch.randn(1, 2, 8, 8, 4, generator=gen),
+                "label": torch.randint(0, 3, (1, 1, 8, 8, 4), generator=gen)}]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loss_sum, seen = train_one_epoch(model=net, batches=batches, n_batches=1, loss_fn=DeepSupervision(build_loss()),
+                                     optimizer=opt, device=torch.device("cpu"), per_step=1)
+    assert seen == 1 and loss_sum > 0
+    assert not torch.equal(net.aux_heads[0].weight, before)
+
+
+def test_deep_supervision_run_saves_a_model_that_predicts_one_tensor(tiny_dataset, tmp_path):
+    """model.deep_supervision=1 with the CPU recipe's runtime: the run trains and validates, and the
+    saved model (aux head included) loads and returns only the full-size logits in eval mode."""
+    extra = ("model.deep_supervision=1", "runtime.amp=bf16", "runtime.channels_last=true", "schedule.accumulate=1")
+    cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=extra))
+    train(cfg, tmp_path / "ds")
+    model, meta = load_model(tmp_path / "ds" / "best.safetensors")
+    assert meta.model_kwargs["deep_supervision"] == 1 and hasattr(model, "aux_heads")
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 2, 32, 32, 16))
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 32, 32, 16)
+    row = _rows(tmp_path / "ds")[0]
+    assert float(row["train_loss"]) > 0 and float(row["val_loss"]) > 0

@@ -2,7 +2,7 @@
 
 Owns :func:`build_transform`. The paper applies "flipping, deformation, and affine
 transformation" at random during training and names no parameters; we use MONAI's
-``RandFlipd`` (each axis independently), ``RandAffined`` (rotation, scaling, translation) and
+``RandFlipd`` (each axis of ``flip_axes`` independently), ``RandAffined`` (rotation, scaling, translation) and
 ``Rand3DElasticd`` (smooth random displacement field), with the probabilities and ranges of
 :class:`rrcunet.training.config.AugmentConfig`.
 
@@ -147,7 +147,7 @@ def build_transform(augment: Any | None, *, train: bool, with_lung: bool,
                                                  neg=1.0 - p, num_samples=1, allow_smaller=False, **indices))
     if train and augment is not None and augment.enabled:
         a = augment
-        transforms += [RandFlipd(keys=spatial, prob=a.flip_prob, spatial_axis=axis) for axis in range(3)]
+        transforms += [RandFlipd(keys=spatial, prob=a.flip_prob, spatial_axis=axis) for axis in a.flip_axes]
         if a.affine_prob > 0:
             transforms.append(RandAffined(
                 keys=spatial, prob=a.affine_prob,

@@ -67,6 +67,9 @@ class CoordUNet3D(UNet3D):
                 f"model option coords_at={list(places)!r} is invalid: expected a subset of {list(COORD_PLACES)}"
             )
         self.coords_at = tuple(p for p in COORD_PLACES if p in places)
+        if kwargs.get("deep_supervision"):
+            raise ConfigError("model option deep_supervision is not available for coordunet (its head is a CoordConv "
+                              "layer); use it with rrcunet, cgpd, residual, recurrent or unet")
         super().__init__(
             in_channels=in_channels,
             out_channels=out_channels,

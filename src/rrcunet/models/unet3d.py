@@ -14,7 +14,8 @@
 
 The levels are built in flat loops over ``nn.ModuleList`` (no recursion), so state-dict keys read
 ``encoder.stages.2.block.recurrent.0.unit.conv.weight`` and do not move when options change.
-Options such as ``checkpointing`` or ``dropout`` add no parameters and never change keys.
+Options such as ``checkpointing`` or ``dropout`` add no parameters and never change keys;
+``deep_supervision`` only adds the ``aux_heads.{k}`` of its auxiliary outputs.
 
 Tensor layout is ``(B, C, X, Y, Z)``, i.e. Table 1's ``c × w × h × d``; the spatial size must be
 divisible by ``2 ** (levels - 1)`` (16 for the paper's 5 levels).
@@ -23,7 +24,7 @@ divisible by ``2 ** (levels - 1)`` (16 for the paper's 5 levels).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -164,6 +165,13 @@ class Decoder(nn.Module):
         each skip is dropped as soon as it is concatenated, so inference can free it early. With
         autograd off, levels whose block starts with a 1×1×1 entry convolution (RRc, recurrent) fold
         the upsampling into it (:mod:`rrcunet.models.fusion`): same function, less memory and time."""
+        for _, x in self.levels(skips):
+            pass
+        return x
+
+    def levels(self, skips: list[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Like :meth:`forward`, but yield ``(level, output)`` after every decoder level, deepest
+        first (``levels-2`` ... 0); the last one yielded is :meth:`forward`'s result."""
         x = skips.pop()
         fuse = fusion.enabled() and not torch.is_grad_enabled()
         for level in reversed(range(len(self.stages))):
@@ -171,11 +179,11 @@ class Decoder(nn.Module):
             if fuse and fusion.can_fuse(upsample, stage.block):
                 # inference: upsampling folded into the block's 1x1x1 entry (rrcunet.models.fusion)
                 x = stage.dropout(stage.block.after_entry(fusion.fused_entry(upsample, stage.block, x, skips.pop())))
-                continue
-            x = upsample(x)
-            x = torch.cat((x, skips.pop()), dim=1)
-            x = stage(x)
-        return x
+            else:
+                x = upsample(x)
+                x = torch.cat((x, skips.pop()), dim=1)
+                x = stage(x)
+            yield level, x
 
 
 class UNet3D(nn.Module):
@@ -207,9 +215,15 @@ class UNet3D(nn.Module):
             gives no value; 0.1 is our default.
         checkpointing: recompute each block in the backward pass instead of storing its
             activations (saves memory during training, costs ~one extra forward).
+        deep_supervision: number of decoder levels below the top (1 .. ``levels - 2``) that get an
+            auxiliary 1×1×1 head (``aux_heads.{k-1}`` for level k, not in the paper; nnU-Net's deep
+            supervision). 0 (default) adds nothing. In training mode the network then returns the list
+            ``[logits, logits at 1/2, logits at 1/4, ...]`` for
+            :class:`~rrcunet.losses.DeepSupervision`; in eval mode only the full-size logits.
 
     Shapes:
-        input ``(B, in_channels, X, Y, Z)`` → logits ``(B, out_channels, X, Y, Z)``.
+        input ``(B, in_channels, X, Y, Z)`` → logits ``(B, out_channels, X, Y, Z)`` (a list in
+        training mode with ``deep_supervision > 0``).
 
     Example::
 
@@ -236,6 +250,7 @@ class UNet3D(nn.Module):
         norm_groups: int = 8,
         dropout: float | Sequence[float] = 0.1,
         checkpointing: bool = False,
+        deep_supervision: int = 0,
     ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
@@ -291,6 +306,14 @@ class UNet3D(nn.Module):
         )
         self.head = nn.Conv3d(self._head_channels(filters[0]), out_channels, kernel_size=1)
         self.checkpointing = checkpointing
+        deep_supervision = int(deep_supervision)
+        if not 0 <= deep_supervision <= levels - 2:
+            raise ConfigError(f"model option deep_supervision={deep_supervision} is invalid: expected 0 .. {levels - 2} "
+                              f"(decoder levels below the top of a {levels}-level network)")
+        self.deep_supervision = deep_supervision
+        if deep_supervision:
+            self.aux_heads = nn.ModuleList(nn.Conv3d(filters[k], out_channels, kernel_size=1)
+                                           for k in range(1, deep_supervision + 1))
 
     # Hooks for subclasses that add input channels (CoordUNet3D); identity here.
     def _stem_channels(self, in_channels: int) -> int:
@@ -343,6 +366,16 @@ class UNet3D(nn.Module):
                 f"(e.g. monai.transforms.DivisiblePad(k={self.divisor})) and crop the output back"
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self.check_input(x)
+        if self.deep_supervision and self.training:
+            return self._forward_deep_supervision(self.encoder(x))
         return self.head(self.decoder(self.encoder(x)))
+
+    def _forward_deep_supervision(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Full-size logits first, then those of decoder levels 1 .. ``deep_supervision``."""
+        aux: dict[int, torch.Tensor] = {}
+        for level, x in self.decoder.levels(skips):
+            if 1 <= level <= self.deep_supervision:
+                aux[level] = self.aux_heads[level - 1](x)
+        return [self.head(x)] + [aux[k] for k in range(1, self.deep_supervision + 1)]

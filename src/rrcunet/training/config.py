@@ -223,7 +223,10 @@ class AugmentConfig:
 
     Args:
         enabled: master switch.
-        flip_prob: probability of a flip, drawn independently for each of the 3 axes.
+        flip_prob: probability of a flip, drawn independently for each axis of ``flip_axes``.
+        flip_axes: the array axes that may be flipped: 0 = left-right, 1 = anterior-posterior,
+            2 = superior-inferior (the preprocessed arrays are in the canonical LPS frame). The
+            default flips all three; ``[0]`` flips only left-right, the one mirror a real chest has.
         affine_prob: probability of a random affine (rotation, scaling, translation).
         rotate_deg: maximum rotation about each axis, degrees (uniform in ±value).
         scale: maximum relative scaling per axis (uniform in ±value).
@@ -235,6 +238,7 @@ class AugmentConfig:
 
     enabled: bool = True
     flip_prob: float = 0.5
+    flip_axes: tuple[int, ...] = (0, 1, 2)
     affine_prob: float = 0.2
     rotate_deg: tuple[float, float, float] = (10.0, 10.0, 10.0)
     scale: tuple[float, float, float] = (0.1, 0.1, 0.1)
@@ -248,6 +252,10 @@ class AugmentConfig:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"augment.{name} must be a probability in [0, 1], not {p}")
+        axes = list(self.flip_axes)
+        if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+            raise ConfigError(f"augment.flip_axes must list distinct axes among 0, 1, 2 (left-right, anterior-posterior, "
+                              f"superior-inferior), not {axes}")
         for name in ("elastic_sigma", "elastic_magnitude"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:

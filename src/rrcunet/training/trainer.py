@@ -291,7 +291,8 @@ def train_one_epoch(*, model: nn.Module, batches: Iterable[dict[str, Any]], n_ba
             with ctx:
                 with _autocast(device, amp):
                     logits = model(image)
-                loss = loss_fn(logits.float(), label)
+                # a list: a deeply supervised model's logits per scale (DeepSupervision casts each)
+                loss = loss_fn(logits if isinstance(logits, list) else logits.float(), label)
                 scaled = loss / size
                 if scaler is not None and scaler.is_enabled():
                     scaler.scale(scaled).backward()
@@ -592,7 +593,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     from rrcunet.data.augment import build_transform
     from rrcunet.data.dataset import CachedCaseDataset, build_cache
     from rrcunet.data.manifest import DatasetManifest
-    from rrcunet.losses import build_loss
+    from rrcunet.losses import DeepSupervision, build_loss
     from rrcunet.models import build_model
 
     rt, sched = config.runtime, config.schedule
@@ -642,6 +643,9 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     if ctx.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = build_loss(config.loss)
+    if getattr(model, "deep_supervision", 0):
+        # not in the paper: the loss of every scale the model returns in training mode (1, 1/2, 1/4, ...)
+        loss_fn = DeepSupervision(loss_fn)
     optimizer = _make_optimizer(config, model)
     scheduler = _make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16") if rt.amp == "fp16" else None
