@@ -73,6 +73,10 @@ class DataConfig:
             paper did this for its datasets without lung masks). A model trained on ground-truth
             lung masks can lean on their exact boundary and do worse at inference, where the mask
             comes from the extractor (measured: docs/training.md, "CPU recipe").
+        hard_case_sampling: share ``s`` in [0, 1] of each epoch's case draws that follows the cases'
+            latest training losses (:class:`rrcunet.training.sampling.HardCaseSampler`: draws with
+            replacement, ``p_i = (1 - s)/N + s × loss_i / Σ loss``). 0 (default, the paper) shows
+            every case once per epoch in a shuffled order.
     """
 
     dataset: str | None = None
@@ -84,8 +88,11 @@ class DataConfig:
     max_train_cases: int | None = None
     max_val_cases: int | None = None
     lung_channel: Literal["dataset", "extractor"] = "dataset"
+    hard_case_sampling: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.hard_case_sampling <= 1.0:
+            raise ConfigError(f"data.hard_case_sampling must be in [0, 1], not {self.hard_case_sampling}")
         if self.lung_channel not in ("dataset", "extractor"):
             raise ConfigError(f"data.lung_channel must be 'dataset' or 'extractor', not {self.lung_channel!r}")
         if self.num_workers < 0:

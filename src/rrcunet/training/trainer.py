@@ -16,14 +16,16 @@ training patient accumulated before one backward step per epoch (``schedule.accu
 an int K steps every K patients), up to 1000 epochs, early stopping on the validation loss.
 
 Order within an epoch, and why: the data order, the DataLoader worker seeds and the augmentation
-seeds are pure functions of ``(runtime.seed, epoch, rank)``, and the global RNGs (dropout) are
+seeds are pure functions of ``(runtime.seed, epoch, rank)`` (with ``data.hard_case_sampling``, and
+of the per-case loss table saved in the checkpoint), and the global RNGs (dropout) are
 saved in every checkpoint, so a run killed at any moment and resumed with ``resume=True``
 continues from the last completed epoch exactly as if it had never stopped. The checkpoint is
 written (atomically, one file) *before* ``metrics.csv`` is rewritten from the history stored in
 that checkpoint, so after a crash ``metrics.csv`` can lag the checkpoint by one epoch but never
 lead it, and a resume rewrites it from the checkpoint.
 
-DDP: run under ``torchrun``; each process trains on its :class:`DistributedSampler` shard,
+DDP: run under ``torchrun``; each process trains on its :class:`DistributedSampler` shard (or
+:class:`~rrcunet.training.sampling.HardCaseSampler` shard),
 gradients are averaged by DDP (so K patients over all processes give the same step as K patients
 in one process), validation sums are all-reduced, and only rank 0 writes files and logs.
 """
@@ -73,6 +75,7 @@ from rrcunet.training.distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from rrcunet.training.sampling import HardCaseSampler
 
 logger = logging.getLogger(__name__)
 
@@ -629,8 +632,12 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     train_ds = CachedCaseDataset(train_cached, transform=train_tf, with_lung=with_lung,
                                  target_class=config.target_class, with_fg=patch is not None)
     val_ds = CachedCaseDataset(val_cached, transform=val_tf, with_lung=with_lung)
-    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=rt.seed, drop_last=False)
+    hard_cases: HardCaseSampler | None = None
+    if config.data.hard_case_sampling > 0:
+        hard_cases = HardCaseSampler(len(train_ds), share=config.data.hard_case_sampling,
+                                     num_replicas=ctx.world_size, rank=ctx.rank, seed=rt.seed)
+    sampler = hard_cases or DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                               seed=rt.seed, drop_last=False)
     val_subset = Subset(val_ds, list(range(ctx.rank, len(val_ds), ctx.world_size)))
     per_step = _per_step_batches(config, ctx)
 
@@ -676,6 +683,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
         trainer_state = ckpt.meta["trainer"]
         history = list(trainer_state.get("history", []))
         stopper = _EarlyStopping(mode, sched.patience, sched.min_delta, trainer_state.get("early_stopping"))
+        if hard_cases is not None:
+            hard_cases.load_state(trainer_state.get("hard_case_losses"))
         # Recomputed rather than restored, so that a resume with a larger schedule.patience or
         # schedule.early_stopping=false continues a run that had stopped early.
         stopped_early = sched.early_stopping and stopper.should_stop
@@ -724,7 +733,10 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
             step_bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="case", leave=False,
                             disable=not show, dynamic_ncols=True)
 
+            batch_losses: list[float] = []
+
             def _on_batch(value: float, _bar: Any = step_bar) -> None:
+                batch_losses.append(value)
                 _bar.update(1)
                 _bar.set_postfix(loss=f"{value:.4f}")
 
@@ -733,6 +745,10 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
                 per_step=per_step, scaler=scaler, amp=rt.amp, channels_last=rt.channels_last,
                 grad_clip=config.optim.grad_clip, on_batch=_on_batch)
             step_bar.close()
+            if hard_cases is not None:
+                # the loader visits the sampler's draws in order, so batch k holds draws k*b .. k*b+b-1
+                hard_cases.record(list(hard_cases), batch_losses)
+                hard_cases.reduce_epoch(lambda t: all_reduce_sum(t, ctx))
             tr = all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64), ctx)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": float(tr[0] / max(tr[1], 1))}
 
@@ -779,6 +795,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
             if ctx.is_main:
                 trainer_state = {"history": history, "early_stopping": stopper.state(),
                                  "stopped_early": stopped_early}
+                if hard_cases is not None:
+                    trainer_state["hard_case_losses"] = hard_cases.state()
                 save_checkpoint(ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                 epoch=epoch, config=config_to_dict(config), trainer_state=trainer_state, rng=rng,
                                 model_meta=model_meta)
