@@ -46,6 +46,21 @@ def test_flip_axes_flips_only_those_axes(axes):
     assert torch.equal(out["image"][0], expected) and torch.equal(out["label"][0], 2 * expected.long())
 
 
+def test_intensity_changes_touch_the_ct_only():
+    sample, box = _cube_sample()
+    cfg = AugmentConfig(flip_prob=0.0, affine_prob=0.0, elastic_prob=0.0, intensity_prob=1.0)
+    t = build_transform(cfg, train=True, with_lung=True)
+    t.set_random_state(3)
+    out = t(sample)
+    assert not torch.equal(out["image"][0], box[0])  # scaled, shifted and noisy
+    assert (out["image"][0] - box[0]).abs().max() < 1.0
+    assert torch.equal(out["image"][1], box[0]) and torch.equal(out["label"][0], 2 * box[0].long())
+    # off by default: the same draw without it leaves the CT as it was
+    plain = build_transform(AugmentConfig(flip_prob=0.0, affine_prob=0.0, elastic_prob=0.0), train=True,
+                            with_lung=True)(_cube_sample()[0])
+    assert torch.equal(plain["image"][0], box[0])
+
+
 def test_validation_transform_is_identity():
     sample, box = _cube_sample()
     out = build_transform(ALL_ON, train=False, with_lung=True)(sample)

@@ -59,6 +59,8 @@ def test_overrides_are_typed():
     ("schedule.epochs=0", r"schedule.epochs must be >= 1"),
     ("augment.flip_prob=1.5", r"augment.flip_prob must be a probability"),
     ("augment.flip_axes=[0,3]", r"augment.flip_axes must list distinct axes among 0, 1, 2"),
+    ("augment.intensity_prob=2", r"augment.intensity_prob must be a probability"),
+    ("augment.noise_std=-1", r"augment.noise_std must be in \[0, 10\)"),
     ("augment.flip_axes=[0,0]", r"augment.flip_axes must list distinct axes among 0, 1, 2"),
     ("data.patch_sampling=blob", r"data.patch_sampling must be 'voxel' or 'lesion'"),
     ("model.kwargs.in_channels=5", r"contradicts task 'tumour'"),

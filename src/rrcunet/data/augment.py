@@ -2,9 +2,11 @@
 
 Owns :func:`build_transform`. The paper applies "flipping, deformation, and affine
 transformation" at random during training and names no parameters; we use MONAI's
-``RandFlipd`` (each axis of ``flip_axes`` independently), ``RandAffined`` (rotation, scaling, translation) and
-``Rand3DElasticd`` (smooth random displacement field), with the probabilities and ranges of
-:class:`rrcunet.training.config.AugmentConfig`.
+``RandFlipd`` (each axis of ``flip_axes`` independently), ``RandAffined`` (rotation, scaling,
+translation) and ``Rand3DElasticd`` (smooth random displacement field), with the probabilities and ranges of
+:class:`rrcunet.training.config.AugmentConfig`; optionally (not in the paper) CT-only intensity
+scaling, shifting and Gaussian noise (``RandScaleIntensityd``, ``RandShiftIntensityd``,
+``RandGaussianNoised``).
 
 One random draw per transform is applied to every spatial key of a sample, so the CT, the lung
 channel and the label stay aligned voxel for voxel. The CT is interpolated linearly; the lung
@@ -41,6 +43,9 @@ from monai.transforms import (
     RandAffined,
     RandCropByPosNegLabeld,
     RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
     SpatialPadd,
 )
 
@@ -107,7 +112,7 @@ class LesionIndicesd(MapTransform):
 def build_transform(augment: Any | None, *, train: bool, with_lung: bool,
                     patch_size: tuple[int, int, int] | None = None, patch_target_prob: float = 0.67,
                     patch_sampling: str = "voxel") -> Compose:
-    """The sample transform: [patch] → [flips, affine, elastic] → ``image``/``label`` tensors.
+    """The sample transform: [patch] → [flips, affine, elastic, CT intensity] → ``image``/``label`` tensors.
 
     Args:
         augment: an :class:`~rrcunet.training.config.AugmentConfig` (``None`` or
@@ -160,6 +165,12 @@ def build_transform(augment: Any | None, *, train: bool, with_lung: bool,
                 keys=spatial, prob=a.elastic_prob, sigma_range=tuple(a.elastic_sigma),
                 magnitude_range=tuple(a.elastic_magnitude), mode=modes, padding_mode=padding,
             ))
+        if a.intensity_prob > 0:  # the CT only: the lung channel and the label stay 0/1 and 0/1/2
+            transforms += [
+                RandScaleIntensityd(keys="ct", factors=a.intensity_scale, prob=a.intensity_prob),
+                RandShiftIntensityd(keys="ct", offsets=a.intensity_shift, prob=a.intensity_prob),
+                RandGaussianNoised(keys="ct", prob=a.intensity_prob, std=a.noise_std),
+            ]
     if with_lung:
         transforms += [ConcatItemsd(keys=["ct", "lung"], name="image", dim=0), DeleteItemsd(keys=["ct", "lung"])]
     else:

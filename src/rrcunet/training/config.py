@@ -241,6 +241,12 @@ class AugmentConfig:
         elastic_prob: probability of a random elastic deformation (``Rand3DElasticd``).
         elastic_sigma: range of the Gaussian smoothing of the displacement field, voxels.
         elastic_magnitude: range of the displacement magnitude.
+        intensity_prob: probability of each of three CT-only intensity changes (not in the paper;
+            nnU-Net has their like; 0 = off, the default): scale by ``1 + u``, ``u`` uniform in
+            ``±intensity_scale``; shift by ``±intensity_shift``; add Gaussian noise of a standard
+            deviation uniform in ``[0, noise_std]``. Units are those of the z-normalised CT (1 = its
+            standard deviation), so 0.1 is roughly 40 HU in a chest crop.
+        intensity_scale / intensity_shift / noise_std: their ranges.
     """
 
     enabled: bool = True
@@ -253,12 +259,19 @@ class AugmentConfig:
     elastic_prob: float = 0.2
     elastic_sigma: tuple[float, float] = (5.0, 8.0)
     elastic_magnitude: tuple[float, float] = (50.0, 150.0)
+    intensity_prob: float = 0.0
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    noise_std: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("flip_prob", "affine_prob", "elastic_prob"):
+        for name in ("flip_prob", "affine_prob", "elastic_prob", "intensity_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"augment.{name} must be a probability in [0, 1], not {p}")
+        for name in ("intensity_scale", "intensity_shift", "noise_std"):
+            if not 0.0 <= getattr(self, name) < 10.0:
+                raise ConfigError(f"augment.{name} must be in [0, 10), not {getattr(self, name)}")
         axes = list(self.flip_axes)
         if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
             raise ConfigError(f"augment.flip_axes must list distinct axes among 0, 1, 2 (left-right, anterior-posterior, "
