@@ -16,9 +16,9 @@ training patient accumulated before one backward step per epoch (``schedule.accu
 an int K steps every K patients), up to 1000 epochs, early stopping on the validation loss.
 
 Order within an epoch, and why: the data order, the DataLoader worker seeds and the augmentation
-seeds are pure functions of ``(runtime.seed, epoch, rank)`` (with ``data.hard_case_sampling``, and
-of the per-case loss table saved in the checkpoint), and the global RNGs (dropout) are
-saved in every checkpoint, so a run killed at any moment and resumed with ``resume=True``
+seeds are pure functions of ``(runtime.seed, epoch, rank)`` (with ``data.hard_case_sampling`` the
+data order also depends on the per-case loss table, which the checkpoint stores), and the global
+RNGs (dropout) are saved in every checkpoint, so a run killed at any moment and resumed with ``resume=True``
 continues from the last completed epoch exactly as if it had never stopped. The checkpoint is
 written (atomically, one file) *before* ``metrics.csv`` is rewritten from the history stored in
 that checkpoint, so after a crash ``metrics.csv`` can lag the checkpoint by one epoch but never
@@ -636,8 +636,10 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     if config.data.hard_case_sampling > 0:
         hard_cases = HardCaseSampler(len(train_ds), share=config.data.hard_case_sampling,
                                      num_replicas=ctx.world_size, rank=ctx.rank, seed=rt.seed)
-    sampler = hard_cases or DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                               seed=rt.seed, drop_last=False)
+    sampler: Any = hard_cases
+    if sampler is None:
+        sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                     seed=rt.seed, drop_last=False)
     val_subset = Subset(val_ds, list(range(ctx.rank, len(val_ds), ctx.world_size)))
     per_step = _per_step_batches(config, ctx)
 
