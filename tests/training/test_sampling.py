@@ -20,7 +20,7 @@ def test_first_epoch_uniform_then_weighted_by_losses():
     s.set_epoch(1)
     order = list(s)
     assert len(order) == 4 and all(0 <= i < 4 for i in order)
-    s.record([0, 1, 2, 3], [1.0, 1.0, 1.0, 5.0])
+    s.record([1.0, 1.0, 1.0, 5.0], [0, 1, 2, 3])
     s.reduce_epoch(lambda t: t)
     # p = 0.5/4 + 0.5 * loss / 8
     expected = torch.tensor([0.125 + 0.0625] * 3 + [0.125 + 0.3125], dtype=torch.float64)
@@ -33,7 +33,7 @@ def test_first_epoch_uniform_then_weighted_by_losses():
 
 def test_unseen_cases_count_as_hardest_and_repeats_average():
     s = HardCaseSampler(3, share=1.0)
-    s.record([0, 0, 1], [2.0, 4.0, 1.0])  # case 0 twice → mean 3; case 2 unseen → counts as 3
+    s.record([2.0, 4.0, 1.0], [0, 0, 1])  # case 0 twice → mean 3; case 2 unseen → counts as 3
     s.reduce_epoch(lambda t: t)
     assert s.state() == [3.0, 1.0, None]
     torch.testing.assert_close(s.probabilities(), torch.tensor([3 / 7, 1 / 7, 3 / 7], dtype=torch.float64))
@@ -51,14 +51,14 @@ def test_ranks_split_one_draw_and_batches_share_their_loss():
     assert list(full)[0::2] == a and list(full)[1::2] == b
     # batch size 2: the batch loss goes to both of its cases
     s = HardCaseSampler(4, share=1.0)
-    s.record([0, 1, 2, 3], [1.0, 3.0])
+    s.record([1.0, 3.0], [0, 1, 2, 3])
     s.reduce_epoch(lambda t: t)
     assert s.state() == [1.0, 1.0, 3.0, 3.0]
 
 
 def test_state_round_trip_and_bad_values():
     s = HardCaseSampler(3, share=0.5)
-    s.record([1], [2.5])
+    s.record([2.5], [1])
     s.reduce_epoch(lambda t: t)
     t = HardCaseSampler(3, share=0.5)
     t.load_state(s.state())

@@ -46,7 +46,7 @@ class HardCaseSampler(Sampler[int]):
         sampler = HardCaseSampler(200, share=0.5, num_replicas=1, rank=0, seed=0)
         sampler.set_epoch(1)
         order = list(sampler)                 # 200 case indices, uniform in epoch 1
-        sampler.record(order, batch_losses)   # after training on them (one loss per case here)
+        sampler.record(batch_losses)          # after training on them (one loss per batch)
         sampler.reduce_epoch(all_reduce_sum)  # with DDP: make every rank's table the same
     """
 
@@ -61,6 +61,7 @@ class HardCaseSampler(Sampler[int]):
         self.losses = torch.full((self.n_cases,), math.nan, dtype=torch.float64)
         self.epoch = 0
         self._pending: list[tuple[int, float]] = []
+        self._drawn: list[int] = []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -83,14 +84,17 @@ class HardCaseSampler(Sampler[int]):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         draws = torch.multinomial(self.probabilities(), self.num_samples * self.num_replicas, replacement=True,
                                   generator=gen)
-        return iter(draws[self.rank::self.num_replicas].tolist())
+        self._drawn = draws[self.rank::self.num_replicas].tolist()
+        return iter(self._drawn)
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def record(self, indices: Sequence[int], batch_losses: Sequence[float]) -> None:
-        """Note this rank's training losses: ``indices`` in the order they were trained, one loss
-        per batch (each case of a batch gets the batch's loss). Applied by :meth:`reduce_epoch`."""
+    def record(self, batch_losses: Sequence[float], indices: Sequence[int] | None = None) -> None:
+        """Note this rank's training losses, one per batch (each case of a batch gets the batch's
+        loss), for ``indices`` in the order they were trained (default: this rank's last draw, which
+        a DataLoader visits in order). Applied by :meth:`reduce_epoch`."""
+        indices = self._drawn if indices is None else indices
         per_batch = max(1, math.ceil(len(indices) / max(len(batch_losses), 1)))
         for k, value in enumerate(batch_losses):
             for i in indices[k * per_batch:(k + 1) * per_batch]:

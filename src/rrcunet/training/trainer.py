@@ -748,8 +748,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
                 grad_clip=config.optim.grad_clip, on_batch=_on_batch)
             step_bar.close()
             if hard_cases is not None:
-                # the loader visits the sampler's draws in order, so batch k holds draws k*b .. k*b+b-1
-                hard_cases.record(list(hard_cases), batch_losses)
+                # the loader visited the sampler's draw in order, so batch k holds draws k*b .. k*b+b-1
+                hard_cases.record(batch_losses)
                 hard_cases.reduce_epoch(lambda t: all_reduce_sum(t, ctx))
             tr = all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64), ctx)
             row: dict[str, Any] = {"epoch": epoch, "train_loss": float(tr[0] / max(tr[1], 1))}
