@@ -85,6 +85,34 @@ def test_cli_writes_layout_and_refuses_overwrite(tmp_path, capsys):
     assert len(DatasetManifest.load(out).cases) == 2
 
 
+def test_cli_set_changes_the_preset_and_records_it(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["phantoms", "-n", "2", "-o", str(out), "--val-fraction", "0",
+                 "--set", "kind_weights=[0,0,0,0,1]", "--set", "nodule_diameter_mm=[6,8]"]) == 0
+    manifest = DatasetManifest.load(out)
+    assert list(manifest.split.train) == ["phantom_0000", "phantom_0001"] and not manifest.split.val
+    for case in manifest.cases:
+        assert case.source["config"]["kind_weights"] == [0, 0, 0, 0, 1]
+        assert {t["kind"] for t in case.source["tumours"]} <= {"ground_glass"}
+    assert sum(len(case.source["tumours"]) for case in manifest.cases) >= 1
+    # the same case of the default preset has other tumours and records no config
+    default = write_phantom_dataset(tmp_path / "default", 1, seed=0, size="small")
+    assert "config" not in default.cases[0].source
+    # explicit tumours, as objects
+    assert main(["phantoms", "-n", "1", "-o", str(tmp_path / "one"),
+                 "--set", 'tumours=[{"kind": "part_solid", "diameter_mm": 20}]']) == 0
+    (t,) = DatasetManifest.load(tmp_path / "one").cases[0].source["tumours"]
+    assert t["kind"] == "part_solid"
+    capsys.readouterr()
+    for bad, message in ((["--set", "kind_weights=[1,2]"], "kind_weights needs 5"),
+                         (["--set", "colour=3"], "fields are"),
+                         (["--set", "matrix"], "expected FIELD=VALUE"),
+                         (["--set", 'tumours=[{"shape": "round"}]'], "each tumour is an object")):
+        assert main(["phantoms", "-n", "1", "-o", str(tmp_path / "bad"), *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
 @pytest.mark.slow
 def test_dicom_export_round_trip(tmp_path):
     from rrcunet.io import read_rtstruct, read_seg

@@ -14,7 +14,7 @@ from rrcunet.losses import DeepSupervision, build_loss
 from rrcunet.models import build_model
 from rrcunet.training import load_config, load_model, train
 from rrcunet.training.trainer import accumulation_groups, train_one_epoch
-from tests.training.conftest import tiny_overrides
+from tests.training.conftest import tiny_overrides, write_tiny_dataset
 
 SMALL = {"base_filters": 2, "levels": 2, "norm_groups": 1, "dropout": 0.0}
 
@@ -209,3 +209,25 @@ def test_deep_supervision_run_saves_a_model_that_predicts_one_tensor(tiny_datase
     assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 32, 32, 16)
     row = _rows(tmp_path / "ds")[0]
     assert float(row["train_loss"]) > 0 and float(row["val_loss"]) > 0
+
+
+def test_val_dataset_replaces_the_validation_split(tiny_dataset, tmp_path):
+    """data.val_dataset: training cases from data.dataset, validation cases from the other folder's
+    split, cached apart even where the case ids are the same."""
+    same = write_tiny_dataset(tmp_path / "same", n=4, n_val=1)  # a copy of tiny_dataset
+    other = write_tiny_dataset(tmp_path / "other", n=4, n_val=1, seed=3)  # same ids, other volumes
+    cache = tmp_path / "cache"
+
+    def run(name, *extra):
+        cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=(f"data.cache_dir={cache}", *extra)))
+        train(cfg, tmp_path / name)
+        return _rows(tmp_path / name)[0]
+
+    own, via_copy, via_other = run("own"), run("copy", f"data.val_dataset={same}"), \
+        run("other", f"data.val_dataset={other}")
+    assert own["train_loss"] == via_copy["train_loss"] == via_other["train_loss"]
+    assert own["val_loss"] == via_copy["val_loss"]
+    assert own["val_loss"] != via_other["val_loss"]
+    assert sorted(p.name for p in (cache / "val").glob("*/case03.safetensors")) == ["case03.safetensors"]
+    saved = json.loads((tmp_path / "other" / "config.json").read_text())
+    assert saved["data"]["val_dataset"] == str(other.resolve())

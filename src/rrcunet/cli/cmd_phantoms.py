@@ -32,17 +32,52 @@ def register(subparsers: Any) -> None:
                    help="also write each case as a DICOM CT series + RTSTRUCT + DICOM SEG under OUT_DIR/dicom/")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction of the split (default 0.2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing phantom dataset in OUT_DIR")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one field of the preset's PhantomConfig (docs/phantoms.md), VALUE in JSON, e.g. "
+                        "--set kind_weights=[0.15,0.15,0.2,0.25,0.25] (more subsolid lesions) or "
+                        "--set nodule_diameter_mm=[5,12]; repeatable. The manifest records the changed config")
     p.set_defaults(func=run)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["kind_weights=[1,1,1,2,2]", ...]`` -> ``{"kind_weights": (1, 1, 1, 2, 2), ...}`` (lists become
+    tuples, as :class:`~rrcunet.synthetic.config.PhantomConfig` holds them)."""
+    import json
+
+    from rrcunet.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        if not sep or not field.strip():
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. kind_weights=[1,1,1,2,2]")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare word, e.g. direction=flipped
+        if field.strip() == "tumours" and isinstance(value, list):
+            from rrcunet.synthetic.config import TumourSpec
+
+            try:
+                value = [TumourSpec(**spec) for spec in value]
+            except TypeError as exc:
+                raise ConfigError(f"--set {item!r}: each tumour is an object with kind, location, diameter_mm "
+                                  f"and side ({exc})") from exc
+        out[field.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    from rrcunet.synthetic.config import PhantomConfig
     from rrcunet.synthetic.dataset import write_phantom_dataset
 
     def progress(i: int, n: int, case: str) -> None:
         print(f"[{i}/{n}] {case}", flush=True)
 
+    config = PhantomConfig.preset(args.size, **parse_overrides(args.overrides)) if args.overrides else None
     manifest = write_phantom_dataset(args.out_dir, args.n, seed=args.seed, size=args.size, dicom=args.dicom,
-                                     overwrite=args.overwrite, val_fraction=args.val_fraction, progress=progress)
+                                     overwrite=args.overwrite, val_fraction=args.val_fraction, config=config,
+                                     progress=progress)
     print(f"wrote {len(manifest.cases)} phantom(s) to {args.out_dir} "
           f"(train {len(manifest.split.train)}, val {len(manifest.split.val)})")
     return 0

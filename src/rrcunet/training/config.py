@@ -53,8 +53,14 @@ class DataConfig:
         dataset: prepared dataset folder (``manifest.json`` + ``images/ labels/ lungs/``; make one
             with ``rrcunet import`` or ``rrcunet phantoms``). Its manifest's split decides the
             training and validation cases. Required.
+        val_dataset: validate on the validation split of this prepared dataset instead of
+            ``dataset``'s (``dataset`` then gives only its training split): a fixed external
+            validation set, e.g. another hospital's scans, or phantoms of the default mix while
+            training on a different one. ``None`` (default): ``dataset``'s own split.
         cache_dir: where preprocessed cases are cached (one sub-folder per preprocessing config
-            hash). Default ``<dataset>/.rrcunet_cache``.
+            hash). Default ``<dataset>/.rrcunet_cache``; ``val_dataset``'s cases go to
+            ``<cache_dir>/val`` (default ``<val_dataset>/.rrcunet_cache``), so equal case ids in the
+            two datasets never share a cache file.
         num_workers: DataLoader worker processes (0 = load in the main process).
         patch_size: train on random patches of this size instead of the whole preprocessed volume
             (when memory is the limit; validation then uses sliding-window inference). ``None``
@@ -80,6 +86,7 @@ class DataConfig:
     """
 
     dataset: str | None = None
+    val_dataset: str | None = None
     cache_dir: str | None = None
     num_workers: int = 2
     patch_size: tuple[int, int, int] | None = None

@@ -181,6 +181,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     data = dataclasses.replace(
         config.data,
         dataset=str(Path(config.data.dataset).expanduser().resolve()),
+        val_dataset=(None if config.data.val_dataset is None
+                     else str(Path(config.data.val_dataset).expanduser().resolve())),
         cache_dir=None if config.data.cache_dir is None else str(Path(config.data.cache_dir).expanduser().resolve()),
     )
     resolved = dataclasses.replace(config, data=data, model=dataclasses.replace(config.model, kwargs=kwargs),
@@ -610,18 +612,27 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
 
     # ---- data: cache once (rank 0 preprocesses, the others wait and then only list the files)
     dataset_dir = Path(config.data.dataset)  # type: ignore[arg-type]
-    manifest = DatasetManifest.load(dataset_dir)
-    train_ids = list(manifest.split.train)[: config.data.max_train_cases]
-    val_ids = list(manifest.split.val)[: config.data.max_val_cases]
+    val_dir = dataset_dir if config.data.val_dataset is None else Path(config.data.val_dataset)
+    train_ids = list(DatasetManifest.load(dataset_dir).split.train)[: config.data.max_train_cases]
+    val_ids = list(DatasetManifest.load(val_dir).split.val)[: config.data.max_val_cases]
     if not train_ids:
         raise InputError(f"{dataset_dir}: the manifest's split has no training case")
     if not val_ids:
-        logger.warning("%s: no validation case; early stopping is off and the last epoch is kept as best", dataset_dir)
-    cache_kw = dict(preprocess_config=config.preprocess, task=config.task, cache_dir=config.data.cache_dir,
-                    lung_channel=config.data.lung_channel)
-    _on_rank0_first(ctx, lambda: build_cache(dataset_dir, train_ids + val_ids, progress=show, **cache_kw),
-                    "preprocess the dataset")
-    cached = build_cache(dataset_dir, train_ids + val_ids, progress=False, **cache_kw)
+        logger.warning("%s: no validation case; early stopping is off and the last epoch is kept as best", val_dir)
+    cache_kw = dict(preprocess_config=config.preprocess, task=config.task, lung_channel=config.data.lung_channel)
+    # (dataset folder, its cases, cache root): one entry, or two with a separate validation dataset
+    if val_dir == dataset_dir:
+        parts = [(dataset_dir, train_ids + val_ids, config.data.cache_dir)]
+    else:
+        val_cache = None if config.data.cache_dir is None else str(Path(config.data.cache_dir) / "val")
+        parts = [(dataset_dir, train_ids, config.data.cache_dir), (val_dir, val_ids, val_cache)]
+
+    def cache_all(progress: bool) -> list[Any]:
+        return [c for root, ids, cache_dir in parts
+                for c in build_cache(root, ids, progress=progress, cache_dir=cache_dir, **cache_kw)]
+
+    _on_rank0_first(ctx, lambda: cache_all(show), "preprocess the dataset")
+    cached = cache_all(False)
     train_cached, val_cached = cached[: len(train_ids)], cached[len(train_ids):]
     with_lung = config.task == "tumour"
     patch = config.data.patch_size
