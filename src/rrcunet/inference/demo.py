@@ -22,7 +22,7 @@ from typing import Any
 
 from rrcunet.inference.config import InferenceConfig
 
-#: Phantom dataset seed of the demo. The bundled models are trained on seed-0 phantoms
+#: Phantom dataset seed of the demo. The bundled models are trained on seed-0 and seed-1 phantoms
 #: (:data:`rrcunet.inference.bundled.MAKE_COMMANDS`), and case ``i`` of a seed is the same phantom
 #: in every dataset of that seed, so the demo draws another seed: it scores phantoms the bundled
 #: models never saw.
