@@ -231,3 +231,14 @@ def test_val_dataset_replaces_the_validation_split(tiny_dataset, tmp_path):
     assert sorted(p.name for p in (cache / "val").glob("*/case03.safetensors")) == ["case03.safetensors"]
     saved = json.loads((tmp_path / "other" / "config.json").read_text())
     assert saved["data"]["val_dataset"] == str(other.resolve())
+
+
+def test_a_missing_dataset_leaves_no_run_behind(tiny_dataset, tmp_path):
+    """The error names the folder, and the corrected command can use the same run folder."""
+    run = tmp_path / "run"
+    for bad in (("data.dataset=" + str(tmp_path / "nowhere"),), ("data.val_dataset=" + str(tmp_path / "nowhere"),)):
+        cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=1) + list(bad))
+        with pytest.raises(InputError, match="nowhere is not a prepared dataset"):
+            train(cfg, run)
+        assert not (run / "config.json").exists()
+    assert train(load_config(None, tiny_overrides(tiny_dataset, epochs=1)), run).epochs_completed == 1

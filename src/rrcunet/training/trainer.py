@@ -575,6 +575,13 @@ def _on_rank0_first(ctx: DistContext, fn: Any, what: str) -> None:
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    from rrcunet.data.manifest import DatasetManifest
+
+    # A wrong dataset path fails here, before the run folder holds a config that would make the
+    # corrected command refuse the folder as an existing run.
+    for folder in (config.data.dataset, config.data.val_dataset):
+        if folder is not None:
+            DatasetManifest.load(Path(folder))
     cfg_path = run_dir / CONFIG_NAME
     new = config_to_dict(config)
     if resume:
@@ -613,8 +620,12 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     # ---- data: cache once (rank 0 preprocesses, the others wait and then only list the files)
     dataset_dir = Path(config.data.dataset)  # type: ignore[arg-type]
     val_dir = dataset_dir if config.data.val_dataset is None else Path(config.data.val_dataset)
-    train_ids = list(DatasetManifest.load(dataset_dir).split.train)[: config.data.max_train_cases]
-    val_ids = list(DatasetManifest.load(val_dir).split.val)[: config.data.max_val_cases]
+    manifest = DatasetManifest.load(dataset_dir)
+    val_manifest = manifest if val_dir == dataset_dir else DatasetManifest.load(val_dir)
+    train_ids = list(manifest.split.train)[: config.data.max_train_cases]
+    val_ids = list(val_manifest.split.val)[: config.data.max_val_cases]
+    if val_manifest is not manifest and manifest.split.val:
+        logger.info("%s: its validation split is not used; validating on %s (data.val_dataset)", dataset_dir, val_dir)
     if not train_ids:
         raise InputError(f"{dataset_dir}: the manifest's split has no training case")
     if not val_ids:
