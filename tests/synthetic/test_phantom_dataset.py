@@ -95,7 +95,7 @@ def test_cli_set_changes_the_preset_and_records_it(tmp_path, capsys):
         assert case.source["config"]["kind_weights"] == [0, 0, 0, 0, 1]
         assert {t["kind"] for t in case.source["tumours"]} <= {"ground_glass"}
     assert sum(len(case.source["tumours"]) for case in manifest.cases) >= 1
-    # the same case of the default preset has other tumours and records no config
+    # a dataset of the unchanged preset records no config
     default = write_phantom_dataset(tmp_path / "default", 1, seed=0, size="small")
     assert "config" not in default.cases[0].source
     # explicit tumours, as objects

@@ -49,13 +49,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         field, sep, text = item.partition("=")
-        if not sep or not field.strip():
+        name = field.strip()
+        if not sep or not name:
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. kind_weights=[1,1,1,2,2]")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text  # a bare word, e.g. direction=flipped
-        if field.strip() == "tumours" and isinstance(value, list):
+        if name == "tumours" and isinstance(value, list):
             from rrcunet.synthetic.config import TumourSpec
 
             try:
@@ -63,7 +64,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             except TypeError as exc:
                 raise ConfigError(f"--set {item!r}: each tumour is an object with kind, location, diameter_mm "
                                   f"and side ({exc})") from exc
-        out[field.strip()] = tuple(value) if isinstance(value, list) else value
+        out[name] = tuple(value) if isinstance(value, list) else value
     return out
 
 
