@@ -20,9 +20,10 @@ BUNDLED_MODELS: dict[str, str] = {"tumour": "demo_tumour.safetensors", "lung": "
 #: How to make the bundled files (the training recipe of docs/training.md, "CPU recipe").
 MAKE_COMMANDS: dict[str, str] = {
     "tumour": ("rrcunet phantoms -n 200 --seed 1 --size small --val-fraction 0 "
-               "--set kind_weights=[0.15,0.15,0.2,0.25,0.25] -o data/subsolid200 && "
+               "--set kind_weights=[0.15,0.15,0.2,0.25,0.25] --set n_tumours_weights=[0.05,0.35,0.35,0.25] "
+               "-o data/subsolid_multi200 && "
                "rrcunet phantoms -n 250 --seed 0 --size small -o data/phantoms250 && "
-               "rrcunet train --config cpu_tumour -o runs/demo_tumour data.dataset=data/subsolid200 "
+               "rrcunet train --config cpu_tumour -o runs/demo_tumour data.dataset=data/subsolid_multi200 "
                "data.val_dataset=data/phantoms250 && cp runs/demo_tumour/best.safetensors "
                "src/rrcunet/weights/demo_tumour.safetensors"),
     "lung": ("rrcunet phantoms -n 48 --seed 0 --size small -o data/phantoms && rrcunet train --config cpu_lung -o runs/demo_lung "
