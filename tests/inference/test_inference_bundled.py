@@ -51,3 +51,19 @@ def test_bundled_model_was_made_by_its_packaged_recipe(task, config):
     assert meta.model_name == cfg.model.name
     for key, value in cfg.model.kwargs.items():
         assert meta.model_kwargs[key] == value, key
+
+
+def test_bundled_tumour_model_carries_the_postprocessing_its_recipe_chose():
+    """The recipe's last step records the smallest tumour kept, chosen on the validation split."""
+    from rrcunet.experiments.postprocessing import DEFAULT_CANDIDATES_ML
+    from rrcunet.inference import Predictor
+
+    _, meta = load_model(bundled_model_path("tumour"))
+    assert "rrcunet experiment postprocess" in MAKE_COMMANDS["tumour"]
+    chosen = meta.postprocess["selected_on"]
+    assert chosen["subset"] == "val" and chosen["candidates_ml"] == list(DEFAULT_CANDIDATES_ML)
+    assert meta.postprocess["min_tumour_ml"] in DEFAULT_CANDIDATES_ML
+    assert chosen["dice_mean_of_cases"]["chosen"] >= chosen["dice_mean_of_cases"]["none"]
+    predictor = Predictor.from_file(None)
+    assert predictor.config.postprocess.min_tumour_ml == meta.postprocess["min_tumour_ml"]
+    assert predictor.postprocess_source == "model file"

@@ -4,6 +4,7 @@ Sub-commands::
 
     rrcunet experiment ablation --config FILE -o DIR [KEY=VALUE ...] [--seeds 0 1] [--variants rrcunet,cgpd] [--resume]
     rrcunet experiment analyse RUN_DIR|MODEL|PRED_DIR --data DATASET -o OUT [--subset test] [--size-bins 1,5,20,50]
+    rrcunet experiment postprocess RUN_DIR|MODEL --data DATASET -o OUT [--subset val] [--write-model NEW_MODEL]
     rrcunet experiment merge-datasets A B C -o OUT [--seed 0] [--val-fraction 0.2] [--test-list FILE] [--copy]
 
 Examples::
@@ -25,7 +26,8 @@ from rrcunet.errors import ConfigError
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "experiment",
-        help="the paper's experiments: block ablation (Table 5), size/location analysis, dataset merging",
+        help="the paper's experiments: block ablation (Table 5), size/location analysis, postprocessing choice, "
+        "dataset merging",
         description="Reproduce and extend the paper's §4.4–4.5: `ablation` trains and scores every block "
         "variant with one budget (Table 5), `analyse` scores one model's tumours by size and location (and "
         "gives Tables 3–4 and Figure 7), `merge-datasets` joins prepared datasets with a new patient-level split.",
@@ -84,6 +86,32 @@ def register(subparsers: Any) -> None:
     n.add_argument("--overwrite", action="store_true", help="replace an existing analysis in OUT")
     n.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     n.set_defaults(func=run_analyse_cmd)
+
+    q = sub.add_parser(
+        "postprocess", help="choose a model's smallest-tumour volume on validation cases (as nnU-Net's postprocessing)",
+        description="Predicts the --subset split of --data with SOURCE as `rrcunet predict` does (tumour outside the "
+        "lung region dropped) but with no volume threshold, then scores each candidate --min-tumour-ml on the "
+        "original CT grids: tumour Dice mean of cases and pooled, components removed (and how many touch true "
+        "tumour), false-alarm and missed cases. Chooses the best mean of cases (the smallest threshold on a tie) "
+        "and writes OUT/postprocess.md and postprocess.json. With --write-model, also writes a copy of the model "
+        "file that records the choice: `rrcunet predict --model` that file applies it unless --min-tumour-ml "
+        "is given.",
+        epilog="See docs/inference.md, 'Postprocessing'.")
+    q.add_argument("source", metavar="SOURCE", help="run folder (best.safetensors) or model file (.safetensors)")
+    q.add_argument("--data", required=True, metavar="DATASET", help="prepared dataset with the ground truth")
+    q.add_argument("-o", "--out", dest="out_dir", required=True, metavar="OUT", help="output folder")
+    q.add_argument("--subset", default="val", choices=["val", "test", "train", "all"],
+                   help="split to choose on (default val: the model's validation cases)")
+    q.add_argument("--candidates", type=float, nargs="+", metavar="ML",
+                   help="thresholds to try in mL (default 0 0.1 0.25 0.5 1 2; 0 is always tried)")
+    q.add_argument("--lung", default="classical", choices=["classical", "dataset"],
+                   help="lung channel: the classical extractor (default, as rrcunet predict) or the dataset's lungs/")
+    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device when predicting")
+    q.add_argument("--bf16", action="store_true", help="bf16 autocast when predicting")
+    q.add_argument("--write-model", metavar="PATH",
+                   help="write a copy of the model file with the chosen threshold recorded (a new file)")
+    q.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    q.set_defaults(func=run_postprocess_cmd)
 
     m = sub.add_parser(
         "merge-datasets", help="join prepared datasets into one with a seeded patient-level split",
@@ -178,6 +206,22 @@ def run_analyse_cmd(args: argparse.Namespace) -> int:
                      size_bins_ml=bins, figures=args.figures, progress=args.progress)
     print(result.files["markdown"].read_text(encoding="utf-8"), end="")
     print(f"\nwritten: {result.files['markdown']}, {result.files['figure']}")
+    return 0
+
+
+def run_postprocess_cmd(args: argparse.Namespace) -> int:
+    from rrcunet.experiments.config import EvaluationConfig
+    from rrcunet.experiments.postprocessing import DEFAULT_CANDIDATES_ML, select_postprocessing
+
+    evaluation = EvaluationConfig(subset="val" if args.subset == "val" else "test", lung=args.lung,
+                                  device=args.device, bf16=args.bf16)
+    result = select_postprocessing(args.source, args.data, args.out_dir, subset=args.subset,
+                                   candidates_ml=args.candidates or DEFAULT_CANDIDATES_ML, evaluation=evaluation,
+                                   write_model=args.write_model, progress=args.progress)
+    print((result.out_dir / "postprocess.md").read_text(encoding="utf-8"), end="")
+    print(f"chosen: min_tumour_ml={result.chosen.min_tumour_ml:g}")
+    if result.model_out is not None:
+        print(f"written: {result.model_out} (rrcunet predict --model {result.model_out} applies it)")
     return 0
 
 

@@ -45,8 +45,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction (default 0.25)")
     p.add_argument("--target-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="with --sliding-window: network voxel size in mm (default: the CT's own spacing)")
-    p.add_argument("--min-tumour-ml", type=float, default=0.0, metavar="N",
-                   help="drop predicted tumour components smaller than N mL (default 0: keep all)")
+    p.add_argument("--min-tumour-ml", type=float, default=None, metavar="N",
+                   help="drop predicted tumour components smaller than N mL (0 keeps all; default: the value "
+                        "the model file records, chosen on validation data by `rrcunet experiment postprocess`, "
+                        "else 0)")
     p.add_argument("--keep-outside-lung", action="store_true",
                    help="keep tumour components with no voxel in the lung region (dropped by default)")
 

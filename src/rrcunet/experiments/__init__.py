@@ -10,8 +10,11 @@
   analogues of Tables 3–4 and Figure 7 for one model (:func:`analyse`).
 * :mod:`.merge` — :func:`merge_datasets`: several prepared datasets → one, with a new seeded
   patient-level split (the paper's 494-scan training pool).
+* :mod:`.postprocessing` — :func:`select_postprocessing`: a model's smallest-tumour volume chosen
+  on its validation cases (not in the paper; nnU-Net's practice), optionally written into a copy
+  of the model file.
 
-The CLI is ``rrcunet experiment {ablation,analyse,merge-datasets}``; docs/reproduction.md
+The CLI is ``rrcunet experiment {ablation,analyse,postprocess,merge-datasets}``; docs/reproduction.md
 describes the recipes.
 
 Example::
@@ -32,6 +35,7 @@ from rrcunet.experiments.config import (
 from rrcunet.experiments.data import ensure_phantom_benchmark
 from rrcunet.experiments.lesions import CaseLesions, LesionScore, group_lesions, lesion_scores
 from rrcunet.experiments.merge import merge_datasets
+from rrcunet.experiments.postprocessing import PostprocessSelection, select_postprocessing
 from rrcunet.experiments.scoring import ModelScore, predict_split, score_model
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "LesionScore",
     "ModelScore",
     "PhantomBenchmarkConfig",
+    "PostprocessSelection",
     "RunRecord",
     "analyse",
     "analyse_predictions",
@@ -55,4 +60,5 @@ __all__ = [
     "predict_split",
     "run_ablation",
     "score_model",
+    "select_postprocessing",
 ]

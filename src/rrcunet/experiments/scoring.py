@@ -8,7 +8,8 @@ finished report with the same stamp and cases is read back instead of recomputed
 
 The lung channel is the dataset's ``lungs/`` mask (``lung="dataset"``, what the model was trained
 with) or the classical extractor's (``lung="classical"``). No postprocessing is applied (the
-paper uses none): every predicted tumour component is scored.
+paper uses none): every predicted tumour component is scored (:func:`predict_split` can drop
+those outside the lung region, for :mod:`rrcunet.experiments.postprocessing`).
 
 Layout::
 
@@ -80,8 +81,13 @@ def _read_stamp(path: Path) -> dict[str, Any] | None:
 
 
 def predict_split(model_path: str | Path, dataset_dir: str | Path, case_ids: list[str], pred_dir: str | Path, *,
-                  evaluation: EvaluationConfig = EvaluationConfig(), progress: bool = False) -> Path:
+                  evaluation: EvaluationConfig = EvaluationConfig(), drop_outside_lung: bool = False,
+                  progress: bool = False) -> Path:
     """Predict ``case_ids`` of a prepared dataset with a model file into ``pred_dir`` (resumable).
+
+    No postprocessing is applied, unless ``drop_outside_lung``: then tumour components with no
+    voxel in the lung region are dropped, as ``rrcunet predict`` does by default. No volume
+    threshold is ever applied (not even the model file's own).
 
     Returns:
         ``pred_dir``.
@@ -101,7 +107,7 @@ def predict_split(model_path: str | Path, dataset_dir: str | Path, case_ids: lis
         raise InputError(f"{model_path}: model file not found; a finished run folder holds best.safetensors")
     out = Path(pred_dir)
     stamp = {"model_sha256": file_sha256(model_path), "lung": evaluation.lung, "bf16": evaluation.bf16,
-             "dataset": str(Path(dataset_dir).resolve())}
+             "dataset": str(Path(dataset_dir).resolve()), "drop_outside_lung": drop_outside_lung}
     if out.is_dir() and _read_stamp(out / STAMP) != stamp:
         for p in out.glob("*_seg.nii.gz"):  # made by another model or with other options
             p.unlink()
@@ -116,7 +122,7 @@ def predict_split(model_path: str | Path, dataset_dir: str | Path, case_ids: lis
         return out
     manifest = DatasetManifest.load(dataset_dir)
     config = InferenceConfig(device=evaluation.device, bf16=evaluation.bf16,
-                             postprocess=PostprocessConfig(min_tumour_ml=0.0, keep_outside_lung=True))
+                             postprocess=PostprocessConfig(min_tumour_ml=0.0, keep_outside_lung=not drop_outside_lung))
     model, meta = load_model(model_path, device="cpu")
     predictor = Predictor(model=model, meta=meta, config=config, model_path=model_path,
                           model_sha256=stamp["model_sha256"])

@@ -262,6 +262,7 @@ def prediction_json(case: CaseInput, ct: Any, result: Any, predictor: Any, outpu
                  "modality": info.modality, "series_description": info.series_description}
     summary = result.summary()
     summary["postprocessing"] = {"min_tumour_ml": predictor.config.postprocess.min_tumour_ml,
+                                 "min_tumour_ml_source": predictor.postprocess_source,
                                  "keep_outside_lung": predictor.config.postprocess.keep_outside_lung,
                                  **summary["postprocessing"]}
     doc = {

@@ -24,8 +24,10 @@ MAKE_COMMANDS: dict[str, str] = {
                "-o data/subsolid_multi200 && "
                "rrcunet phantoms -n 250 --seed 0 --size small -o data/phantoms250 && "
                "rrcunet train --config cpu_tumour -o runs/demo_tumour data.dataset=data/subsolid_multi200 "
-               "data.val_dataset=data/phantoms250 && cp runs/demo_tumour/best.safetensors "
-               "src/rrcunet/weights/demo_tumour.safetensors"),
+               "data.val_dataset=data/phantoms250 && "
+               "rrcunet experiment postprocess runs/demo_tumour --data data/phantoms250 --subset val "
+               "-o runs/demo_tumour/postprocess --write-model runs/demo_tumour/demo_tumour.safetensors && "
+               "cp runs/demo_tumour/demo_tumour.safetensors src/rrcunet/weights/demo_tumour.safetensors"),
     "lung": ("rrcunet phantoms -n 48 --seed 0 --size small -o data/phantoms && rrcunet train --config cpu_lung -o runs/demo_lung "
              "data.dataset=data/phantoms && cp runs/demo_lung/best.safetensors "
              "src/rrcunet/weights/demo_lung.safetensors"),

@@ -31,6 +31,10 @@ class PostprocessConfig:
 
     Args:
         min_tumour_ml: drop tumour components smaller than this volume in mL (0 keeps all).
+            ``None`` (the default): the value recorded in the model file
+            (:attr:`~rrcunet.training.checkpoint.ModelMeta.postprocess`, chosen on validation data by
+            ``rrcunet experiment postprocess``), or 0 when the model file records none. The
+            :class:`~rrcunet.inference.Predictor` resolves it when it is built.
         keep_outside_lung: keep tumour components that do not touch the lung region. Default
             ``False``: a component with no voxel inside the lung region (the lung channel: lung
             parenchyma including tumours inside or touching it) is dropped.
@@ -39,18 +43,20 @@ class PostprocessConfig:
     background (0) elsewhere.
     """
 
-    min_tumour_ml: float = 0.0
+    min_tumour_ml: float | None = None
     keep_outside_lung: bool = False
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.min_tumour_ml, (int, float)) and math.isfinite(self.min_tumour_ml)
-                and self.min_tumour_ml >= 0):
+        if self.min_tumour_ml is None:
+            return
+        if not (isinstance(self.min_tumour_ml, (int, float)) and not isinstance(self.min_tumour_ml, bool)
+                and math.isfinite(self.min_tumour_ml) and self.min_tumour_ml >= 0):
             raise ConfigError(f"min_tumour_ml must be a number >= 0 (mL), not {self.min_tumour_ml!r}")
         object.__setattr__(self, "min_tumour_ml", float(self.min_tumour_ml))
 
     @property
     def is_noop(self) -> bool:
-        return self.min_tumour_ml == 0 and self.keep_outside_lung
+        return not self.min_tumour_ml and self.keep_outside_lung
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,7 +46,8 @@ def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessC
             Needed unless ``config.keep_outside_lung``.
         config: which rules apply. A component is removed as ``"outside_lung"`` when none of its
             voxels is in the lung region, else as ``"below_min_volume"`` when its volume is below
-            ``config.min_tumour_ml``.
+            ``config.min_tumour_ml`` (``None``, a model's choice not yet resolved, keeps all here:
+            the :class:`~rrcunet.inference.Predictor` resolves it from the model file).
         components: precomputed :func:`~rrcunet.inference.measure.tumour_components` of the tumour.
 
     Returns:
@@ -81,7 +82,7 @@ def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessC
         for c in ids[inside == 0]:
             drop[c] = True
             reasons[int(c)] = "outside_lung"
-    if config.min_tumour_ml > 0:
+    if config.min_tumour_ml:
         voxel_ml = labels.geometry.voxel_volume_ml
         for c in ids[comps.sizes * voxel_ml < config.min_tumour_ml]:
             if not drop[c]:

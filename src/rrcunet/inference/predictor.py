@@ -149,7 +149,10 @@ class Predictor:
         model: the network (``(B, C_in, X, Y, Z)`` → logits ``(B, C_out, X, Y, Z)``), e.g. from
             :func:`rrcunet.training.checkpoint.load_model`.
         meta: its :class:`~rrcunet.training.checkpoint.ModelMeta` (task, labels, preprocessing).
-        config: an :class:`InferenceConfig`.
+        config: an :class:`InferenceConfig`. Its ``postprocess.min_tumour_ml=None`` (the default)
+            is resolved here to the model file's validated value (0 when it has none); the
+            resolved config is :attr:`config`, and :attr:`postprocess_source` says where the value
+            came from (``"model file"``, ``"default"`` or ``"option"``).
         model_path: the model file (recorded in outputs).
         model_sha256: its SHA-256 (computed from ``model_path`` when not given).
         lung_predictor: a :class:`Predictor` of a lung model (task ``"lung"``) used as the lung
@@ -171,6 +174,14 @@ class Predictor:
         if lung_predictor is not None and lung_predictor.meta.task != "lung":
             raise InputError(f"the lung model {lung_predictor.model_path} has task {lung_predictor.meta.task!r}; "
                              "expected a lung model (task 'lung', e.g. trained with the cpu_lung config)")
+        if config.postprocess.min_tumour_ml is None:
+            # The model file's own choice (made on validation data), else keep every component.
+            chosen = float(getattr(meta, "min_tumour_ml", 0.0))
+            config = dataclasses.replace(config, postprocess=dataclasses.replace(config.postprocess,
+                                                                                 min_tumour_ml=chosen))
+            self.postprocess_source = "model file" if getattr(meta, "postprocess", None) else "default"
+        else:
+            self.postprocess_source = "option"
         self.config = config
         self.device = resolve_device(config.device)
         self.meta = meta

@@ -134,6 +134,11 @@ class ModelMeta:
             trained with (``None`` if unknown); :meth:`preprocess_config` rebuilds the dataclass.
         rrcunet_version: version of rrcunet that wrote the file.
         extra: free provenance (training run, epoch, validation metrics, ...).
+        postprocess: the clean-up chosen for this network on validation data (``None``: none
+            chosen): ``{"min_tumour_ml": float, "selected_on": {...}}``, written by
+            :func:`with_postprocess` (``rrcunet experiment postprocess --write-model``). The
+            :class:`~rrcunet.inference.Predictor` applies ``min_tumour_ml`` unless its
+            :class:`~rrcunet.inference.PostprocessConfig` sets one.
     """
 
     model_name: str
@@ -143,6 +148,12 @@ class ModelMeta:
     preprocess: dict[str, Any] | None
     rrcunet_version: str
     extra: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] | None = None
+
+    @property
+    def min_tumour_ml(self) -> float:
+        """The chosen ``min_tumour_ml`` of :attr:`postprocess` (0 when none was chosen)."""
+        return float((self.postprocess or {}).get("min_tumour_ml", 0.0))
 
     def preprocess_config(self) -> Any:
         """The :class:`~rrcunet.preprocessing.PreprocessConfig` recorded in the file."""
@@ -165,9 +176,22 @@ class ModelMeta:
                        task=str(data["task"]), labels={int(k): str(v) for k, v in data["labels"].items()},
                        preprocess=None if data.get("preprocess") is None else dict(data["preprocess"]),
                        rrcunet_version=str(data.get("rrcunet_version", "unknown")),
-                       extra=dict(data.get("extra") or {}))
+                       extra=dict(data.get("extra") or {}),
+                       postprocess=_checked_postprocess(data.get("postprocess"), source))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{source}: malformed model description, missing or wrong field {exc}") from exc
+
+
+def _checked_postprocess(value: Any, source: str) -> dict[str, Any] | None:
+    """A model file's ``postprocess`` entry, refused (:class:`InputError`) unless it is ``None`` or a
+    dict whose ``min_tumour_ml`` is a finite number >= 0."""
+    if value is None:
+        return None
+    ml = value.get("min_tumour_ml") if isinstance(value, dict) else None
+    if isinstance(ml, bool) or not isinstance(ml, (int, float)) or not np.isfinite(ml) or ml < 0:
+        raise InputError(f"{source}: the model file's postprocess entry {value!r} is malformed; expected "
+                         "{'min_tumour_ml': <a number of mL >= 0>, ...}")
+    return dict(value)
 
 
 def _plain(value: Any) -> Any:
@@ -222,6 +246,28 @@ def save_model(path: str | Path, model: nn.Module, *, model_name: str, model_kwa
     meta = make_model_meta(model_name=model_name, model_kwargs=model_kwargs, preprocess_config=preprocess_config,
                            task=task, labels=labels, extra=extra)
     return _write(path, model_tensors(model), meta.to_dict(), MODEL_FORMAT)
+
+
+def with_postprocess(source: str | Path, dest: str | Path, postprocess: dict[str, Any]) -> Path:
+    """Copy a model file to ``dest`` with ``postprocess`` recorded in its description
+    (:attr:`ModelMeta.postprocess`); the weights are copied unchanged.
+
+    Args:
+        source: a model file written by :func:`save_model` (not a training checkpoint).
+        dest: the new file; written atomically, and refused when it exists or is ``source``, so
+            an input is never overwritten.
+        postprocess: ``{"min_tumour_ml": float, ...}`` (JSON data; other keys are provenance).
+
+    Raises:
+        InputError: ``dest`` exists, ``source`` is not a model file, or ``postprocess`` is malformed.
+    """
+    src, dst = Path(source), Path(dest)
+    if dst.exists():
+        raise InputError(f"{dst}: already exists; choose a new file name (rrcunet never overwrites a model file)")
+    tensors, raw = read_safetensors(src, expect=(MODEL_FORMAT,))
+    raw = dict(raw, postprocess=_plain(dict(postprocess)))
+    ModelMeta.from_dict(raw, source=str(src))  # validates the new entry
+    return _write(dst, tensors, raw, MODEL_FORMAT)
 
 
 def read_model_meta(path: str | Path) -> ModelMeta:
