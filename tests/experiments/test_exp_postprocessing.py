@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rrcunet.errors import InputError
 from rrcunet.experiments.postprocessing import (
@@ -161,13 +162,21 @@ def test_command_writes_the_choice_into_a_new_model_file_that_predict_applies(
     assert meta.postprocess["selected_on"]["cases"] == 2
     old_t, _ = read_safetensors(model, expect=("rrcunet-model",))
     new_t, _ = read_safetensors(new, expect=("rrcunet-model",))
-    assert old_t.keys() == new_t.keys() and all(np.array_equal(old_t[k], new_t[k]) for k in old_t)
+    assert old_t.keys() == new_t.keys() and all(torch.equal(old_t[k], new_t[k]) for k in old_t)
     assert model.read_bytes() == before                               # the input is never touched
 
     # an existing --write-model file is refused before any work
     assert main(["experiment", "postprocess", str(model), "--data", str(chest_dataset), "-o", str(tmp_path / "x"),
                  "--write-model", str(new), "--no-progress"]) == 2
     assert "already exists" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # so is a training checkpoint as the model to copy (it is not a model file)
+    from rrcunet.training.checkpoint import CHECKPOINT_FORMAT, _write
+
+    ckpt = _write(tmp_path / "last.safetensors", {"model.w": torch.zeros(1)},
+                  {"model_meta": read_model_meta(model).to_dict()}, CHECKPOINT_FORMAT)
+    assert main(["experiment", "postprocess", str(ckpt), "--data", str(chest_dataset), "-o", str(tmp_path / "y"),
+                 "--write-model", str(tmp_path / "new.safetensors"), "--no-progress"]) == 2
+    assert "expected 'rrcunet-model'" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_predictor_applies_the_model_files_choice_unless_an_option_is_given(tmp_path: Path):
