@@ -64,6 +64,11 @@ def test_bundled_tumour_model_carries_the_postprocessing_its_recipe_chose():
     assert chosen["subset"] == "val" and chosen["candidates_ml"] == list(DEFAULT_CANDIDATES_ML)
     assert meta.postprocess["min_tumour_ml"] in DEFAULT_CANDIDATES_ML
     assert chosen["dice_mean_of_cases"]["chosen"] >= chosen["dice_mean_of_cases"]["none"]
+    # and the trainer recorded the axes its samples were flipped along, for test-time mirroring
+    from rrcunet.training.config import load_config
+    from rrcunet.training.trainer import trained_mirror_axes
+
+    assert meta.mirror_axes == trained_mirror_axes(load_config("cpu_tumour"))
     predictor = Predictor.from_file(None)
     assert predictor.config.postprocess.min_tumour_ml == meta.postprocess["min_tumour_ml"]
     assert predictor.postprocess_source == "model file"

@@ -75,6 +75,28 @@ def test_tta_is_the_mean_softmax_over_the_eight_mirrorings(tiny_model):
     assert not torch.allclose(got, plain, atol=1e-4)  # the mirrorings did change something
 
 
+def test_tta_mirrors_only_along_the_axes_the_model_was_trained_to_flip(tmp_path, caplog):
+    """A model file recording mirror_axes [0] averages 2 passes (identity, left-right); [] only 1."""
+    from rrcunet.training.checkpoint import load_model, save_model
+
+    net, meta = load_model(save_tiny_model(tmp_path / "m.safetensors", seed=3))
+    x = torch.randn(2, 32, 32, 16, generator=torch.Generator().manual_seed(4))
+    plain = Predictor.from_file(tmp_path / "m.safetensors", config=CPU).run_network(x)
+    kwargs = dict(model_name=meta.model_name, model_kwargs=meta.model_kwargs,
+                  preprocess_config=meta.preprocess_config(), task=meta.task)
+    save_model(tmp_path / "lr.safetensors", net, mirror_axes=[0], **kwargs)
+    tta = Predictor.from_file(tmp_path / "lr.safetensors", config=dataclasses.replace(CPU, tta=True))
+    assert tta.tta_flips == ((), (2,))
+    with torch.no_grad():
+        flipped = torch.flip(torch.softmax(net(torch.flip(x[None], (2,))), dim=1), (2,))[0]
+    torch.testing.assert_close(tta.run_network(x), (plain + flipped) / 2, atol=1e-5, rtol=1e-5)
+    save_model(tmp_path / "none.safetensors", net, mirror_axes=[], **kwargs)
+    with caplog.at_level("WARNING"):
+        never = Predictor.from_file(tmp_path / "none.safetensors", config=dataclasses.replace(CPU, tta=True))
+    assert "trained without flips" in caplog.text and never.tta_flips == ((),)
+    torch.testing.assert_close(never.run_network(x), plain)
+
+
 def test_single_window_sliding_window_equals_the_plain_forward(tiny_model):
     x = torch.randn(2, 32, 32, 16, generator=torch.Generator().manual_seed(2))
     plain = Predictor.from_file(tiny_model, config=CPU).run_network(x)

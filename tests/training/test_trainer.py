@@ -13,7 +13,7 @@ from rrcunet.errors import ConfigError, InputError
 from rrcunet.losses import DeepSupervision, build_loss
 from rrcunet.models import build_model
 from rrcunet.training import load_config, load_model, train
-from rrcunet.training.trainer import accumulation_groups, train_one_epoch
+from rrcunet.training.trainer import accumulation_groups, train_one_epoch, trained_mirror_axes
 from tests.training.conftest import tiny_overrides, write_tiny_dataset
 
 SMALL = {"base_filters": 2, "levels": 2, "norm_groups": 1, "dropout": 0.0}
@@ -95,6 +95,9 @@ def test_end_to_end_train_resume_load(tiny_dataset, tmp_path):
     model, meta = load_model(run / "best.safetensors")
     assert meta.task == "tumour" and meta.preprocess_config().target_shape == (32, 32, 16)
     assert meta.extra["epoch"] == json.loads((run / "best.json").read_text())["epoch"]
+    # ... down to the axes its samples were flipped along, for test-time mirroring
+    assert meta.mirror_axes == trained_mirror_axes(cfg)
+    assert load_model(run / "checkpoints" / "last.safetensors")[1].mirror_axes == meta.mirror_axes
     with torch.no_grad():
         out = model(torch.zeros(1, 2, 32, 32, 16))
     assert out.shape == (1, 3, 32, 32, 16)
@@ -242,3 +245,10 @@ def test_a_missing_dataset_leaves_no_run_behind(tiny_dataset, tmp_path):
             train(cfg, run)
         assert not (run / "config.json").exists()
     assert train(load_config(None, tiny_overrides(tiny_dataset, epochs=1)), run).epochs_completed == 1
+
+
+@pytest.mark.parametrize("overrides,axes", [([], [0, 1, 2]), (["augment.flip_axes=[0]"], [0]),
+                                            (["augment.flip_axes=[2,0]"], [0, 2]),
+                                            (["augment.flip_prob=0"], []), (["augment.enabled=false"], [])])
+def test_mirror_axes_recorded_are_the_axes_training_flipped(overrides, axes):
+    assert trained_mirror_axes(load_config(None, overrides)) == axes

@@ -37,7 +37,9 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the network in channels_last_3d memory layout (faster for the paper-size network "
                         "on CPU, slower for the small demo model: docs/inference.md)")
     p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average the softmax over the 8 mirror combinations (8x slower)")
+                   help="test-time augmentation: average the softmax over the mirror combinations along the axes "
+                        "the model was trained to flip (the bundled model: left-right, 2x slower; a model file "
+                        "that does not record them: all 8, 8x slower)")
     p.add_argument("--sliding-window", action="store_true",
                    help="run at native resolution with MONAI sliding-window inference instead of the fixed resize")
     p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),

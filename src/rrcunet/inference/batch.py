@@ -277,6 +277,8 @@ def prediction_json(case: CaseInput, ct: Any, result: Any, predictor: Any, outpu
         "model": predictor.describe(),
         "inference": {**predictor.config.to_dict(), "device_used": str(predictor.device),
                       "sliding_window_used": predictor.uses_sliding_window,
+                      "tta_flips_used": ([[d - 2 for d in f] for f in predictor.tta_flips]
+                                         if predictor.config.tta else [[]]),
                       "lung_method_used": "given" if predictor.meta.task == "lung" else predictor.config.lung_method},
         "preprocessing_record": result.record.to_dict(),
         "rrcunet_version": __version__,

@@ -67,8 +67,11 @@ class InferenceConfig:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available, else CPU).
         bf16: run the network under ``torch.autocast(dtype=torch.bfloat16)``; outputs are cast
             back to float32 before the softmax.
-        tta: test-time augmentation by mirroring: the softmax is averaged over the 8 combinations
-            of flips along the 3 axes (identity included), as nnU-Net does. 8× the network time.
+        tta: test-time augmentation by mirroring: the softmax is averaged over every combination
+            of flips along the axes the model was trained to mirror (identity included), as
+            nnU-Net does: ``2 ** len(mirror_axes)`` network passes (the bundled model, trained
+            with left-right flips only: 2). A model file that does not record its axes gets all
+            8 combinations of the 3 axes.
         sliding_window: run the network on overlapping ``roi_size`` windows with
             :func:`monai.inferers.sliding_window_inference` (Gaussian blending). For a model
             trained on a fixed shape (the paper's 256×256×48 resize) this also switches the

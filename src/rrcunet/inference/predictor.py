@@ -51,9 +51,16 @@ from rrcunet.io.volume import Volume
 logger = logging.getLogger(__name__)
 
 #: The 8 mirror combinations of TTA, as dims of a ``(B, C, X, Y, Z)`` tensor.
-FLIP_COMBINATIONS: tuple[tuple[int, ...], ...] = tuple(
-    tuple(d for d, on in zip((2, 3, 4), mask) if on) for mask in itertools.product((False, True), repeat=3)
-)
+def flip_combinations(axes: tuple[int, ...] | list[int] = (0, 1, 2)) -> tuple[tuple[int, ...], ...]:
+    """Every subset of the spatial ``axes`` (0, 1, 2) as tensor dims of a ``(B, C, X, Y, Z)`` input,
+    the identity ``()`` first: the mirror combinations of test-time augmentation."""
+    dims = tuple(2 + int(a) for a in sorted(axes))
+    return tuple(tuple(d for d, on in zip(dims, mask) if on)
+                 for mask in itertools.product((False, True), repeat=len(dims)))
+
+
+#: the 8 mirror combinations along all 3 axes (for a model file that does not record its axes).
+FLIP_COMBINATIONS: tuple[tuple[int, ...], ...] = flip_combinations()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -194,6 +201,9 @@ class Predictor:
         self.in_channels = int(TASKS[meta.task]["in_channels"])
         self.n_classes = len(meta.labels)
         self.base_preprocess = self._base_preprocess_config()
+        if config.tta and len(self.tta_flips) == 1:
+            logger.warning("model file %s was trained without flips (mirror_axes []), so test-time mirroring "
+                           "would average over inputs it never saw; --tta does nothing for it", self.model_path)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -245,6 +255,15 @@ class Predictor:
         return base
 
     @property
+    def tta_flips(self) -> tuple[tuple[int, ...], ...]:
+        """The mirror combinations ``--tta`` averages over: every subset of the model file's
+        :attr:`~rrcunet.training.checkpoint.ModelMeta.mirror_axes` (the axes its training samples
+        were flipped along, as nnU-Net mirrors only along its training mirror axes), or of all 3
+        axes when the file does not record them. Only the identity when training never flipped."""
+        axes = getattr(self.meta, "mirror_axes", None)
+        return FLIP_COMBINATIONS if axes is None else flip_combinations(axes)
+
+    @property
     def uses_sliding_window(self) -> bool:
         return bool(self.config.sliding_window or self.config.target_spacing is not None
                     or self.base_preprocess.target_shape is None)
@@ -293,7 +312,8 @@ class Predictor:
     def run_network(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(C_out, X, Y, Z)`` (float32, CPU) of one preprocessed ``(C_in, X, Y, Z)`` input.
 
-        Softmax of the logits; with ``tta`` the mean of the softmax over the 8 mirror combinations;
+        Softmax of the logits; with ``tta`` the mean of the softmax over the mirror combinations
+        :attr:`tta_flips` (along the axes the model was trained to mirror);
         with sliding windows (``--sliding-window``, or the fixed grid of a model trained on smaller
         patches, :meth:`train_patch_roi`) the logits of overlapping windows are blended with
         Gaussian weights by :func:`monai.inferers.sliding_window_inference` (before the softmax).
@@ -316,7 +336,7 @@ class Predictor:
             return sliding_window_inference(inp, roi, self.config.sw_batch_size, self._forward,
                                             overlap=self.config.overlap, mode="gaussian")
 
-        flips = FLIP_COMBINATIONS if self.config.tta else ((),)
+        flips = self.tta_flips if self.config.tta else ((),)
         with torch.inference_mode(), autocast:
             probs = torch.softmax(logits_of(x).float(), dim=1)  # flips[0] is the identity
             for dims in flips[1:]:

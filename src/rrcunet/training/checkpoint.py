@@ -139,6 +139,11 @@ class ModelMeta:
             :func:`with_postprocess` (``rrcunet experiment postprocess --write-model``). The
             :class:`~rrcunet.inference.Predictor` applies ``min_tumour_ml`` unless its
             :class:`~rrcunet.inference.PostprocessConfig` sets one.
+        mirror_axes: the input axes (0 left-right, 1 anterior-posterior, 2 head-foot of the
+            canonical network grid) along which training flipped its samples (``[]``: none;
+            ``None``: not recorded, as in files written before 2026-11-29). Test-time mirroring
+            (``rrcunet predict --tta``) flips along these axes only, as nnU-Net does; a network
+            never shown a mirrored chest along an axis is not made better by averaging over it.
     """
 
     model_name: str
@@ -149,6 +154,7 @@ class ModelMeta:
     rrcunet_version: str
     extra: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] | None = None
+    mirror_axes: list[int] | None = None
 
     @property
     def min_tumour_ml(self) -> float:
@@ -177,9 +183,22 @@ class ModelMeta:
                        preprocess=None if data.get("preprocess") is None else dict(data["preprocess"]),
                        rrcunet_version=str(data.get("rrcunet_version", "unknown")),
                        extra=dict(data.get("extra") or {}),
-                       postprocess=_checked_postprocess(data.get("postprocess"), source))
+                       postprocess=_checked_postprocess(data.get("postprocess"), source),
+                       mirror_axes=_checked_axes(data.get("mirror_axes"), source))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{source}: malformed model description, missing or wrong field {exc}") from exc
+
+
+def _checked_axes(value: Any, source: str) -> list[int] | None:
+    """A model file's ``mirror_axes``: ``None`` or distinct axes among 0, 1, 2 (else :class:`InputError`)."""
+    if value is None:
+        return None
+    ok = (isinstance(value, list) and len(set(value)) == len(value)
+          and all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 2 for a in value))
+    if not ok:
+        raise InputError(f"{source}: the model file's mirror_axes {value!r} is malformed; expected distinct axes "
+                         "among 0, 1, 2")
+    return sorted(value)
 
 
 def _checked_postprocess(value: Any, source: str) -> dict[str, Any] | None:
@@ -203,7 +222,7 @@ def _plain(value: Any) -> Any:
 
 def make_model_meta(*, model_name: str, model_kwargs: dict[str, Any], preprocess_config: Any = None,
                     task: str = "tumour", labels: dict[int, str] | None = None,
-                    extra: dict[str, Any] | None = None) -> ModelMeta:
+                    extra: dict[str, Any] | None = None, mirror_axes: Any = None) -> ModelMeta:
     """A :class:`ModelMeta` for a network built by ``build_model(model_name, **model_kwargs)``."""
     from rrcunet.training.config import TASKS
 
@@ -218,12 +237,13 @@ def make_model_meta(*, model_name: str, model_kwargs: dict[str, Any], preprocess
         preprocess=None if preprocess_config is None else _plain(preprocess_config),
         rrcunet_version=__version__,
         extra=_plain(dict(extra or {})),
+        mirror_axes=_checked_axes(None if mirror_axes is None else [int(a) for a in mirror_axes], "mirror_axes"),
     )
 
 
 def save_model(path: str | Path, model: nn.Module, *, model_name: str, model_kwargs: dict[str, Any],
                preprocess_config: Any = None, task: str = "tumour", labels: dict[int, str] | None = None,
-               extra: dict[str, Any] | None = None) -> Path:
+               extra: dict[str, Any] | None = None, mirror_axes: Any = None) -> Path:
     """Write a self-describing model file (weights + how to rebuild and feed the network), atomically.
 
     Args:
@@ -236,6 +256,7 @@ def save_model(path: str | Path, model: nn.Module, *, model_name: str, model_kwa
         task: ``"tumour"`` (3 classes, CT + lung in) or ``"lung"`` (2 classes, CT in).
         labels: class names per output channel; default the task's.
         extra: free JSON-able provenance (run folder, epoch, metrics).
+        mirror_axes: the axes training flipped along (:attr:`ModelMeta.mirror_axes`); ``None``: unknown.
 
     Example::
 
@@ -244,7 +265,7 @@ def save_model(path: str | Path, model: nn.Module, *, model_name: str, model_kwa
         net2, meta = load_model("best.safetensors")
     """
     meta = make_model_meta(model_name=model_name, model_kwargs=model_kwargs, preprocess_config=preprocess_config,
-                           task=task, labels=labels, extra=extra)
+                           task=task, labels=labels, extra=extra, mirror_axes=mirror_axes)
     return _write(path, model_tensors(model), meta.to_dict(), MODEL_FORMAT)
 
 

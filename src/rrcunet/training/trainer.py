@@ -136,6 +136,13 @@ def stop_reason(config: TrainConfig, history: list[dict[str, Any]]) -> str:
 # seeds
 
 
+def trained_mirror_axes(config: TrainConfig) -> list[int]:
+    """The axes the training samples were flipped along (recorded in the model file for test-time
+    mirroring): ``augment.flip_axes`` when augmentation is on with ``flip_prob > 0``, else none."""
+    a = config.augment
+    return sorted(int(x) for x in a.flip_axes) if a.enabled and a.flip_prob > 0 else []
+
+
 def derive_seed(*parts: int) -> int:
     """A 31-bit seed that is a pure function of ``parts`` (e.g. ``(seed, epoch, rank, stream)``)."""
     digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
@@ -682,7 +689,7 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
     scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16") if rt.amp == "fp16" else None
     model_meta = make_model_meta(model_name=config.model.name, model_kwargs=config.model.kwargs,
                                  preprocess_config=config.preprocess, task=config.task,
-                                 labels=config.labels,
+                                 labels=config.labels, mirror_axes=trained_mirror_axes(config),
                                  extra={"run_dir": str(run_dir.resolve()),
                                         # the predictor slides windows of this size, as validation does
                                         "train_patch_size": list(patch) if patch else None})
@@ -860,7 +867,8 @@ def _save_best(run_dir: Path, model: nn.Module, config: TrainConfig, epoch: int,
                meta: ModelMeta) -> None:
     extra = dict(meta.extra, epoch=epoch, metrics=row)
     save_model(run_dir / BEST_MODEL, model, model_name=meta.model_name, model_kwargs=meta.model_kwargs,
-               preprocess_config=config.preprocess, task=config.task, labels=config.labels, extra=extra)
+               preprocess_config=config.preprocess, task=config.task, labels=config.labels, extra=extra,
+               mirror_axes=meta.mirror_axes)
     info = {"epoch": epoch, "metrics": row, "model": BEST_MODEL, "monitor": config.schedule.monitor,
             "model_meta": meta.to_dict()}
     atomic_write_text(run_dir / BEST_INFO, json.dumps(info, indent=2) + "\n")
