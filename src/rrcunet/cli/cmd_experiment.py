@@ -70,15 +70,11 @@ def register(subparsers: Any) -> None:
         "size_location.png and the evaluation report OUT/report/. Locations need the phantom facts of the "
         "dataset's manifest; on real data they are 'unknown' and only the size analysis is informative.",
         epilog="Lesion matching rules: docs/reproduction.md.")
-    n.add_argument("source", metavar="SOURCE", help="run folder, model file (.safetensors) or prediction folder")
-    n.add_argument("--data", required=True, metavar="DATASET", help="prepared dataset with the ground truth")
-    n.add_argument("-o", "--out", dest="out_dir", required=True, metavar="OUT", help="output folder")
-    n.add_argument("--subset", default="test", choices=["test", "val", "train", "all"],
-                   help="split predicted when SOURCE is a model (default test)")
-    n.add_argument("--lung", default="dataset", choices=["dataset", "classical"],
-                   help="lung channel when predicting: the dataset's lungs/ masks (default) or the classical extractor")
-    n.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device when predicting")
-    n.add_argument("--bf16", action="store_true", help="bf16 autocast when predicting")
+    _add_scoring_arguments(
+        n, source_help="run folder, model file (.safetensors) or prediction folder",
+        subset="test", subset_help="split predicted when SOURCE is a model (default test)",
+        lung="dataset", lung_help="lung channel when predicting: the dataset's lungs/ masks (default) or the classical "
+        "extractor")
     n.add_argument("--size-bins", default="1,5,20,50", metavar="ML",
                    help="inner edges of the size bins in mL (default 1,5,20,50: <1, 1–5, 5–20, 20–50, ≥50)")
     n.add_argument("--tolerance-mm", type=float, default=2.0, help="surface-Dice tolerance of the report")
@@ -97,17 +93,13 @@ def register(subparsers: Any) -> None:
         "file that records the choice: `rrcunet predict --model` that file applies it unless --min-tumour-ml "
         "is given.",
         epilog="See docs/inference.md, 'Postprocessing'.")
-    q.add_argument("source", metavar="SOURCE", help="run folder (best.safetensors) or model file (.safetensors)")
-    q.add_argument("--data", required=True, metavar="DATASET", help="prepared dataset with the ground truth")
-    q.add_argument("-o", "--out", dest="out_dir", required=True, metavar="OUT", help="output folder")
-    q.add_argument("--subset", default="val", choices=["val", "test", "train", "all"],
-                   help="split to choose on (default val: the model's validation cases)")
+    _add_scoring_arguments(
+        q, source_help="run folder (best.safetensors) or model file (.safetensors)",
+        subset="val", subset_help="split to choose on (default val: the model's validation cases)",
+        lung="classical", lung_help="lung channel: the classical extractor (default, as rrcunet predict) or the "
+        "dataset's lungs/")
     q.add_argument("--candidates", type=float, nargs="+", metavar="ML",
                    help="thresholds to try in mL (default 0 0.1 0.25 0.5 1 2; 0 is always tried)")
-    q.add_argument("--lung", default="classical", choices=["classical", "dataset"],
-                   help="lung channel: the classical extractor (default, as rrcunet predict) or the dataset's lungs/")
-    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device when predicting")
-    q.add_argument("--bf16", action="store_true", help="bf16 autocast when predicting")
     q.add_argument("--write-model", metavar="PATH",
                    help="write a copy of the model file with the chosen threshold recorded (a new file)")
     q.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -141,6 +133,18 @@ def register(subparsers: Any) -> None:
         return 1
 
     p.set_defaults(func=_usage)
+
+
+def _add_scoring_arguments(p: argparse.ArgumentParser, *, source_help: str, subset: str, subset_help: str, lung: str,
+                           lung_help: str) -> None:
+    """The options shared by the sub-commands that predict a dataset split with a model and score it."""
+    p.add_argument("source", metavar="SOURCE", help=source_help)
+    p.add_argument("--data", required=True, metavar="DATASET", help="prepared dataset with the ground truth")
+    p.add_argument("-o", "--out", dest="out_dir", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--subset", default=subset, choices=["test", "val", "train", "all"], help=subset_help)
+    p.add_argument("--lung", default=lung, choices=["dataset", "classical"], help=lung_help)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device when predicting")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast when predicting")
 
 
 def _split_seed_args(args: argparse.Namespace) -> tuple[list[int] | None, list[str]]:
