@@ -50,7 +50,6 @@ from rrcunet.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-#: The 8 mirror combinations of TTA, as dims of a ``(B, C, X, Y, Z)`` tensor.
 def flip_combinations(axes: tuple[int, ...] | list[int] = (0, 1, 2)) -> tuple[tuple[int, ...], ...]:
     """Every subset of the spatial ``axes`` (0, 1, 2) as tensor dims of a ``(B, C, X, Y, Z)`` input,
     the identity ``()`` first: the mirror combinations of test-time augmentation."""
