@@ -266,6 +266,12 @@ def save_model(path: str | Path, model: nn.Module, *, model_name: str, model_kwa
     """
     meta = make_model_meta(model_name=model_name, model_kwargs=model_kwargs, preprocess_config=preprocess_config,
                            task=task, labels=labels, extra=extra, mirror_axes=mirror_axes)
+    return write_model_file(path, model, meta)
+
+
+def write_model_file(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
+    """Write ``model``'s weights with an existing :class:`ModelMeta` (every field carried as is),
+    atomically; :func:`save_model` builds the meta first."""
     return _write(path, model_tensors(model), meta.to_dict(), MODEL_FORMAT)
 
 
@@ -291,14 +297,19 @@ def with_postprocess(source: str | Path, dest: str | Path, postprocess: dict[str
     return _write(dst, tensors, raw, MODEL_FORMAT)
 
 
-def read_model_meta(path: str | Path) -> ModelMeta:
-    """The :class:`ModelMeta` of a model file or training checkpoint, without building the network."""
+def read_model_meta(path: str | Path, *, formats: tuple[str, ...] = (MODEL_FORMAT, CHECKPOINT_FORMAT)) -> ModelMeta:
+    """The :class:`ModelMeta` of a model file or training checkpoint, without building the network
+    (only the header is read). ``formats``: the accepted file formats; another is refused
+    (:class:`InputError`), e.g. ``(MODEL_FORMAT,)`` refuses a training checkpoint."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if header.get("format") not in formats:
+        raise InputError(f"{path}: safetensors file of format {header.get('format')!r}, expected "
+                         f"{' or '.join(map(repr, formats))} (a file written by rrcunet's save_model or its trainer)")
     try:
         meta = json.loads(header[META_KEY])
     except (KeyError, json.JSONDecodeError) as exc:

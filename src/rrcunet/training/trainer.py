@@ -62,7 +62,7 @@ from rrcunet.training.checkpoint import (
     restore_rng_state,
     rng_state_bytes,
     save_checkpoint,
-    save_model,
+    write_model_file,
     unflatten_optimizer_state,
 )
 from rrcunet.training.config import TrainConfig, config_to_dict, config_to_json
@@ -865,10 +865,8 @@ def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> 
 
 def _save_best(run_dir: Path, model: nn.Module, config: TrainConfig, epoch: int, row: dict[str, Any],
                meta: ModelMeta) -> None:
-    extra = dict(meta.extra, epoch=epoch, metrics=row)
-    save_model(run_dir / BEST_MODEL, model, model_name=meta.model_name, model_kwargs=meta.model_kwargs,
-               preprocess_config=config.preprocess, task=config.task, labels=config.labels, extra=extra,
-               mirror_axes=meta.mirror_axes)
+    best_meta = dataclasses.replace(meta, extra=dict(meta.extra, epoch=epoch, metrics=row))
+    write_model_file(run_dir / BEST_MODEL, model, best_meta)
     info = {"epoch": epoch, "metrics": row, "model": BEST_MODEL, "monitor": config.schedule.monitor,
             "model_meta": meta.to_dict()}
     atomic_write_text(run_dir / BEST_INFO, json.dumps(info, indent=2) + "\n")
