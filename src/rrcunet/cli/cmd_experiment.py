@@ -147,6 +147,15 @@ def _add_scoring_arguments(p: argparse.ArgumentParser, *, source_help: str, subs
     p.add_argument("--bf16", action="store_true", help="bf16 autocast when predicting")
 
 
+def _evaluation_config(args: argparse.Namespace, **extra: Any) -> Any:
+    """The :class:`~rrcunet.experiments.config.EvaluationConfig` of the options added by
+    :func:`_add_scoring_arguments`."""
+    from rrcunet.experiments.config import EvaluationConfig
+
+    return EvaluationConfig(subset="val" if args.subset == "val" else "test", lung=args.lung, device=args.device,
+                            bf16=args.bf16, **extra)
+
+
 def _split_seed_args(args: argparse.Namespace) -> tuple[list[int] | None, list[str]]:
     """``--seeds 0 1 schedule.epochs=2`` lets argparse swallow the overrides into --seeds: move them back."""
     overrides = list(args.overrides)
@@ -199,13 +208,12 @@ def run_analyse_cmd(args: argparse.Namespace) -> int:
 
     from rrcunet.errors import InputError
     from rrcunet.experiments import analyse
-    from rrcunet.experiments.config import EvaluationConfig, check_size_bins
+    from rrcunet.experiments.config import check_size_bins
 
     bins = check_size_bins([b for b in args.size_bins.replace(";", ",").split(",") if b.strip()], where="--size-bins")
     if (Path(args.out_dir) / "analysis.md").exists() and not args.overwrite:
         raise InputError(f"{args.out_dir} already holds an analysis (analysis.md); pass --overwrite to replace it")
-    evaluation = EvaluationConfig(subset="val" if args.subset == "val" else "test", lung=args.lung,
-                                  device=args.device, bf16=args.bf16, tolerance_mm=args.tolerance_mm)
+    evaluation = _evaluation_config(args, tolerance_mm=args.tolerance_mm)
     result = analyse(args.source, args.data, args.out_dir, subset=args.subset, evaluation=evaluation,
                      size_bins_ml=bins, figures=args.figures, progress=args.progress)
     print(result.files["markdown"].read_text(encoding="utf-8"), end="")
@@ -214,11 +222,9 @@ def run_analyse_cmd(args: argparse.Namespace) -> int:
 
 
 def run_postprocess_cmd(args: argparse.Namespace) -> int:
-    from rrcunet.experiments.config import EvaluationConfig
     from rrcunet.experiments.postprocessing import DEFAULT_CANDIDATES_ML, select_postprocessing
 
-    evaluation = EvaluationConfig(subset="val" if args.subset == "val" else "test", lung=args.lung,
-                                  device=args.device, bf16=args.bf16)
+    evaluation = _evaluation_config(args)
     result = select_postprocessing(args.source, args.data, args.out_dir, subset=args.subset,
                                    candidates_ml=args.candidates or DEFAULT_CANDIDATES_ML, evaluation=evaluation,
                                    write_model=args.write_model, progress=args.progress)

@@ -28,7 +28,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -235,18 +234,16 @@ def select_postprocessing(source: str | Path, dataset_dir: str | Path, out_dir: 
     from rrcunet.experiments.scoring import predict_split, split_case_ids
     from rrcunet.inference import file_sha256
     from rrcunet.io import read_image
-    from rrcunet.training.checkpoint import MODEL_FORMAT, read_model_meta, read_safetensors, with_postprocess
+    from rrcunet.training.checkpoint import CHECKPOINT_FORMAT, MODEL_FORMAT, read_model_meta, with_postprocess
 
     src = Path(source)
     model = src / "best.safetensors" if src.is_dir() else src
     if not model.is_file():
         raise InputError(f"{src}: expected a model file (.safetensors) or a run folder with best.safetensors")
-    read_model_meta(model)  # a readable rrcunet model file, before any work
-    if write_model is not None:
-        if Path(write_model).exists():
-            raise InputError(f"{write_model}: already exists; choose a new file name for the model with its "
-                             "postprocessing")
-        read_safetensors(model, expect=(MODEL_FORMAT,))  # a model file, not a training checkpoint
+    if write_model is not None and Path(write_model).exists():
+        raise InputError(f"{write_model}: already exists; choose a new file name for the model with its postprocessing")
+    # a readable rrcunet model file before any work (its header only); to copy it, not a training checkpoint
+    read_model_meta(model, formats=(MODEL_FORMAT,) if write_model is not None else (MODEL_FORMAT, CHECKPOINT_FORMAT))
     candidates = check_candidates(candidates_ml)
     out = Path(out_dir)
     case_ids = split_case_ids(dataset_dir, subset)
