@@ -26,6 +26,7 @@ Examples::
     python benchmarks/train_speed.py                    # CPU speed table (small recipe size)
     python benchmarks/train_speed.py --estimate         # + memory estimate of the paper's config
     python benchmarks/train_speed.py --gpu --steps 10   # on a GPU: the paper's config
+    python benchmarks/train_speed.py --cpu-amp bf16 --layouts channels-last --compile --steps 10  # + torch.compile
     # the paper's config on CPU (about 15 GB of RAM without checkpointing)
     python benchmarks/train_speed.py --cpu-base 32 --cpu-levels 5 --cpu-shape 256 256 48 --cpu-amp bf16 --steps 2
 """
@@ -135,14 +136,15 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     y = torch.randint(0, 3, (1, 1, *shape), device=device)
     amp = spec["amp"]
     rss_base = _current_rss()
+    forward = torch.compile(model) if spec.get("compile") else model
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         if amp == "none":
-            logits = model(x)
+            logits = forward(x)
         else:
             with torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16):
-                logits = model(x)
+                logits = forward(x)
         loss_fn(logits.float(), y).backward()
         opt.step()
 
@@ -150,9 +152,11 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    t_warm = time.perf_counter()
     for _ in range(spec["warmup"]):
         step()
     sync()
+    warmup_s = time.perf_counter() - t_warm
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -162,7 +166,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         sync()
         times.append(time.perf_counter() - t0)
     result: dict[str, Any] = {"s_per_step": statistics.median(times) if times else None,
-                              "params": sum(p.numel() for p in model.parameters())}
+                              "params": sum(p.numel() for p in model.parameters()), "warmup_s": warmup_s}
     if device.type == "cuda":
         result["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device)
     else:
@@ -213,6 +217,8 @@ def _gb(n: float | None) -> str:
 
 def _row(spec: dict[str, Any], res: dict[str, Any]) -> str:
     name = "RRc-UNet 3D" if spec["model"] == "rrcunet" else "MONAI UNet"
+    if spec.get("compile"):
+        name += f" (torch.compile; warm-up {res.get('warmup_s', 0):.0f} s)"
     shape = "×".join(str(s) for s in spec["shape"])
     layout = "channels-last" if spec.get("channels_last") else "contiguous"
     ckpt = "yes" if spec["checkpointing"] else "no"
@@ -236,6 +242,8 @@ def speed_table(args: argparse.Namespace) -> None:
         for cl in layouts:
             common = dict(base=base, levels=levels, shape=shape, amp=amp, channels_last=cl)
             specs += [dict(model="rrcunet", checkpointing=ckpt, **common) for ckpt in (False, True)]
+            if args.compile:
+                specs.append(dict(model="rrcunet", checkpointing=False, compile=True, track=False, **common))
             specs.append(dict(model="monai_unet", checkpointing=False, **common))
     print(f"## Training step speed ({device}, batch 1, {args.threads} threads, median of {args.steps} steps "
           f"after {args.warmup} warm-up)\n")
@@ -302,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-amp", choices=("none", "bf16"), default="none", help="autocast of the CPU rows")
     parser.add_argument("--layouts", nargs="+", choices=("contiguous", "channels-last"),
                         default=["contiguous", "channels-last"], help="memory layouts of the speed rows")
+    parser.add_argument("--compile", action="store_true",
+                        help="add RRc-UNet rows run through torch.compile (its compile time is in the warm-up)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
     args = parser.parse_args(argv)
     if args.child:
