@@ -1,0 +1,120 @@
+"""Would averaging several models, or a lower tumour-probability cut, raise the tumour Dice?
+
+For each case of a prepared dataset's split, every model's class probabilities are computed on the
+network grid exactly as ``rrcunet predict`` does (:meth:`Predictor.run_network`, the lung channel
+from the classical extractor), averaged over the models (nnU-Net's ensembling: the mean of the
+softmax), mapped back to the CT grid and cut into labels in two ways:
+
+* the arg-max of the averaged probabilities (what an ensemble would ship);
+* ``tumour probability >= cut`` for each ``--cuts`` value (a recall knob; the other voxels take the
+  arg-max of background and lung).
+
+Each label map then goes through the product's postprocessing (:func:`postprocess_labels`: tumour
+outside the lung region dropped, then components below each ``--min-ml``) and is scored against
+the dataset's label on the CT grid: tumour Dice mean of cases (cases with no tumour in truth or
+prediction left out, as ``rrcunet evaluate``; in brackets, scored 1, as the trainer's validation),
+and pooled over the voxels of all cases. With one model, the arg-max row is the model alone.
+
+Example (the figures of docs/training.md, "Ensembling and a lower tumour cut")::
+
+    python benchmarks/ensemble_check.py --data data/phantoms250 --subset val \\
+        --models src/rrcunet/weights/demo_tumour.safetensors runs/seed1/best.safetensors runs/seed2/best.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+Counts = list[tuple[int, int, int]]  # per case: |pred ∩ truth|, |pred|, |truth| (tumour voxels)
+
+
+def summary(counts: Counts) -> tuple[float | None, float, float]:
+    """(mean of cases with tumour in truth or prediction, the same with the others scored 1, pooled)."""
+    dices = [2 * i / (p + g) for i, p, g in counts if p + g]
+    as_one = [2 * i / (p + g) if p + g else 1.0 for i, p, g in counts]
+    total = sum(p + g for _, p, g in counts)
+    pooled = 2 * sum(i for i, _, _ in counts) / total if total else 1.0
+    return (float(np.mean(dices)) if dices else None), float(np.mean(as_one)), pooled
+
+
+def score(data: str, subset: str, models: list[str], cuts: list[float],
+          min_mls: list[float]) -> tuple[list[str], dict[tuple[str, float], Counts]]:
+    """Tumour voxel counts per case for each (labelling rule, smallest kept component in mL)."""
+    import torch
+
+    from rrcunet.data.manifest import DatasetManifest
+    from rrcunet.errors import InputError
+    from rrcunet.experiments.scoring import split_case_ids
+    from rrcunet.inference import Predictor
+    from rrcunet.inference.config import InferenceConfig, PostprocessConfig
+    from rrcunet.inference.postprocess import postprocess_labels
+    from rrcunet.io import read_image
+    from rrcunet.preprocessing import invert_probabilities, preprocess
+
+    config = InferenceConfig(postprocess=PostprocessConfig(min_tumour_ml=0))
+    predictors = [Predictor.from_file(m, config=config) for m in models]
+    for path, p in zip(models, predictors):
+        if p.meta.task != "tumour":
+            raise InputError(f"{path}: a {p.meta.task!r} model; expected a tumour model")
+    first = predictors[0]
+    manifest = DatasetManifest.load(data)
+    rules = ["argmax", *(f"p>={c:g}" for c in cuts)]
+    counts: dict[tuple[str, float], Counts] = {(r, m): [] for r in rules for m in min_mls}
+    for case_id in split_case_ids(data, subset):
+        entry = manifest.case(case_id)
+        ct = read_image(manifest.resolve(data, entry.image))
+        truth = np.asarray(read_image(manifest.resolve(data, entry.label), kind="label").array) == 2
+        lung = first.extract_lung(ct)
+        case = preprocess(ct, lung, config=first.preprocess_config(ct))
+        probs = torch.stack([p.run_network(case.image[: p.in_channels]) for p in predictors]).mean(0)
+        prob_map = invert_probabilities(probs, case.record)
+        argmax = prob_map.argmax()
+        for rule, cut in zip(rules, [None, *cuts]):
+            labels = np.asarray(argmax.array).copy()
+            if cut is not None:
+                was_tumour = labels == 2
+                labels[was_tumour] = (prob_map.array[1] >= prob_map.array[0])[was_tumour]  # lung or background
+                labels[prob_map.array[2] >= cut] = 2
+            volume = argmax.with_array(labels)
+            for min_ml in min_mls:
+                cleaned, _ = postprocess_labels(volume, lung, PostprocessConfig(min_tumour_ml=min_ml))
+                pred = np.asarray(cleaned.array) == 2
+                counts[(rule, min_ml)].append((int((pred & truth).sum()), int(pred.sum()), int(truth.sum())))
+    return rules, counts
+
+
+def _cell(counts: Counts) -> str:
+    mean, as_one, pooled = summary(counts)
+    return f"{'-' if mean is None else f'{mean:.3f}'} ({as_one:.3f}) / {pooled:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="prepared dataset (manifest.json) with labels")
+    parser.add_argument("--subset", default="val", choices=("train", "val", "test", "all"))
+    parser.add_argument("--models", nargs="+", required=True, help="model files (.safetensors) to average")
+    parser.add_argument("--cuts", type=float, nargs="*", default=[0.4, 0.3, 0.2],
+                        help="tumour-probability cuts to try besides the arg-max")
+    parser.add_argument("--min-ml", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+                        help="smallest tumour component kept, mL (0 keeps all)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    rules, counts = score(args.data, args.subset, args.models, args.cuts, args.min_ml)
+    n_cases = len(next(iter(counts.values())))
+    print(f"{len(args.models)} model(s) averaged, {n_cases} cases of {args.data} ({args.subset}), "
+          f"{time.perf_counter() - t0:.0f} s")
+    print("tumour Dice: mean of cases (tumour-free cases scored 1) / pooled")
+    print("| labels | " + " | ".join(f"min {m:g} mL" for m in args.min_ml) + " |")
+    print("|---|" + "---|" * len(args.min_ml))
+    for rule in rules:
+        print(f"| {rule} | " + " | ".join(_cell(counts[(rule, m)]) for m in args.min_ml) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
