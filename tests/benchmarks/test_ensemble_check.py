@@ -23,20 +23,9 @@ def _load_benchmark():
 @pytest.fixture(scope="module")
 def chest_dataset(tmp_path_factory) -> Path:
     """Two validation cases of the analytic chest, as a prepared dataset."""
-    from rrcunet.io import write_volume
-    from tests.inference.helpers import chest
+    from tests.inference.helpers import write_chest_dataset
 
-    root = tmp_path_factory.mktemp("ens") / "ds"
-    ct, lung, label = chest()
-    for cid in ("c1", "c2"):
-        write_volume(ct, root / "images" / f"{cid}.nii.gz")
-        write_volume(label, root / "labels" / f"{cid}.nii.gz")
-        write_volume(lung, root / "lungs" / f"{cid}.nii.gz")
-    cases = [{"case_id": c, "image": f"images/{c}.nii.gz", "label": f"labels/{c}.nii.gz",
-              "lung": f"lungs/{c}.nii.gz", "patient": c} for c in ("c1", "c2")]
-    (root / "manifest.json").write_text(json.dumps({"version": 1, "name": "chest", "cases": cases, "split": {
-        "seed": 0, "train": [], "val": ["c1", "c2"], "test": []}}))
-    return root
+    return write_chest_dataset(tmp_path_factory.mktemp("ens") / "ds")
 
 
 def test_argmax_rows_match_experiment_postprocess_and_a_self_ensemble(tmp_path: Path, chest_dataset: Path):

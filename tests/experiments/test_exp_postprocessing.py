@@ -121,20 +121,9 @@ def test_shapes_must_match():
 @pytest.fixture(scope="module")
 def chest_dataset(tmp_path_factory) -> Path:
     """Two validation cases of the analytic chest (its lungs, two tumours), written as a prepared dataset."""
-    from rrcunet.io import write_volume
-    from tests.inference.helpers import chest
+    from tests.inference.helpers import write_chest_dataset
 
-    root = tmp_path_factory.mktemp("pp") / "ds"
-    ct, lung, label = chest()
-    for cid in ("c1", "c2"):
-        write_volume(ct, root / "images" / f"{cid}.nii.gz")
-        write_volume(label, root / "labels" / f"{cid}.nii.gz")
-        write_volume(lung, root / "lungs" / f"{cid}.nii.gz")
-    cases = [{"case_id": c, "image": f"images/{c}.nii.gz", "label": f"labels/{c}.nii.gz",
-              "lung": f"lungs/{c}.nii.gz", "patient": c} for c in ("c1", "c2")]
-    (root / "manifest.json").write_text(json.dumps({"version": 1, "name": "chest", "cases": cases, "split": {
-        "seed": 0, "train": [], "val": ["c1", "c2"], "test": []}}))
-    return root
+    return write_chest_dataset(tmp_path_factory.mktemp("pp") / "ds")
 
 
 def test_command_writes_the_choice_into_a_new_model_file_that_predict_applies(

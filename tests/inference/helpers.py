@@ -54,6 +54,25 @@ def chest(spacing: tuple[float, float, float] = (5.0, 5.0, 8.0)) -> tuple[Volume
     return c.ct, lung, c.ct.with_array(label, kind="label")
 
 
+def write_chest_dataset(root: Path, case_ids: tuple[str, ...] = ("c1", "c2")) -> Path:
+    """A prepared dataset of copies of the analytic chest (CT, label map, lung region), all in the
+    validation split; returns ``root``."""
+    import json
+
+    from rrcunet.io import write_volume
+
+    ct, lung, label = chest()
+    for cid in case_ids:
+        write_volume(ct, root / "images" / f"{cid}.nii.gz")
+        write_volume(label, root / "labels" / f"{cid}.nii.gz")
+        write_volume(lung, root / "lungs" / f"{cid}.nii.gz")
+    cases = [{"case_id": c, "image": f"images/{c}.nii.gz", "label": f"labels/{c}.nii.gz",
+              "lung": f"lungs/{c}.nii.gz", "patient": c} for c in case_ids]
+    (root / "manifest.json").write_text(json.dumps({"version": 1, "name": "chest", "cases": cases, "split": {
+        "seed": 0, "train": [], "val": list(case_ids), "test": []}}))
+    return root
+
+
 def oblique(volume: Volume, *, spacing: tuple[float, float, float] = (5.0, 4.2, 7.5), degrees: float = 20.0) -> Volume:
     """The same voxels on an oblique (rotated about two axes), anisotropic grid."""
     a, b = np.deg2rad(degrees), np.deg2rad(degrees / 2)
