@@ -15,7 +15,7 @@ the dataset's label on the CT grid: tumour Dice mean of cases (cases with no tum
 prediction left out, as ``rrcunet evaluate``; in brackets, scored 1, as the trainer's validation),
 and pooled over the voxels of all cases. With one model, the arg-max row is the model alone.
 
-Example (the figures of docs/training.md, "Ensembling and a lower tumour cut")::
+Example (the figures of docs/training.md, "What did not close the gap either")::
 
     python benchmarks/ensemble_check.py --data data/phantoms250 --subset val \\
         --models src/rrcunet/weights/demo_tumour.safetensors runs/seed1/best.safetensors runs/seed2/best.safetensors

@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layouts", nargs="+", choices=("contiguous", "channels-last"),
                         default=["contiguous", "channels-last"], help="memory layouts of the speed rows")
     parser.add_argument("--compile", action="store_true",
-                        help="add RRc-UNet rows run through torch.compile (its compile time is in the warm-up)")
+                        help="add RRc-UNet rows run through torch.compile (its compile time is in the warm-up; "
+                             "shorter when torch's on-disk compile cache already holds the graphs)")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration")
     args = parser.parse_args(argv)
     if args.child:
