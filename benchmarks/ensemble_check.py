@@ -10,10 +10,11 @@ softmax), mapped back to the CT grid and cut into labels in two ways:
   arg-max of background and lung).
 
 Each label map then goes through the product's postprocessing (:func:`postprocess_labels`: tumour
-outside the lung region dropped, then components below each ``--min-ml``) and is scored against
-the dataset's label on the CT grid: tumour Dice mean of cases (cases with no tumour in truth or
-prediction left out, as ``rrcunet evaluate``; in brackets, scored 1, as the trainer's validation),
-and pooled over the voxels of all cases. With one model, the arg-max row is the model alone.
+outside the lung region dropped), and each ``--min-ml`` is scored from its components against the
+dataset's label on the CT grid by ``rrcunet experiment postprocess``'s own scorer
+(:func:`~rrcunet.experiments.postprocessing.score_thresholds`): tumour Dice mean of cases (cases
+with no tumour in truth or prediction left out, as ``rrcunet evaluate``; in brackets, scored 1, as
+the trainer's validation), and pooled over the voxels of all cases. With one model, the arg-max row is the model alone.
 
 Example (the figures of docs/training.md, "What did not close the gap either")::
 
@@ -24,31 +25,24 @@ Example (the figures of docs/training.md, "What did not close the gap either")::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 
-Counts = list[tuple[int, int, int]]  # per case: |pred ∩ truth|, |pred|, |truth| (tumour voxels)
-
-
-def summary(counts: Counts) -> tuple[float | None, float, float]:
-    """(mean of cases with tumour in truth or prediction, the same with the others scored 1, pooled)."""
-    dices = [2 * i / (p + g) for i, p, g in counts if p + g]
-    as_one = [2 * i / (p + g) if p + g else 1.0 for i, p, g in counts]
-    total = sum(p + g for _, p, g in counts)
-    pooled = 2 * sum(i for i, _, _ in counts) / total if total else 1.0
-    return (float(np.mean(dices)) if dices else None), float(np.mean(as_one)), pooled
-
-
-def score(data: str, subset: str, models: list[str], cuts: list[float],
-          min_mls: list[float]) -> tuple[list[str], dict[tuple[str, float], Counts]]:
-    """Tumour voxel counts per case for each (labelling rule, smallest kept component in mL)."""
+def score(data: str, subset: str, models: list[str], cuts: list[float]) -> dict[str, list[Any]]:
+    """Each case's predicted tumour components against the truth
+    (:class:`~rrcunet.experiments.postprocessing.CaseComponents`), per labelling rule, after the
+    product's drop of tumour outside the lung region; :func:`score_thresholds` then scores any
+    smallest-component volume from them, as ``rrcunet experiment postprocess`` does."""
     import torch
 
     from rrcunet.data.manifest import DatasetManifest
     from rrcunet.errors import InputError
+    from rrcunet.experiments.postprocessing import case_components
     from rrcunet.experiments.scoring import split_case_ids
     from rrcunet.inference import Predictor
     from rrcunet.inference.config import InferenceConfig, PostprocessConfig
@@ -56,41 +50,38 @@ def score(data: str, subset: str, models: list[str], cuts: list[float],
     from rrcunet.io import read_image
     from rrcunet.preprocessing import invert_probabilities, preprocess
 
-    config = InferenceConfig(postprocess=PostprocessConfig(min_tumour_ml=0))
-    predictors = [Predictor.from_file(m, config=config) for m in models]
+    keep_all = PostprocessConfig(min_tumour_ml=0)
+    predictors = [Predictor.from_file(m, config=InferenceConfig(postprocess=keep_all)) for m in models]
     for path, p in zip(models, predictors):
         if p.meta.task != "tumour":
             raise InputError(f"{path}: a {p.meta.task!r} model; expected a tumour model")
     first = predictors[0]
     manifest = DatasetManifest.load(data)
-    rules = ["argmax", *(f"p>={c:g}" for c in cuts)]
-    counts: dict[tuple[str, float], Counts] = {(r, m): [] for r in rules for m in min_mls}
+    rules = {"argmax": None, **{f"p>={c:g}": c for c in cuts}}
+    components: dict[str, list[Any]] = {r: [] for r in rules}
     for case_id in split_case_ids(data, subset):
         entry = manifest.case(case_id)
         ct = read_image(manifest.resolve(data, entry.image))
-        truth = np.asarray(read_image(manifest.resolve(data, entry.label), kind="label").array) == 2
+        truth = np.asarray(read_image(manifest.resolve(data, entry.label), kind="label").array)
         lung = first.extract_lung(ct)
         case = preprocess(ct, lung, config=first.preprocess_config(ct))
         probs = torch.stack([p.run_network(case.image[: p.in_channels]) for p in predictors]).mean(0)
         prob_map = invert_probabilities(probs, case.record)
         argmax = prob_map.argmax()
-        for rule, cut in zip(rules, [None, *cuts]):
+        for rule, cut in rules.items():
             labels = np.asarray(argmax.array).copy()
             if cut is not None:
                 was_tumour = labels == 2
                 labels[was_tumour] = (prob_map.array[1] >= prob_map.array[0])[was_tumour]  # lung or background
                 labels[prob_map.array[2] >= cut] = 2
-            volume = argmax.with_array(labels)
-            for min_ml in min_mls:
-                cleaned, _ = postprocess_labels(volume, lung, PostprocessConfig(min_tumour_ml=min_ml))
-                pred = np.asarray(cleaned.array) == 2
-                counts[(rule, min_ml)].append((int((pred & truth).sum()), int(pred.sum()), int(truth.sum())))
-    return rules, counts
+            cleaned, _ = postprocess_labels(argmax.with_array(labels), lung, keep_all)  # outside the lung: dropped
+            components[rule].append(case_components(cleaned.array, truth, ct.geometry.voxel_volume_ml, case_id))
+    return components
 
 
-def _cell(counts: Counts) -> str:
-    mean, as_one, pooled = summary(counts)
-    return f"{'-' if mean is None else f'{mean:.3f}'} ({as_one:.3f}) / {pooled:.3f}"
+def _cell(row: Any) -> str:
+    mean = "-" if math.isnan(row.dice_mean_of_cases) else f"{row.dice_mean_of_cases:.3f}"
+    return f"{mean} ({row.dice_mean_empty_as_1:.3f}) / {row.dice_pooled:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,15 +95,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="smallest tumour component kept, mL (0 keeps all)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    rules, counts = score(args.data, args.subset, args.models, args.cuts, args.min_ml)
-    n_cases = len(next(iter(counts.values())))
+    from rrcunet.experiments.postprocessing import score_thresholds
+
+    components = score(args.data, args.subset, args.models, args.cuts)
+    n_cases = len(components["argmax"])
     print(f"{len(args.models)} model(s) averaged, {n_cases} cases of {args.data} ({args.subset}), "
           f"{time.perf_counter() - t0:.0f} s")
     print("tumour Dice: mean of cases (tumour-free cases scored 1) / pooled")
     print("| labels | " + " | ".join(f"min {m:g} mL" for m in args.min_ml) + " |")
     print("|---|" + "---|" * len(args.min_ml))
-    for rule in rules:
-        print(f"| {rule} | " + " | ".join(_cell(counts[(rule, m)]) for m in args.min_ml) + " |")
+    for rule, cases in components.items():
+        print(f"| {rule} | " + " | ".join(_cell(row) for row in score_thresholds(cases, args.min_ml)) + " |")
     return 0
 
 
