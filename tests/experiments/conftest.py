@@ -32,11 +32,12 @@ def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-case phantom benchmark (2 train / 1 val / 1 test) made by the experiment's own generator path."""
     import torch
 
-    from rrcunet.experiments.config import PhantomBenchmarkConfig, _parse_free_value
+    from rrcunet.config import parse_scalar
+    from rrcunet.experiments.config import PhantomBenchmarkConfig
     from rrcunet.experiments.data import ensure_phantom_benchmark
 
     torch.set_num_threads(1)
-    generator = {item.split("=", 1)[0].split(".")[-1]: _parse_free_value(item.split("=", 1)[1])
+    generator = {item.split("=", 1)[0].split(".")[-1]: parse_scalar(item.split("=", 1)[1])
                  for item in TINY_GENERATOR}
     spec = PhantomBenchmarkConfig(seed=3, n_train=2, n_val=1, n_test=1, generator=generator)
     return ensure_phantom_benchmark(tmp_path_factory.mktemp("bench") / "data", spec)

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from rrcunet.errors import ConfigError
-from rrcunet.training.config import (
-    TrainConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    config_to_json,
-    load_config,
-    packaged_configs,
-)
+from rrcunet.training.config import TrainConfig, load_config
+from rrcunet.config import apply_overrides, config_from_dict, config_to_dict, config_to_json, packaged_configs
 from rrcunet.training.trainer import check_resume_config, resolve_config
 
 
@@ -135,7 +128,7 @@ def test_resume_of_a_run_saved_before_an_option_existed(tmp_path):
 
 def test_apply_overrides_leaves_input_untouched():
     data = {"optim": {"lr": 0.1}}
-    out = apply_overrides(data, ["optim.lr=0.2"])
+    out = apply_overrides(data, ["optim.lr=0.2"], cls=TrainConfig)
     assert data == {"optim": {"lr": 0.1}} and out == {"optim": {"lr": 0.2}}
 
 

@@ -50,7 +50,7 @@ TASK_INPUTS = {"tumour": "ct+lung, lung crop", "lung": "ct, whole scan"}
 
 def cache_key(preprocess_config: Any, task: str, lung_channel: str = "dataset") -> str:
     """Short hash naming the cache folder of a preprocessing config and task input mode."""
-    from rrcunet.training.config import config_to_dict
+    from rrcunet.config import config_to_dict
 
     if task not in TASK_INPUTS:
         raise InputError(f"task must be one of {sorted(TASK_INPUTS)}, not {task!r}")
@@ -168,7 +168,7 @@ def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_
     manifest = DatasetManifest.load(root)
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir(root)) / cache_key(preprocess_config, task, lung_channel)
     folder.mkdir(parents=True, exist_ok=True)
-    from rrcunet.training.config import config_to_json
+    from rrcunet.config import config_to_json
 
     config_file = folder / "preprocess.json"
     if not config_file.is_file():

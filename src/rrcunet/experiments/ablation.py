@@ -198,8 +198,10 @@ def resolve_dataset(config: ExperimentConfig, out: Path, *, progress: bool = Fal
 def check_runs_compatible(config: ExperimentConfig, *, dataset: Path, runs_dir: Path) -> None:
     """Refuse, before anything is trained, a training config that contradicts a run already in ``runs_dir``
     (the rule of ``rrcunet train --resume``: only :data:`rrcunet.training.trainer.RESUME_MUTABLE` may differ)."""
-    from rrcunet.training import config_from_dict, resolve_config
-    from rrcunet.training.config import TrainConfig, config_to_dict
+    from rrcunet.training import resolve_config
+    from rrcunet.config import config_from_dict
+    from rrcunet.training.config import TrainConfig
+    from rrcunet.config import config_to_dict
     from rrcunet.training.trainer import check_resume_config
 
     for seed in config.seeds:
@@ -215,8 +217,10 @@ def check_runs_compatible(config: ExperimentConfig, *, dataset: Path, runs_dir: 
 def train_variant(config: ExperimentConfig, *, variant: str, seed: int, dataset: Path, runs_dir: Path,
                   train_fn: Callable[..., Any] | None = None) -> tuple[Path, dict[str, Any], bool]:
     """Train (or resume, or skip) one run; return ``(run_dir, done record, trained_now)``."""
-    from rrcunet.training import config_from_dict, resolve_config, train
-    from rrcunet.training.config import TrainConfig, config_to_dict
+    from rrcunet.training import resolve_config, train
+    from rrcunet.config import config_from_dict
+    from rrcunet.training.config import TrainConfig
+    from rrcunet.config import config_to_dict
     from rrcunet.training.trainer import check_resume_config, config_differences, stop_reason
 
     train_fn = train_fn or train

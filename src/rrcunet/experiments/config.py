@@ -264,40 +264,9 @@ def split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], 
     return exp, train
 
 
-def _parse_free_value(text: str) -> Any:
-    """A value for a free-form option (``phantoms.generator.X``): the trainer's override reading."""
-    from rrcunet.training.config import parse_scalar
-
-    return parse_scalar(text)
-
-
-def _apply_experiment_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    from rrcunet.training.config import apply_overrides
-
-    out = copy.deepcopy(data)
-    typed: list[str] = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        parts = key.strip().split(".")
-        if parts[0] == "phantoms" and len(parts) > 1:
-            phantoms = out.get("phantoms")
-            if phantoms is None:
-                phantoms = out["phantoms"] = {}
-            if parts[1] == "generator" and len(parts) == 3:
-                phantoms.setdefault("generator", {})[parts[2]] = _parse_free_value(value)
-            else:  # the section is optional (X | None), which apply_overrides does not descend into
-                out["phantoms"] = apply_overrides(phantoms, [f"{'.'.join(parts[1:])}={value}"],
-                                                  cls=PhantomBenchmarkConfig)
-        else:
-            typed.append(item)
-    if typed:
-        out = apply_overrides(out, typed, cls=ExperimentConfig)
-    return out
-
-
 def read_experiment_data(path: str | Path) -> dict[str, Any]:
     """Plain data of an experiment JSON file, with ``train`` inlined when it names a file or packaged config."""
-    from rrcunet.training.config import read_config_data
+    from rrcunet.config import read_config_data
 
     p = Path(path)
     if not p.is_file():
@@ -328,11 +297,12 @@ def experiment_from_data(data: dict[str, Any], overrides: list[str] | tuple[str,
     Raises:
         ConfigError: unknown keys, wrong types, unknown variants, an invalid training config.
     """
-    from rrcunet.training.config import TrainConfig, apply_overrides, config_from_dict
+    from rrcunet.training.config import TrainConfig
+    from rrcunet.config import apply_overrides, config_from_dict
 
     exp_over, train_over = split_overrides(list(overrides))
     try:
-        data = _apply_experiment_overrides(data, exp_over)
+        data = apply_overrides(data, exp_over, cls=ExperimentConfig)
         if train_over:
             data["train"] = apply_overrides(dict(data.get("train") or {}), train_over, cls=TrainConfig)
         config = config_from_dict(ExperimentConfig, data)
@@ -360,7 +330,7 @@ def load_experiment_config(path: str | Path, overrides: list[str] | tuple[str, .
 
 def experiment_to_dict(config: ExperimentConfig) -> dict[str, Any]:
     """Plain JSON-ready data of an experiment config (what ``OUT/experiment.json`` stores)."""
-    from rrcunet.training.config import config_to_dict
+    from rrcunet.config import config_to_dict
 
     return config_to_dict(config)
 

@@ -30,7 +30,7 @@ STAMP_NAME = "benchmark.json"
 
 def _stamp(spec: PhantomBenchmarkConfig) -> dict[str, Any]:
     from rrcunet.synthetic.phantom import GENERATOR_VERSION
-    from rrcunet.training.config import config_to_dict
+    from rrcunet.config import config_to_dict
 
     return {"schema": "rrcunet-phantom-benchmark", "generator_version": GENERATOR_VERSION,
             "benchmark": config_to_dict(spec)}

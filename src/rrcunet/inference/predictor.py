@@ -427,7 +427,7 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """Model provenance for the prediction JSON."""
-        from rrcunet.training.config import config_to_dict
+        from rrcunet.config import config_to_dict
 
         info = {
             "path": None if self.model_path is None else str(self.model_path),

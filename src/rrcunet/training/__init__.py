@@ -23,11 +23,7 @@ from rrcunet.training.config import (
     RuntimeConfig,
     ScheduleConfig,
     TrainConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
     load_config,
-    packaged_configs,
 )
 from rrcunet.training.trainer import TrainResult, resolve_config, train
 
@@ -41,12 +37,8 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "TrainResult",
-    "apply_overrides",
-    "config_from_dict",
-    "config_to_dict",
     "load_config",
     "load_model",
-    "packaged_configs",
     "read_model_meta",
     "resolve_config",
     "save_model",

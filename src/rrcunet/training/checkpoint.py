@@ -164,7 +164,7 @@ class ModelMeta:
     def preprocess_config(self) -> Any:
         """The :class:`~rrcunet.preprocessing.PreprocessConfig` recorded in the file."""
         from rrcunet.preprocessing import PreprocessConfig
-        from rrcunet.training.config import config_from_dict
+        from rrcunet.config import config_from_dict
 
         if self.preprocess is None:
             raise InputError("this model file records no preprocessing config")
@@ -215,7 +215,7 @@ def _checked_postprocess(value: Any, source: str) -> dict[str, Any] | None:
 
 def _plain(value: Any) -> Any:
     """JSON-ready copy: dataclasses → dicts, tuples → lists."""
-    from rrcunet.training.config import config_to_dict
+    from rrcunet.config import config_to_dict
 
     return json.loads(json.dumps(config_to_dict(value)))
 

@@ -65,7 +65,8 @@ from rrcunet.training.checkpoint import (
     write_model_file,
     unflatten_optimizer_state,
 )
-from rrcunet.training.config import TrainConfig, config_to_dict, config_to_json
+from rrcunet.training.config import TrainConfig
+from rrcunet.config import config_to_dict, config_to_json
 from rrcunet.training.distributed import (
     DistContext,
     all_reduce_sum,
