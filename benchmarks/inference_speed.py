@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             from rrcunet.io import write_volume
             from rrcunet.models import build_model
             from rrcunet.preprocessing import PreprocessConfig
-            from rrcunet.training.checkpoint import save_model
+            from rrcunet.models.model_file import save_model
 
             torch.manual_seed(0)
             kwargs = {"base_filters": args.base, "levels": args.levels}

@@ -108,9 +108,11 @@ def _message(exc: ValidationError, cls: type, data: Any, where: str) -> str:
     err = exc.errors()[0]
     node_cls: type | None = cls
     node, path, tp = data, where, None
+    whole = True  # the location is a key path (not an index inside a value)
     for part in err["loc"]:
         hints = _fields(node_cls) if node_cls is not None else {}
         if not isinstance(part, str) or part not in hints and err["type"] != "unexpected_keyword_argument":
+            whole = False
             break
         if part not in hints:  # an unknown key
             return f"unknown config key {_join(path, part)!r}; valid keys under {path!r}: {', '.join(sorted(hints))}"
@@ -118,7 +120,9 @@ def _message(exc: ValidationError, cls: type, data: Any, where: str) -> str:
         node = node.get(part) if isinstance(node, dict) else None
         node_cls = _section(tp)
     if err["type"] in ("value_error", "assertion_error") and isinstance(err.get("ctx", {}).get("error"), Exception):
-        return f"{path}: {err['ctx']['error']}"
+        return f"{path}: {err['ctx']['error']}" if path != where else str(err["ctx"]["error"])
+    if err["type"] in ("missing", "missing_argument") and whole:
+        return f"missing or wrong field {path!r}: it is required"
     if tp is None or err["type"] in ("dataclass_type", "dataclass_args_type") and node_cls is not None:
         keys = sorted(_fields(node_cls)) if node_cls is not None else []
         return f"{path} must be an object with keys {keys}, not {node!r}"

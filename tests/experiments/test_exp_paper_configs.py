@@ -41,7 +41,8 @@ def test_train_recipe_is_the_papers():
 @pytest.mark.parametrize("switches", [(), ("runtime.amp=bf16", "runtime.checkpointing=true")],
                          ids=["fp32", "bf16+checkpointing"])
 def test_train_config_runs_one_tiny_step(path: Path, switches: tuple[str, ...], tiny_benchmark: Path, tmp_path: Path):
-    from rrcunet.training import load_config, load_model, train
+    from rrcunet.training import load_config, train
+    from rrcunet.models.model_file import load_model
 
     cfg = load_config(path, [f"data.dataset={tiny_benchmark}", *TINY_TRAIN, *switches])
     result = train(cfg, tmp_path / "run")

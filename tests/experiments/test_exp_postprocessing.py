@@ -129,7 +129,7 @@ def chest_dataset(tmp_path_factory) -> Path:
 def test_command_writes_the_choice_into_a_new_model_file_that_predict_applies(
         tmp_path: Path, chest_dataset: Path, capsys: pytest.CaptureFixture[str]):
     from rrcunet.cli.main import main
-    from rrcunet.training.checkpoint import read_model_meta, read_safetensors
+    from rrcunet.models.model_file import read_model_meta, read_safetensors
     from tests.inference.helpers import save_tiny_model
 
     model = save_tiny_model(tmp_path / "m.safetensors", seed=1)
@@ -147,8 +147,8 @@ def test_command_writes_the_choice_into_a_new_model_file_that_predict_applies(
     assert f"chosen: min_tumour_ml={doc['chosen']['min_tumour_ml']:g}" in capsys.readouterr().out
 
     meta = read_model_meta(new)
-    assert meta.postprocess["min_tumour_ml"] == doc["chosen"]["min_tumour_ml"]
-    assert meta.postprocess["selected_on"]["cases"] == 2
+    assert meta.postprocess.min_tumour_ml == doc["chosen"]["min_tumour_ml"]
+    assert meta.postprocess.selected_on["cases"] == 2
     old_t, _ = read_safetensors(model, expect=("rrcunet-model",))
     new_t, _ = read_safetensors(new, expect=("rrcunet-model",))
     assert old_t.keys() == new_t.keys() and all(torch.equal(old_t[k], new_t[k]) for k in old_t)
@@ -159,9 +159,9 @@ def test_command_writes_the_choice_into_a_new_model_file_that_predict_applies(
                  "--write-model", str(new), "--no-progress"]) == 2
     assert "already exists" in capsys.readouterr().err and not (tmp_path / "x").exists()
     # so is a training checkpoint as the model to copy (it is not a model file)
-    from rrcunet.training.checkpoint import CHECKPOINT_FORMAT, _write
+    from rrcunet.models.model_file import CHECKPOINT_FORMAT, write_safetensors
 
-    ckpt = _write(tmp_path / "last.safetensors", {"model.w": torch.zeros(1)},
+    ckpt = write_safetensors(tmp_path / "last.safetensors", {"model.w": torch.zeros(1)},
                   {"model_meta": read_model_meta(model).to_dict()}, CHECKPOINT_FORMAT)
     assert main(["experiment", "postprocess", str(ckpt), "--data", str(chest_dataset), "-o", str(tmp_path / "y"),
                  "--write-model", str(tmp_path / "new.safetensors"), "--no-progress"]) == 2
@@ -170,7 +170,7 @@ def test_command_writes_the_choice_into_a_new_model_file_that_predict_applies(
 
 def test_predictor_applies_the_model_files_choice_unless_an_option_is_given(tmp_path: Path):
     from rrcunet.inference import InferenceConfig, Predictor
-    from rrcunet.training.checkpoint import with_postprocess
+    from rrcunet.models.model_file import with_postprocess
     from tests.inference.helpers import save_tiny_model
 
     plain = save_tiny_model(tmp_path / "m.safetensors")
@@ -184,7 +184,7 @@ def test_predictor_applies_the_model_files_choice_unless_an_option_is_given(tmp_
 
 
 def test_a_malformed_postprocess_entry_is_refused(tmp_path: Path):
-    from rrcunet.training.checkpoint import read_model_meta, with_postprocess
+    from rrcunet.models.model_file import read_model_meta, with_postprocess
     from tests.inference.helpers import save_tiny_model
 
     plain = save_tiny_model(tmp_path / "m.safetensors")

@@ -30,7 +30,7 @@ def save_tiny_model(path: Path, *, task: str = "tumour", target_shape: tuple[int
     """
     from rrcunet.models import build_model
     from rrcunet.preprocessing import PreprocessConfig
-    from rrcunet.training.checkpoint import save_model
+    from rrcunet.models.model_file import save_model
 
     torch.manual_seed(seed)
     name = "coordunet" if task == "lung" else "rrcunet"

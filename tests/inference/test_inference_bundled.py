@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from rrcunet.inference.bundled import BUNDLED_MODELS, MAKE_COMMANDS, bundled_model_path
-from rrcunet.training.checkpoint import load_model
+from rrcunet.models.model_file import load_model
 
 
 def _target_shape(meta) -> tuple[int, ...]:
-    pre = meta.preprocess
-    return tuple(pre["target_shape"] if isinstance(pre, dict) else pre.target_shape)
+    return tuple(meta.preprocess.target_shape)
 
 
 EXPECTED = {"tumour": ("rrcunet", 2, {0: "background", 1: "lung", 2: "tumour"}),
@@ -33,7 +32,7 @@ def test_demo_scores_phantoms_the_bundled_models_never_trained_on():
     import re
 
     from rrcunet.cli.main import build_parser
-    from rrcunet.inference.demo import DEMO_SEED
+    from rrcunet.experiments.demo import DEMO_SEED
 
     train_seeds = {int(s) for cmd in MAKE_COMMANDS.values() for s in re.findall(r"--seed (\d+)", cmd)}
     assert train_seeds and DEMO_SEED not in train_seeds
@@ -60,9 +59,9 @@ def test_bundled_tumour_model_carries_the_postprocessing_its_recipe_chose():
 
     _, meta = load_model(bundled_model_path("tumour"))
     assert "rrcunet experiment postprocess" in MAKE_COMMANDS["tumour"]
-    chosen = meta.postprocess["selected_on"]
+    chosen = meta.postprocess.selected_on
     assert chosen["subset"] == "val" and chosen["candidates_ml"] == list(DEFAULT_CANDIDATES_ML)
-    assert meta.postprocess["min_tumour_ml"] in DEFAULT_CANDIDATES_ML
+    assert meta.postprocess.min_tumour_ml in DEFAULT_CANDIDATES_ML
     assert chosen["dice_mean_of_cases"]["chosen"] >= chosen["dice_mean_of_cases"]["none"]
     # and the trainer recorded the axes its samples were flipped along, for test-time mirroring
     from rrcunet.training.config import load_config
@@ -70,5 +69,5 @@ def test_bundled_tumour_model_carries_the_postprocessing_its_recipe_chose():
 
     assert meta.mirror_axes == trained_mirror_axes(load_config("cpu_tumour"))
     predictor = Predictor.from_file(None)
-    assert predictor.config.postprocess.min_tumour_ml == meta.postprocess["min_tumour_ml"]
+    assert predictor.config.postprocess.min_tumour_ml == meta.postprocess.min_tumour_ml
     assert predictor.postprocess_source == "model file"

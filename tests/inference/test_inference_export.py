@@ -11,7 +11,7 @@ import torch
 
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.inference.export import check_onnx, export_model
-from rrcunet.training.checkpoint import load_model
+from rrcunet.models.model_file import load_model
 
 
 def test_onnx_export_agrees_with_pytorch(tiny_model, tmp_path):

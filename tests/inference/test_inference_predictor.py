@@ -77,13 +77,13 @@ def test_tta_is_the_mean_softmax_over_the_eight_mirrorings(tiny_model):
 
 def test_tta_mirrors_only_along_the_axes_the_model_was_trained_to_flip(tmp_path, caplog):
     """A model file recording mirror_axes [0] averages 2 passes (identity, left-right); [] only 1."""
-    from rrcunet.training.checkpoint import load_model, save_model
+    from rrcunet.models.model_file import load_model, save_model
 
     net, meta = load_model(save_tiny_model(tmp_path / "m.safetensors", seed=3))
     x = torch.randn(2, 32, 32, 16, generator=torch.Generator().manual_seed(4))
     plain = Predictor.from_file(tmp_path / "m.safetensors", config=CPU).run_network(x)
     kwargs = dict(model_name=meta.model_name, model_kwargs=meta.model_kwargs,
-                  preprocess_config=meta.preprocess_config(), task=meta.task)
+                  preprocess_config=meta.preprocess, task=meta.task)
     save_model(tmp_path / "lr.safetensors", net, mirror_axes=[0], **kwargs)
     tta = Predictor.from_file(tmp_path / "lr.safetensors", config=dataclasses.replace(CPU, tta=True))
     assert tta.tta_flips == ((), (2,))
@@ -167,14 +167,14 @@ def test_cuda_without_cuda_is_a_config_error(tiny_model):
 def _patch_trained_model(path, patch):
     from rrcunet.models import build_model
     from rrcunet.preprocessing import PreprocessConfig
-    from rrcunet.training.checkpoint import save_model
+    from rrcunet.models.model_file import save_model
     from tests.inference.helpers import NETWORK_SHAPE, TINY_KWARGS
 
     torch.manual_seed(3)
     model = build_model("rrcunet", **TINY_KWARGS)
     return save_model(path, model, model_name="rrcunet", model_kwargs=TINY_KWARGS,
                       preprocess_config=PreprocessConfig(target_shape=NETWORK_SHAPE), task="tumour",
-                      extra={"train_patch_size": patch})
+                      train_patch_size=patch)
 
 
 def test_a_patch_trained_model_runs_windows_of_its_patch_size(tmp_path, caplog):

@@ -9,8 +9,9 @@ import pytest
 import scipy.ndimage as ndi
 
 from rrcunet.errors import ConfigError, InputError
+from rrcunet.inference import InferenceConfig, make_lung_extractor
 from rrcunet.io.volume import Geometry, Volume
-from rrcunet.lungmask import LUNGMASK_METHODS, ClassicalLungConfig, check_method, extract_lungs
+from rrcunet.lungmask import LUNGMASK_METHODS, ClassicalLungConfig, ClassicalLungExtractor, check_method, extract_lungs
 from rrcunet.preprocessing import PreprocessConfig, preprocess
 from tests.lungmask.chest import synthetic_chest
 
@@ -131,9 +132,10 @@ def test_bad_options_are_refused(kwargs, message):
         extract_lungs(Volume(np.zeros(g.shape, np.int16), g), **kwargs)
 
 
-def test_preprocess_computes_the_lung_channel_when_none_is_given(chest, chest_mask):
+def test_the_classical_extractor_object_is_extract_lungs(chest, chest_mask):
+    # preprocessing takes the lung region as an argument; the extractor object gives the same channel
     cfg = PreprocessConfig(target_shape=(48, 40, 16))
-    auto = preprocess(chest.ct, config=cfg)
+    auto = preprocess(chest.ct, ClassicalLungExtractor()(chest.ct), config=cfg)
     given = preprocess(chest.ct, chest_mask, config=cfg)
     np.testing.assert_array_equal(auto.image, given.image)
     assert auto.image[1].sum() > 0
@@ -144,7 +146,7 @@ def _tiny_model(path, task):
 
     from rrcunet.models import build_model
     from rrcunet.preprocessing import PreprocessConfig
-    from rrcunet.training.checkpoint import save_model
+    from rrcunet.models.model_file import save_model
 
     kwargs = {"base_filters": 2, "levels": 2, "dropout": 0.0}
     name = "coordunet" if task == "lung" else "rrcunet"
@@ -161,7 +163,7 @@ def test_coordunet_method_runs_a_lung_model_file_onto_the_input_grid(tmp_path):
     g = Geometry((24, 20, 10), (1.5, 1.5, 3.0), (5.0, -3.0, 10.0))
     ct = Volume((np.arange(24 * 20 * 10).reshape(g.shape) % 50 - 800).astype(np.int16), g)
     model = _tiny_model(tmp_path / "lung.safetensors", "lung")
-    lung = extract_lungs(ct, method="coordunet", model=model)
+    lung = make_lung_extractor("coordunet", model, config=InferenceConfig(device="cpu"))(ct)
     assert lung.geometry == ct.geometry and lung.kind == "label"
     assert set(np.unique(lung.array)) == {1}  # the biased head says "lung" everywhere
 
@@ -170,5 +172,5 @@ def test_coordunet_method_refuses_a_tumour_model(tmp_path):
     g = Geometry((24, 20, 10), (1.5, 1.5, 3.0))
     ct = Volume(np.full(g.shape, -800, np.int16), g)
     model = _tiny_model(tmp_path / "tumour.safetensors", "tumour")
-    with pytest.raises(ConfigError, match="is a 'tumour' model, not a lung model"):
-        extract_lungs(ct, method="coordunet", model=model)
+    with pytest.raises(InputError, match="is a 'tumour' model, not a lung model"):
+        make_lung_extractor("coordunet", model, config=InferenceConfig(device="cpu"))(ct)

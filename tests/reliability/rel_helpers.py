@@ -149,7 +149,7 @@ def tiny_model(path: Path, *, seed: int = 0) -> Path:
 
     from rrcunet.models import build_model
     from rrcunet.preprocessing import PreprocessConfig
-    from rrcunet.training.checkpoint import save_model
+    from rrcunet.models.model_file import save_model
 
     torch.manual_seed(seed)
     net = build_model("rrcunet", **TINY_KW)

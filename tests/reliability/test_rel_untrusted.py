@@ -52,7 +52,8 @@ def ct_file(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_pickle_payload_in_a_checkpoint_is_refused_and_never_runs(tmp_path, kind, suffix):
     from rrcunet.inference import InferenceConfig, Predictor
-    from rrcunet.training.checkpoint import load_checkpoint, load_model, read_model_meta
+    from rrcunet.training.checkpoint import load_checkpoint
+    from rrcunet.models.model_file import load_model, read_model_meta
 
     marker = tmp_path / "PWNED"
     evil = write_pickle_payload(tmp_path / f"evil{suffix}", marker, kind)
@@ -218,7 +219,7 @@ CORRUPT = {
 
 @pytest.mark.parametrize("name", list(CORRUPT))
 def test_corrupt_safetensors_is_refused_clearly(tmp_path, model_file, name):
-    from rrcunet.training.checkpoint import load_model
+    from rrcunet.models.model_file import load_model
 
     data, message = CORRUPT[name]
     if callable(data):
@@ -296,7 +297,7 @@ import json, resource, sys, time
 from safetensors import safe_open
 from safetensors.torch import save_file
 from rrcunet.errors import InputError
-from rrcunet.training.checkpoint import load_model
+from rrcunet.models.model_file import load_model
 src, dst = sys.argv[1], sys.argv[2]
 with safe_open(src, framework="pt") as fh:
     header = fh.metadata(); tensors = {k: fh.get_tensor(k) for k in fh.keys()}

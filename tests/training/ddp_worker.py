@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from rrcunet.losses import build_loss
 from rrcunet.training import load_config, train
-from rrcunet.training.checkpoint import model_tensors
+from rrcunet.models.model_file import model_tensors
 from rrcunet.training.distributed import setup_distributed
 from rrcunet.training.trainer import evaluate, reduce_val_sums, val_metrics
 

@@ -11,18 +11,8 @@ import torch
 from rrcunet.errors import InputError
 from rrcunet.models import build_model
 from rrcunet.preprocessing import PreprocessConfig
-from rrcunet.training.checkpoint import (
-    flatten_optimizer_state,
-    load_checkpoint,
-    load_model,
-    read_model_meta,
-    rng_state_bytes,
-    restore_rng_state,
-    save_checkpoint,
-    save_model,
-    make_model_meta,
-    unflatten_optimizer_state,
-)
+from rrcunet.training.checkpoint import flatten_optimizer_state, load_checkpoint, rng_state_bytes, restore_rng_state, save_checkpoint, unflatten_optimizer_state
+from rrcunet.models.model_file import load_model, read_model_meta, save_model, make_model_meta
 
 KW = {"base_filters": 2, "levels": 2, "norm_groups": 1, "dropout": 0.0}
 
@@ -49,7 +39,7 @@ def test_model_file_round_trip_is_bit_identical(tmp_path):
     assert meta.model_name == "rrcunet" and meta.task == "tumour"
     assert meta.labels == {0: "background", 1: "lung", 2: "tumour"}
     assert "checkpointing" not in meta.model_kwargs  # training-only option dropped
-    assert meta.preprocess_config() == pcfg and meta.extra == {"epoch": 7}
+    assert meta.preprocess == pcfg and meta.extra == {"epoch": 7}
     assert read_model_meta(path) == meta
     assert not back.training
     x = torch.randn(1, 2, 8, 8, 4)

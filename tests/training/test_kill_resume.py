@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rrcunet.training import load_config, load_model, train
+from rrcunet.training import load_config, train
+from rrcunet.models.model_file import load_model
 from rrcunet.training.checkpoint import load_checkpoint
 from tests.training.conftest import tiny_overrides
 

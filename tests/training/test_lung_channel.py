@@ -17,12 +17,15 @@ from tests.training.conftest import tiny_overrides, write_tiny_dataset
 def test_extractor_lung_channel_is_what_inference_computes(tmp_path, monkeypatch):
     data = write_tiny_dataset(tmp_path / "data", n=2, n_val=1)
     # A stand-in extractor that differs from the dataset's lungs/ masks: everything below -500 HU.
-    import rrcunet.lungmask as lungmask
+    import rrcunet.data.dataset as dataset_mod
 
-    def fake_extract(ct, method="classical", **_):
-        return ct.with_array((np.asarray(ct.array) < -500).astype(np.uint8), kind="label")
+    class FakeExtractor:
+        name = "fake"
 
-    monkeypatch.setattr(lungmask, "extract_lungs", fake_extract)
+        def __call__(self, ct):
+            return ct.with_array((np.asarray(ct.array) < -500).astype(np.uint8), kind="label")
+
+    monkeypatch.setattr(dataset_mod, "ClassicalLungExtractor", FakeExtractor)
     cfg = PreprocessConfig(target_shape=(16, 16, 8))
     from_dataset = build_cache(data, ["case00"], preprocess_config=cfg, task="tumour")
     from_extractor = build_cache(data, ["case00"], preprocess_config=cfg, task="tumour", lung_channel="extractor")
@@ -30,7 +33,7 @@ def test_extractor_lung_channel_is_what_inference_computes(tmp_path, monkeypatch
 
     ct = read_image(data / "images" / "case00.nii.gz")
     label = read_image(data / "labels" / "case00.nii.gz", kind="label")
-    expected = preprocess(ct, None, label=label, config=cfg).image  # what `rrcunet predict` feeds the network
+    expected = preprocess(ct, FakeExtractor()(ct), label=label, config=cfg).image  # what predict feeds the network
     got = read_cached(from_extractor[0].path)["image"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
     dataset_lung = read_cached(from_dataset[0].path)["image"][1]

@@ -12,7 +12,8 @@ import torch
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.losses import DeepSupervision, build_loss
 from rrcunet.models import build_model
-from rrcunet.training import load_config, load_model, train
+from rrcunet.training import load_config, train
+from rrcunet.models.model_file import load_model
 from rrcunet.training.trainer import accumulation_groups, train_one_epoch, trained_mirror_axes
 from tests.training.conftest import tiny_overrides, write_tiny_dataset
 
@@ -93,7 +94,7 @@ def test_end_to_end_train_resume_load(tiny_dataset, tmp_path):
         train(load_config(run / "config.json", ["optim.lr=0.1"]), run, resume=True)
     # the best model is self-describing
     model, meta = load_model(run / "best.safetensors")
-    assert meta.task == "tumour" and meta.preprocess_config().target_shape == (32, 32, 16)
+    assert meta.task == "tumour" and meta.preprocess.target_shape == (32, 32, 16)
     assert meta.extra["epoch"] == json.loads((run / "best.json").read_text())["epoch"]
     # ... down to the axes its samples were flipped along, for test-time mirroring
     assert meta.mirror_axes == trained_mirror_axes(cfg)
@@ -181,7 +182,7 @@ def test_lung_task_and_patch_training(tiny_dataset, tmp_path):
     assert result.epochs_completed == 1 and 0.0 <= result.history[0]["val_dice_tumour"] <= 1.0
     # the model file tells the predictor to slide windows of the training patch size
     _, meta = load_model(tmp_path / "patch" / "best.safetensors")
-    assert meta.extra["train_patch_size"] == [16, 16, 8]
+    assert meta.train_patch_size == (16, 16, 8)
 
 
 def test_deep_supervision_step_trains_the_auxiliary_heads():

@@ -1,5 +1,5 @@
 """``rrcunet demo``: the whole pipeline on a fresh install, with no data — a thin layer over
-:func:`rrcunet.inference.demo.run_demo`.
+:func:`rrcunet.experiments.demo.run_demo`.
 
 Generates a few small synthetic chest CTs, segments them with the bundled demo model, evaluates
 the result and writes an HTML report; prints where the report is and the summary table.
@@ -15,7 +15,7 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     from rrcunet.cli.cmd_predict import add_inference_arguments
-    from rrcunet.inference.demo import DEMO_SEED
+    from rrcunet.experiments.demo import DEMO_SEED
 
     p = subparsers.add_parser(
         "demo",
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rrcunet.cli.cmd_predict import inference_config, quiet_dicom_logs
-    from rrcunet.inference.demo import run_demo
+    from rrcunet.experiments.demo import run_demo
 
     quiet_dicom_logs(args)
     logging.getLogger("rrcunet.synthetic").setLevel(logging.WARNING)

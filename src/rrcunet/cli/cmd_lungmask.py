@@ -1,6 +1,6 @@
 """``rrcunet lungmask``: CT → 0/1 lung-region mask on the CT's own grid.
 
-A thin layer over :func:`rrcunet.lungmask.extract_lungs`; the ``--method`` choices come from
+A thin layer over :func:`rrcunet.inference.make_lung_extractor`; the ``--method`` choices come from
 :data:`rrcunet.lungmask.LUNGMASK_METHODS`.
 """
 
@@ -34,15 +34,17 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rrcunet.inference import InferenceConfig, make_lung_extractor
     from rrcunet.io import check_output_path, read_image, write_volume
-    from rrcunet.lungmask import check_method, extract_lungs
+    from rrcunet.lungmask import check_method
 
     # Refuse a bad method/model or output before the (slower) read and extraction.
     check_method(args.method, args.model)
     check_output_path(args.out, inputs=[args.input], overwrite=args.overwrite)
+    extractor = make_lung_extractor(args.method, args.model, config=InferenceConfig(device="cpu"))
     ct = read_image(args.input)
     start = time.perf_counter()
-    lungs = extract_lungs(ct, method=args.method, model=args.model)
+    lungs = extractor(ct)
     elapsed = time.perf_counter() - start
     write_volume(lungs, args.out, overwrite=args.overwrite)
     volume_ml = float(lungs.array.sum()) * lungs.geometry.voxel_volume_ml

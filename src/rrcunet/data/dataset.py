@@ -37,24 +37,24 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from rrcunet.config import config_to_dict, config_to_json
 from rrcunet.data.manifest import CaseEntry, DatasetManifest
 from rrcunet.errors import InputError
-from rrcunet.io.atomic import atomic_path
+from rrcunet.io.atomic import atomic_path, atomic_write_text
+from rrcunet.io.image import read_image
+from rrcunet.lungmask import ClassicalLungExtractor
+from rrcunet.preprocessing import PreprocessConfig, preprocess
+from rrcunet.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 DEFAULT_CACHE_NAME = ".rrcunet_cache"
-TASK_INPUTS = {"tumour": "ct+lung, lung crop", "lung": "ct, whole scan"}
 
 
-def cache_key(preprocess_config: Any, task: str, lung_channel: str = "dataset") -> str:
+def cache_key(preprocess_config: PreprocessConfig, task: str, lung_channel: str = "dataset") -> str:
     """Short hash naming the cache folder of a preprocessing config and task input mode."""
-    from rrcunet.config import config_to_dict
-
-    if task not in TASK_INPUTS:
-        raise InputError(f"task must be one of {sorted(TASK_INPUTS)}, not {task!r}")
-    inputs = TASK_INPUTS[task] + (", lung from the extractor" if task == "tumour" and lung_channel == "extractor"
+    inputs = get_task(task).input_description + (", lung from the extractor" if task == "tumour" and lung_channel == "extractor"
                                   else "")
     payload = json.dumps({"format": CACHE_FORMAT, "inputs": inputs,
                           "preprocess": config_to_dict(preprocess_config)}, sort_keys=True)
@@ -113,41 +113,36 @@ def _is_fresh(path: Path, stamp: dict[str, list[int]]) -> bool:
         return False
 
 
-def preprocess_case(sources: dict[str, Path], *, preprocess_config: Any, task: str, lung_channel: str = "dataset"
+def preprocess_case(sources: dict[str, Path], *, preprocess_config: PreprocessConfig, task: str, lung_channel: str = "dataset"
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read and preprocess one case: ``(image (C,X,Y,Z) float32, target (X,Y,Z) uint8, record dict)``.
 
     ``lung_channel="extractor"`` ignores the dataset's lung mask for the tumour task's input: the
-    lung region is computed by ``preprocess_config.lung_method``, as at inference.
+    lung region is computed by the classical extractor, as ``rrcunet predict`` does by default.
+    A case without a lung mask gets the extractor's too.
     """
-    from rrcunet.io.image import read_image
-    from rrcunet.preprocessing import preprocess
-
+    spec = get_task(task)
     ct = read_image(sources["image"], kind="image")
     label = read_image(sources["label"], kind="label") if "label" in sources else None
     lung = read_image(sources["lung"], kind="label") if "lung" in sources else None
-    if task == "tumour" and lung_channel == "extractor":
-        lung = None  # preprocess() runs the lung extractor itself
-    if task == "tumour":
+    if spec.crop_to_lungs:
+        if lung is None or lung_channel == "extractor":
+            lung = ClassicalLungExtractor()(ct)
         case = preprocess(ct, lung, label=label, config=preprocess_config)
-        image, target = case.image, case.label
     else:
-        # The lung model sees the whole scan: a lung "mask" covering everything makes the crop
-        # step keep the full volume, so the CT goes through exactly the same steps as at inference.
-        full = ct.with_array(np.ones(ct.shape, dtype=np.uint8), kind="label")
-        if lung is not None:
-            target_vol = lung.with_array((np.asarray(lung.array) > 0).astype(np.uint8))
-        else:
-            target_vol = label.with_array((np.asarray(label.array) > 0).astype(np.uint8))  # type: ignore[union-attr]
-        case = preprocess(ct, full, label=target_vol, config=preprocess_config)
-        image, target = case.image[:1], case.label
+        # The lung model sees the whole scan (the task's lung input covers everything) and learns
+        # the lung mask, or the label map's non-background when a case has none.
+        source = lung if lung is not None else label
+        target_vol = source.with_array((np.asarray(source.array) > 0).astype(np.uint8))  # type: ignore[union-attr]
+        case = preprocess(ct, spec.lung_input(ct, None), label=target_vol, config=preprocess_config)
+    image, target = case.image[: spec.in_channels], case.label
     if target is None:  # unreachable: a label is always passed
         raise InputError(f"{sources['image']}: preprocessing returned no target")
     return (np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(target, dtype=np.uint8),
             case.record.to_dict())
 
 
-def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_config: Any, task: str,
+def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_config: PreprocessConfig, task: str,
                 cache_dir: str | Path | None = None, progress: bool = False,
                 lung_channel: str = "dataset") -> list[CachedCase]:
     """Preprocess the cases that are not cached yet (or whose sources changed); return all cached files.
@@ -168,11 +163,9 @@ def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_
     manifest = DatasetManifest.load(root)
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir(root)) / cache_key(preprocess_config, task, lung_channel)
     folder.mkdir(parents=True, exist_ok=True)
-    from rrcunet.config import config_to_json
 
     config_file = folder / "preprocess.json"
     if not config_file.is_file():
-        from rrcunet.io.atomic import atomic_write_text
 
         atomic_write_text(config_file, config_to_json(preprocess_config))
     out: list[CachedCase] = []

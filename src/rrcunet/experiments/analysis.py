@@ -46,6 +46,7 @@ from rrcunet.experiments.lesions import (
     size_bin_labels,
 )
 from rrcunet.io.atomic import atomic_write_text
+from rrcunet.tasks import TUMOUR_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def collect_lesions(pred_dir: str | Path, dataset_dir: str | Path, *, progress: 
             raise InputError(f"case {pair.case_id}: prediction {pair.prediction} ({pred.geometry.describe()}) is not on "
                              f"the grid of its ground truth {pair.ground_truth} ({gt.geometry.describe()}); predict "
                              "from the CT the ground truth was drawn on")
-        out.append(lesion_scores(np.asarray(pred.array) == 2, np.asarray(gt.array) == 2, gt.geometry.spacing,
+        out.append(lesion_scores(np.asarray(pred.array) == TUMOUR_LABEL, np.asarray(gt.array) == TUMOUR_LABEL, gt.geometry.spacing,
                                  case_id=pair.case_id, facts=facts.get(pair.case_id)))
     return out
 

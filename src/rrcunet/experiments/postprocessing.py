@@ -234,7 +234,7 @@ def select_postprocessing(source: str | Path, dataset_dir: str | Path, out_dir: 
     from rrcunet.experiments.scoring import predict_split, split_case_ids
     from rrcunet.inference import file_sha256
     from rrcunet.io import read_image
-    from rrcunet.training.checkpoint import CHECKPOINT_FORMAT, MODEL_FORMAT, read_model_meta, with_postprocess
+    from rrcunet.models.model_file import CHECKPOINT_FORMAT, MODEL_FORMAT, read_model_meta, with_postprocess
 
     src = Path(source)
     model = src / "best.safetensors" if src.is_dir() else src

@@ -100,7 +100,7 @@ def predict_split(model_path: str | Path, dataset_dir: str | Path, case_ids: lis
     from rrcunet.data.manifest import DatasetManifest
     from rrcunet.inference import InferenceConfig, PostprocessConfig, Predictor, file_sha256
     from rrcunet.io import read_image, write_volume
-    from rrcunet.training.checkpoint import load_model
+    from rrcunet.models.model_file import load_model
 
     model_path = Path(model_path)
     if not model_path.is_file():

@@ -28,9 +28,18 @@ from rrcunet.inference.bundled import BUNDLED_MODELS, bundled_model_path
 from rrcunet.inference.config import InferenceConfig, PostprocessConfig
 from rrcunet.inference.measure import Lesion, feret_diameter_2d, measure_lesions, tumour_components
 from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
-from rrcunet.inference.predictor import PredictionResult, Predictor, file_sha256, resolve_device
+from rrcunet.inference.predictor import (
+    NetworkLungExtractor,
+    PredictionResult,
+    Predictor,
+    file_sha256,
+    make_lung_extractor,
+    resolve_device,
+)
 
 __all__ = [
+    "NetworkLungExtractor",
+    "make_lung_extractor",
     "BUNDLED_MODELS",
     "BatchReport",
     "CaseInput",

@@ -41,6 +41,8 @@ from torch import nn
 from rrcunet import __version__
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.atomic import atomic_path, atomic_write_text
+from rrcunet.models.model_file import ModelMeta
+from rrcunet.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +81,10 @@ def exportable(model: nn.Module) -> Iterator[nn.Module]:
             del m.forward
 
 
-def _input_shape(meta: Any, shape: tuple[int, int, int] | None) -> tuple[int, int, int, int, int]:
-    from rrcunet.training.config import TASKS
-
-    c_in = int(TASKS[meta.task]["in_channels"])
+def _input_shape(meta: ModelMeta, shape: tuple[int, int, int] | None) -> tuple[int, int, int, int, int]:
+    c_in = get_task(meta.task).in_channels
     if shape is None:
-        pre = meta.preprocess or {}
-        target = pre.get("target_shape")
+        target = None if meta.preprocess is None else meta.preprocess.target_shape
         if target is None:
             raise ConfigError("the model file records no fixed input shape (it was trained at a target spacing); "
                               "pass --shape X Y Z")
@@ -169,7 +168,7 @@ def export_model(fmt: str, out: str | os.PathLike[str], *, model_path: str | os.
     from rrcunet.inference.bundled import bundled_model_path
     from rrcunet.inference.predictor import file_sha256
     from rrcunet.io.atomic import check_output_path
-    from rrcunet.training.checkpoint import load_model
+    from rrcunet.models.model_file import load_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"export format must be one of {FORMATS}, not {fmt!r}")

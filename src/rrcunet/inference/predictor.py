@@ -42,11 +42,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from rrcunet.config import config_to_dict
 from rrcunet.errors import ConfigError, InputError
+from rrcunet.inference.bundled import bundled_model_path
 from rrcunet.inference.config import InferenceConfig
 from rrcunet.inference.measure import Lesion, measure_lesions, tumour_components
 from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
 from rrcunet.io.volume import Volume
+from rrcunet.lungmask import ClassicalLungExtractor, LungExtractor, check_method
+from rrcunet.models.model_file import ModelMeta, load_model
+from rrcunet.preprocessing import (
+    PreprocessConfig,
+    PreprocessRecord,
+    invert_prediction,
+    invert_probabilities,
+    orientation_step,
+    preprocess,
+)
+from rrcunet.tasks import TUMOUR_LABEL, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +126,7 @@ class PredictionResult:
 
     labels: Volume
     lung: Volume
-    record: Any
+    record: PreprocessRecord
     lesions: list[Lesion]
     removed: list[RemovedComponent]
     timings: dict[str, float]
@@ -153,39 +166,30 @@ class Predictor:
 
     Args:
         model: the network (``(B, C_in, X, Y, Z)`` → logits ``(B, C_out, X, Y, Z)``), e.g. from
-            :func:`rrcunet.training.checkpoint.load_model`.
-        meta: its :class:`~rrcunet.training.checkpoint.ModelMeta` (task, labels, preprocessing).
+            :func:`rrcunet.models.load_model`.
+        meta: its :class:`~rrcunet.models.ModelMeta` (task, labels, preprocessing).
         config: an :class:`InferenceConfig`. Its ``postprocess.min_tumour_ml=None`` (the default)
             is resolved here to the model file's validated value (0 when it has none); the
             resolved config is :attr:`config`, and :attr:`postprocess_source` says where the value
             came from (``"model file"``, ``"default"`` or ``"option"``).
         model_path: the model file (recorded in outputs).
         model_sha256: its SHA-256 (computed from ``model_path`` when not given).
-        lung_predictor: a :class:`Predictor` of a lung model (task ``"lung"``) used as the lung
-            extractor (``lung_method="coordunet"``).
+        lung_extractor: the :class:`~rrcunet.lungmask.LungExtractor` that makes the lung channel
+            when :meth:`predict_volume` is given none (default: the classical one); build it with
+            :func:`make_lung_extractor`.
 
     Use :meth:`from_file` to load a model file (and the lung model named in the config).
     """
 
-    def __init__(self, *, model: nn.Module, meta: Any, config: InferenceConfig = InferenceConfig(),
+    def __init__(self, *, model: nn.Module, meta: ModelMeta, config: InferenceConfig = InferenceConfig(),
                  model_path: str | os.PathLike[str] | None = None, model_sha256: str | None = None,
-                 lung_predictor: "Predictor | None" = None) -> None:
-        from rrcunet.training.config import TASKS
-
-        if meta.task not in TASKS:
-            raise InputError(f"model task {meta.task!r} is not one of {sorted(TASKS)}")
-        if config.lung_method == "coordunet" and lung_predictor is None and meta.task == "tumour":
-            raise ConfigError("lung_method 'coordunet' needs a lung predictor; build the Predictor with "
-                              "Predictor.from_file(..., config=InferenceConfig(lung_method='coordunet', lung_model=PATH))")
-        if lung_predictor is not None and lung_predictor.meta.task != "lung":
-            raise InputError(f"the lung model {lung_predictor.model_path} has task {lung_predictor.meta.task!r}; "
-                             "expected a lung model (task 'lung', e.g. trained with the cpu_lung config)")
+                 lung_extractor: LungExtractor = ClassicalLungExtractor()) -> None:
+        self.task = get_task(meta.task)
         if config.postprocess.min_tumour_ml is None:
             # The model file's own choice (made on validation data), else keep every component.
-            chosen = float(getattr(meta, "min_tumour_ml", 0.0))
             config = dataclasses.replace(config, postprocess=dataclasses.replace(config.postprocess,
-                                                                                 min_tumour_ml=chosen))
-            self.postprocess_source = "model file" if getattr(meta, "postprocess", None) else "default"
+                                                                                 min_tumour_ml=meta.min_tumour_ml))
+            self.postprocess_source = "model file" if meta.postprocess is not None else "default"
         else:
             self.postprocess_source = "option"
         self.config = config
@@ -193,11 +197,11 @@ class Predictor:
         self.meta = meta
         self.model_path = None if model_path is None else Path(model_path)
         self.model_sha256 = model_sha256 or (file_sha256(model_path) if model_path is not None else None)
-        self.lung_predictor = lung_predictor
+        self.lung_extractor = lung_extractor
         self.model = model.to(self.device).eval()
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.in_channels = int(TASKS[meta.task]["in_channels"])
+        self.in_channels = self.task.in_channels
         self.n_classes = len(meta.labels)
         self.base_preprocess = self._base_preprocess_config()
         if config.tta and len(self.tta_flips) == 1:
@@ -215,31 +219,21 @@ class Predictor:
             ConfigError: no path and the bundled model is not installed (the message says how to make it).
             InputError: unreadable / foreign model file.
         """
-        from rrcunet.inference.bundled import bundled_model_path
-        from rrcunet.training.checkpoint import load_model
-
         model_path = Path(path) if path is not None else bundled_model_path("tumour")
-        device = resolve_device(config.device)
-        model, meta = load_model(model_path, device=device)
-        lung_predictor = None
-        if config.lung_method == "coordunet" and meta.task == "tumour":
-            lung_cfg = dataclasses.replace(config, lung_method="classical", lung_model=None, sliding_window=False,
-                                           roi_size=None, target_spacing=None)
-            lung_model, lung_meta = load_model(config.lung_model, device=device)  # type: ignore[arg-type]
-            lung_predictor = cls(model=lung_model, meta=lung_meta, config=lung_cfg, model_path=config.lung_model)
-        return cls(model=model, meta=meta, config=config, model_path=model_path, lung_predictor=lung_predictor)
+        model, meta = load_model(model_path, device=resolve_device(config.device))
+        extractor = (make_lung_extractor(config.lung_method, config.lung_model, config=config)
+                     if meta.task == "tumour" else ClassicalLungExtractor())
+        return cls(model=model, meta=meta, config=config, model_path=model_path, lung_extractor=extractor)
 
-    def _base_preprocess_config(self) -> Any:
-        from rrcunet.preprocessing import PreprocessConfig
-
+    def _base_preprocess_config(self) -> PreprocessConfig:
         if self.meta.preprocess is None:
             logger.warning("model file %s records no preprocessing config; using the paper's defaults "
                            "(clip [-1200, 600], 256x256x48)", self.model_path)
             return PreprocessConfig()
-        return self.meta.preprocess_config()
+        return self.meta.preprocess
 
     # -- the network ---------------------------------------------------------------------------
-    def preprocess_config(self, ct: Volume) -> Any:
+    def preprocess_config(self, ct: Volume) -> PreprocessConfig:
         """The preprocessing config used for ``ct``: the model file's, with the resolution switched to a
         target spacing (``config.target_spacing`` or the CT's native spacing) for sliding windows."""
         base = self.base_preprocess
@@ -247,8 +241,6 @@ class Predictor:
         if cfg.target_spacing is not None or (cfg.sliding_window and base.target_shape is not None):
             spacing = cfg.target_spacing
             if spacing is None:
-                from rrcunet.preprocessing import orientation_step
-
                 spacing = orientation_step(ct.geometry, base.canonical_direction).output_geometry.spacing
             return dataclasses.replace(base, target_shape=None, target_spacing=tuple(spacing))
         return base
@@ -259,7 +251,7 @@ class Predictor:
         :attr:`~rrcunet.training.checkpoint.ModelMeta.mirror_axes` (the axes its training samples
         were flipped along, as nnU-Net mirrors only along its training mirror axes), or of all 3
         axes when the file does not record them. Only the identity when training never flipped."""
-        axes = getattr(self.meta, "mirror_axes", None)
+        axes = self.meta.mirror_axes
         return FLIP_COMBINATIONS if axes is None else flip_combinations(axes)
 
     @property
@@ -289,7 +281,7 @@ class Predictor:
         """Windows for a model trained on patches (``train_patch_size`` in its file) whose input grid is
         larger than a patch: the network then sees, as at validation, windows of the size it was
         trained on (its GroupNorm statistics were learnt on patches, not on the whole grid)."""
-        patch = self.meta.extra.get("train_patch_size")
+        patch = self.meta.train_patch_size
         if not patch:
             return None
         divisor = int(getattr(self.model, "divisor", 1))
@@ -347,12 +339,8 @@ class Predictor:
 
     # -- one CT ----------------------------------------------------------------------------------
     def extract_lung(self, ct: Volume) -> Volume:
-        """The lung region of ``ct`` (0/1 on its grid) by the configured method."""
-        if self.lung_predictor is not None:
-            return self.lung_predictor.predict_volume(ct).labels
-        from rrcunet.lungmask import extract_lungs
-
-        return extract_lungs(ct, method="classical")
+        """The lung region of ``ct`` (0/1 on its grid) by the configured :class:`~rrcunet.lungmask.LungExtractor`."""
+        return self.lung_extractor(ct)
 
     def predict_volume(self, ct: Volume, lung: Volume | None = None, *,
                        return_probabilities: bool = False) -> PredictionResult:
@@ -371,8 +359,6 @@ class Predictor:
         Raises:
             InputError: a lung mask on another grid; an empty lung region.
         """
-        from rrcunet.preprocessing import invert_prediction, invert_probabilities, preprocess
-
         lo, hi = float(ct.array.min()), float(ct.array.max())
         if hi - lo < 1.0:
             # One value everywhere carries no anatomy; at -600 HU the lung extractor would call the
@@ -381,15 +367,13 @@ class Predictor:
                              "anatomy; expected a chest CT")
         timings: dict[str, float] = {}
         with stage(timings, "lungmask"):
-            if self.meta.task == "lung":
-                lung_in = ct.with_array(np.ones(ct.shape, dtype=np.uint8), kind="label")
-            else:
+            if self.task.crop_to_lungs:
                 if lung is None:
                     lung = self.extract_lung(ct)
                 elif not lung.geometry.same_grid(ct.geometry):
                     raise InputError(f"the lung mask ({lung.geometry.describe()}) is not on the CT grid "
                                      f"({ct.geometry.describe()}); resample it onto the CT first")
-                lung_in = lung
+            lung_in = self.task.lung_input(ct, lung)
         with stage(timings, "preprocess"):
             case = preprocess(ct, lung_in, config=self.preprocess_config(ct))
             image = case.image[: self.in_channels]
@@ -401,15 +385,15 @@ class Predictor:
             labels = Volume(labels.array, ct.geometry, "label", {"source": ct.meta.get("source")})
             del probs
 
-        if self.meta.task == "lung":
+        if not self.task.crop_to_lungs:  # the lung model: its labels are the lung region
             return PredictionResult(labels=labels, lung=labels, record=case.record, lesions=[], removed=[],
                                     timings=timings, probabilities=prob_map, label_names=dict(self.meta.labels))
 
         with stage(timings, "postprocess"):
-            comps = tumour_components(np.asarray(labels.array) == 2)
+            comps = tumour_components(np.asarray(labels.array) == TUMOUR_LABEL)
             labels, removed = postprocess_labels(labels, lung_in, self.config.postprocess, components=comps)
             if removed:
-                comps = tumour_components(np.asarray(labels.array) == 2)
+                comps = tumour_components(np.asarray(labels.array) == TUMOUR_LABEL)
         with stage(timings, "measure"):
             lesions = measure_lesions(labels.array, labels.geometry, components=comps)
         return PredictionResult(labels=labels, lung=lung_in, record=case.record, lesions=lesions, removed=removed,
@@ -427,8 +411,6 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """Model provenance for the prediction JSON."""
-        from rrcunet.config import config_to_dict
-
         info = {
             "path": None if self.model_path is None else str(self.model_path),
             "sha256": self.model_sha256,
@@ -439,8 +421,48 @@ class Predictor:
             "trained_with_rrcunet": self.meta.rrcunet_version,
             "preprocess": config_to_dict(self.base_preprocess),
         }
-        if self.lung_predictor is not None:
-            info["lung_model"] = {"path": str(self.lung_predictor.model_path),
-                                  "sha256": self.lung_predictor.model_sha256,
-                                  "name": self.lung_predictor.meta.model_name}
+        if isinstance(self.lung_extractor, NetworkLungExtractor):
+            lung = self.lung_extractor.predictor
+            info["lung_model"] = {"path": str(lung.model_path), "sha256": lung.model_sha256,
+                                  "name": lung.meta.model_name}
         return info
+
+
+@dataclass(frozen=True)
+class NetworkLungExtractor:
+    """A lung model file (task ``"lung"``, e.g. the Coordinate-UNet 3D of the ``cpu_lung`` config, paper
+    ref. [31]) as a :class:`~rrcunet.lungmask.LungExtractor`: whole-scan preprocessing with the config
+    stored in the model file, the network, then the exact inverse onto the CT's grid."""
+
+    predictor: Predictor
+    name: str = "coordunet"
+
+    def __post_init__(self) -> None:
+        if self.predictor.meta.task != "lung":
+            raise InputError(f"{self.predictor.model_path} is a {self.predictor.meta.task!r} model, not a lung model; "
+                             "expected a lung model (task 'lung'), e.g. trained with `rrcunet train --config cpu_lung`")
+
+    def __call__(self, ct: Volume) -> Volume:
+        labels = self.predictor.predict_volume(ct).labels
+        return Volume((np.asarray(labels.array) > 0).astype(np.uint8), ct.geometry, "label",
+                      {"source": ct.meta.get("source")})
+
+
+def make_lung_extractor(method: str = "classical", model: str | os.PathLike[str] | None = None, *,
+                        config: InferenceConfig = InferenceConfig()) -> LungExtractor:
+    """The lung extractor called ``method`` (a key of :data:`rrcunet.lungmask.LUNGMASK_METHODS`): the one
+    place where a method name becomes an extractor, for ``predict``, ``lungmask`` and the library.
+
+    ``"coordunet"`` loads the lung model file ``model`` and runs it with ``config``'s device and
+    network options (no sliding windows: the lung model sees the whole scan at its training grid).
+
+    Raises:
+        ConfigError: unknown method, or a missing / superfluous model.
+        InputError: ``model`` is unreadable or not a lung model.
+    """
+    check_method(method, model)
+    if method == "classical":
+        return ClassicalLungExtractor()
+    lung_cfg = dataclasses.replace(config, lung_method="classical", lung_model=None, sliding_window=False,
+                                   roi_size=None, target_spacing=None)
+    return NetworkLungExtractor(Predictor.from_file(model, config=lung_cfg))

@@ -1,101 +1,74 @@
 """Lung-region extraction: the second input channel of RRc-UNet 3D.
 
-Owns :func:`extract_lungs` and :data:`LUNGMASK_METHODS`, the one registry of extractor methods
-that the ``rrcunet lungmask`` command (and ``preprocess`` when no mask is given) read, so the
-CLI choices and the library can never drift apart.
+Owns the :class:`LungExtractor` protocol (a CT :class:`~rrcunet.io.Volume` in, its 0/1 lung
+region on exactly the same grid out), the classical extractor that satisfies it, and
+:data:`LUNGMASK_METHODS`, the one registry of method names that the CLI's ``--method`` /
+``--lung-method`` choices read.
 
 Methods:
 
-* ``"classical"`` (:mod:`.classical`): threshold + morphology, no weights, tumours touching the
-  wall or mediastinum filled in. The default.
-* ``"coordunet"``: the paper's trained Coordinate-UNet 3D extractor (ref. [31]); needs a checkpoint
-  (``model=PATH``). Hook only for now: the network lives in :mod:`rrcunet.models.coordunet`, and
-  loading a trained lung-extractor checkpoint is not wired in yet.
+* ``"classical"`` (:mod:`.classical`, :class:`ClassicalLungExtractor`): threshold + morphology,
+  no weights, tumours touching the wall or mediastinum filled in. The default.
+* ``"coordunet"``: the paper's trained Coordinate-UNet 3D extractor (ref. [31]), a lung model
+  file run through the inference :class:`~rrcunet.inference.Predictor`; it lives in
+  :mod:`rrcunet.inference.predictor`, which also holds :func:`~rrcunet.inference.make_lung_extractor`,
+  the one place where a method name becomes an extractor.
+
+Preprocessing never picks an extractor: it takes the lung region as an argument.
 
 Example::
 
-    from rrcunet.io import read_image, write_volume
-    from rrcunet.lungmask import extract_lungs
+    from rrcunet.io import read_image
+    from rrcunet.lungmask import ClassicalLungExtractor, extract_lungs
     lungs = extract_lungs(read_image("ct.nii.gz"))                 # 0/1 Volume on the CT grid
-    lungs = extract_lungs(ct, method="classical", fill_radius_mm=20)
+    lungs = ClassicalLungExtractor(ClassicalLungConfig(fill_radius_mm=20))(ct)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from rrcunet.errors import ConfigError
 from rrcunet.io.volume import Volume
 from rrcunet.lungmask.classical import ClassicalLungConfig, extract_lungs_classical
 
 
+class LungExtractor(Protocol):
+    """Anything that maps a CT (HU) to its lung region: a 0/1 uint8 label Volume on the CT's grid."""
+
+    name: str
+
+    def __call__(self, ct: Volume) -> Volume: ...
+
+
+@dataclass(frozen=True)
+class ClassicalLungExtractor:
+    """The classical extractor (:func:`extract_lungs_classical`) as a :class:`LungExtractor`."""
+
+    config: ClassicalLungConfig = ClassicalLungConfig()
+    name: str = "classical"
+
+    def __call__(self, ct: Volume) -> Volume:
+        return extract_lungs_classical(ct, self.config)
+
+
 @dataclass(frozen=True)
 class LungMaskMethod:
-    """One entry of :data:`LUNGMASK_METHODS`.
-
-    Args:
-        name: the key (``--method`` value).
-        summary: one line for ``--help``.
-        needs_model: True when the method needs a checkpoint (``model=`` / ``--model``).
-        run: ``run(ct, model=..., **options) -> Volume`` (0/1 label on ``ct``'s grid).
-    """
+    """One entry of :data:`LUNGMASK_METHODS`: the ``--method`` value, a line for ``--help``, and
+    whether it needs a model file (``--model`` / ``--lung-model``)."""
 
     name: str
     summary: str
     needs_model: bool
-    run: Callable[..., Volume]
 
 
-def _run_classical(ct: Volume, *, model: str | os.PathLike[str] | None = None, **options: Any) -> Volume:
-    if model is not None:
-        raise ConfigError("the 'classical' lung extractor takes no model; drop --model or use --method coordunet")
-    config = options.pop("config", None)
-    if config is not None and options:
-        raise ConfigError(f"pass either config= or individual options, not both (got {sorted(options)})")
-    if config is None:
-        valid = {f.name for f in dataclasses.fields(ClassicalLungConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise ConfigError(f"unknown option(s) {unknown} for the 'classical' lung extractor; "
-                              f"valid options: {sorted(valid)}")
-        config = ClassicalLungConfig(**options)
-    return extract_lungs_classical(ct, config)
-
-
-def _run_coordunet(ct: Volume, *, model: str | os.PathLike[str] | None = None, **options: Any) -> Volume:
-    """The trained Coordinate-UNet 3D lung extractor (paper ref. [31]).
-
-    ``model`` is a lung model file written by the trainer (task ``"lung"``, e.g. from the
-    ``cpu_lung`` config). The model runs through the same :class:`rrcunet.inference.Predictor` as
-    the tumour model: whole-scan preprocessing with the config stored in the model file, then
-    the exact inverse onto ``ct``'s grid. ``options`` may hold ``device``.
-    """
-    if model is None:
-        raise ConfigError("the 'coordunet' lung extractor needs --model PATH (a trained Coordinate-UNet "
-                          "lung model file); or use --method classical, which needs none")
-    # Imported here: rrcunet.inference imports this module.
-    from rrcunet.inference import InferenceConfig, Predictor
-
-    unknown = sorted(set(options) - {"device"})
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for the 'coordunet' lung extractor; valid options: ['device']")
-    predictor = Predictor.from_file(model, config=InferenceConfig(device=options.get("device", "cpu")))
-    if predictor.meta.task != "lung":
-        raise ConfigError(f"{model} is a {predictor.meta.task!r} model, not a lung model (task 'lung'); "
-                          "train one with `rrcunet train --config cpu_lung`")
-    labels = predictor.predict_volume(ct).labels
-    return Volume((labels.array > 0).astype("uint8"), ct.geometry, "label", {"source": ct.meta.get("source")})
-
-
-#: Registry of lung-extractor methods, read by the CLI (``--method`` choices) and by
-#: :func:`rrcunet.preprocessing.preprocess` (``PreprocessConfig.lung_method``).
+#: Registry of lung-extractor method names, read by the CLI's choices.
 LUNGMASK_METHODS: dict[str, LungMaskMethod] = {
-    "classical": LungMaskMethod("classical", "threshold + morphology, no weights (default)", False, _run_classical),
-    "coordunet": LungMaskMethod("coordunet", "trained Coordinate-UNet 3D (needs --model)", True, _run_coordunet),
+    "classical": LungMaskMethod("classical", "threshold + morphology, no weights (default)", False),
+    "coordunet": LungMaskMethod("coordunet", "trained Coordinate-UNet 3D (needs --model)", True),
 }
 
 
@@ -118,22 +91,37 @@ def check_method(method: str, model: str | os.PathLike[str] | None = None) -> Lu
 
 def extract_lungs(ct: Volume, *, method: str = "classical", model: str | os.PathLike[str] | None = None,
                   **options: Any) -> Volume:
-    """Lung region of ``ct`` as a 0/1 uint8 label Volume on exactly ``ct``'s grid.
+    """Lung region of ``ct`` by the classical extractor, as a 0/1 uint8 label Volume on ``ct``'s grid.
 
     Args:
         ct: chest CT in HU.
-        method: a key of :data:`LUNGMASK_METHODS` (``"classical"`` or ``"coordunet"``).
-        model: checkpoint path for methods that need one.
-        **options: method options, e.g. the fields of :class:`ClassicalLungConfig`
-            (``fill_radius_mm=20``) or ``config=ClassicalLungConfig(...)``.
+        method: ``"classical"``; a trained extractor (``"coordunet"``) is a network and is built
+            by :func:`rrcunet.inference.make_lung_extractor`.
+        model: must be ``None`` for the classical method.
+        **options: the fields of :class:`ClassicalLungConfig` (``fill_radius_mm=20``) or
+            ``config=ClassicalLungConfig(...)``.
 
     Raises:
         ConfigError: unknown method or option, or a missing/superfluous model.
     """
-    return check_method(method, model).run(ct, model=model, **options)
+    check_method(method, model)
+    if method != "classical":
+        raise ConfigError(f"the {method!r} lung extractor runs a trained network: build it with "
+                          f"rrcunet.inference.make_lung_extractor({method!r}, model=PATH)")
+    config = options.pop("config", None)
+    if config is not None and options:
+        raise ConfigError(f"pass either config= or individual options, not both (got {sorted(options)})")
+    if config is None:
+        valid = {f.name for f in dataclasses.fields(ClassicalLungConfig)}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown} for the 'classical' lung extractor; "
+                              f"valid options: {sorted(valid)}")
+        config = ClassicalLungConfig(**options)
+    return ClassicalLungExtractor(config)(ct)
 
 
 __all__ = [
-    "LUNGMASK_METHODS", "ClassicalLungConfig", "LungMaskMethod", "check_method", "extract_lungs",
-    "extract_lungs_classical",
+    "LUNGMASK_METHODS", "ClassicalLungConfig", "ClassicalLungExtractor", "LungExtractor", "LungMaskMethod",
+    "check_method", "extract_lungs", "extract_lungs_classical",
 ]

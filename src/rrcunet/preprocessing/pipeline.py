@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from rrcunet.config import config_from_dict
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.volume import Geometry, Volume
 from rrcunet.preprocessing.crop import CropStep, lung_crop_step
@@ -72,8 +73,6 @@ class PreprocessConfig:
         on_empty_lung: ``"error"`` (default) raises :class:`InputError` when the lung mask is
             empty; ``"full"`` falls back to the whole volume (no crop) and logs a warning.
         lung_interpolation: ``"linear"`` (trilinear then ≥ 0.5, default) or ``"nearest"``.
-        lung_method: extractor used when :func:`preprocess` gets no lung mask (a key of
-            :data:`rrcunet.lungmask.LUNGMASK_METHODS`).
         canonical_direction: target frame of the orientation step, row-major 3×3; identity (LPS).
     """
 
@@ -83,7 +82,6 @@ class PreprocessConfig:
     margin_mm: float | tuple[float, float, float] = 10.0
     on_empty_lung: Literal["error", "full"] = "error"
     lung_interpolation: Literal["linear", "nearest"] = "linear"
-    lung_method: str = "classical"
     canonical_direction: tuple[float, ...] = CANONICAL_DIRECTION
 
     def __post_init__(self) -> None:
@@ -165,27 +163,10 @@ class PreprocessRecord:
             raise InputError(f"preprocessing record version {data.get('version')!r} is not supported "
                              f"(expected {RECORD_VERSION})")
 
-        def geo(d: dict[str, Any]) -> Geometry:
-            return Geometry(tuple(d["shape"]), tuple(d["spacing"]), tuple(d["origin"]), tuple(d["direction"]))
-
-        o, c, r, cfg = data["orientation"], data["crop"], data["resample"], dict(data["config"])
-        for key in ("clip", "target_shape", "target_spacing", "canonical_direction"):
-            if cfg.get(key) is not None:
-                cfg[key] = tuple(cfg[key])
-        if not np.isscalar(cfg["margin_mm"]):
-            cfg["margin_mm"] = tuple(cfg["margin_mm"])
-        return cls(
-            original_geometry=geo(data["original_geometry"]),
-            orientation=OrientationStep(tuple(o["permutation"]), tuple(bool(f) for f in o["flips"]),
-                                        geo(o["input_geometry"]), geo(o["output_geometry"])),
-            intensity=IntensityStep(**data["intensity"]),
-            crop=CropStep(tuple(c["start"]), tuple(c["stop"]), geo(c["input_geometry"]),
-                          geo(c["output_geometry"]), bool(c["from_lung"]),
-                          tuple(tuple(bool(x) for x in pair) for pair in c["clipped"])),  # type: ignore[arg-type]
-            resample=ResampleStep(geo(r["input_geometry"]), geo(r["output_geometry"])),
-            config=PreprocessConfig(**cfg),
-            version=int(data["version"]),
-        )
+        try:
+            return config_from_dict(cls, data, where="preprocessing record")
+        except ConfigError as exc:
+            raise InputError(f"malformed preprocessing record: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -272,14 +253,14 @@ def plan(ct: Volume, lung: Volume, config: PreprocessConfig = PreprocessConfig()
     return PreprocessRecord(ct.geometry, orient, stats, crop, resample, config)
 
 
-def preprocess(ct: Volume, lung: Volume | None = None, *, label: Volume | None = None,
+def preprocess(ct: Volume, lung: Volume, *, label: Volume | None = None,
                config: PreprocessConfig = PreprocessConfig()) -> PreprocessedCase:
     """Apply §4.1 to a CT: orient, clip, z-normalise, crop to the lungs, resize; stack the lung channel.
 
     Args:
         ct: CT in HU, any orientation and spacing.
-        lung: lung-region mask on the CT grid (non-zero = lung). When None it is computed with
-            :func:`rrcunet.lungmask.extract_lungs` using ``config.lung_method``.
+        lung: lung-region mask on the CT grid (non-zero = lung), e.g. from a
+            :class:`rrcunet.lungmask.LungExtractor`; the caller chooses the extractor.
         label: optional ground-truth label map (0/1/2) on the CT grid, carried to the network grid
             with :func:`forward_label` (for training).
         config: a :class:`PreprocessConfig`.
@@ -291,10 +272,6 @@ def preprocess(ct: Volume, lung: Volume | None = None, *, label: Volume | None =
         InputError: the lung mask or label is on another grid, or the lung mask is empty (with
             ``on_empty_lung="error"``).
     """
-    if lung is None:
-        from rrcunet.lungmask import extract_lungs
-
-        lung = extract_lungs(ct, method=config.lung_method)
     if label is not None:
         _check_same_grid("label map", label, ct)
     record = plan(ct, lung, config)

@@ -30,15 +30,9 @@ from rrcunet.config import apply_overrides, config_from_dict, read_config_data
 from rrcunet.errors import ConfigError
 from rrcunet.losses import LossConfig
 from rrcunet.preprocessing import PreprocessConfig
+from rrcunet.tasks import Task, get_task
 
 CONFIG_VERSION = 1
-
-TASKS: dict[str, dict[str, Any]] = {
-    # task -> network in/out channels and the names of the output classes (index = class).
-    "tumour": {"in_channels": 2, "out_channels": 3, "labels": {0: "background", 1: "lung", 2: "tumour"},
-               "target_class": 2},
-    "lung": {"in_channels": 1, "out_channels": 2, "labels": {0: "background", 1: "lung"}, "target_class": 1},
-}
 
 
 @dataclass(frozen=True)
@@ -351,7 +345,7 @@ class TrainConfig:
             raise ConfigError(f"config version {self.version} is not supported (expected {CONFIG_VERSION})")
         clash = sorted({"in_channels", "out_channels"} & set(self.model.kwargs))
         for key in clash:
-            expected = TASKS[self.task][key]
+            expected = getattr(self.spec, key)
             if self.model.kwargs[key] != expected:
                 raise ConfigError(
                     f"model.kwargs.{key}={self.model.kwargs[key]} contradicts task {self.task!r}, which needs "
@@ -359,20 +353,25 @@ class TrainConfig:
                 )
 
     @property
+    def spec(self) -> Task:
+        """The :class:`~rrcunet.tasks.Task` named by :attr:`task`."""
+        return get_task(self.task)
+
+    @property
     def in_channels(self) -> int:
-        return int(TASKS[self.task]["in_channels"])
+        return self.spec.in_channels
 
     @property
     def out_channels(self) -> int:
-        return int(TASKS[self.task]["out_channels"])
+        return self.spec.out_channels
 
     @property
     def labels(self) -> dict[int, str]:
-        return dict(TASKS[self.task]["labels"])
+        return self.spec.labels
 
     @property
     def target_class(self) -> int:
-        return int(TASKS[self.task]["target_class"])
+        return self.spec.target_label
 
 
 def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

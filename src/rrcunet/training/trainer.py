@@ -54,17 +54,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
-from rrcunet.training.checkpoint import (
-    ModelMeta,
-    load_checkpoint,
-    load_weights,
-    make_model_meta,
-    restore_rng_state,
-    rng_state_bytes,
-    save_checkpoint,
-    write_model_file,
-    unflatten_optimizer_state,
-)
+from rrcunet.training.checkpoint import load_checkpoint, restore_rng_state, rng_state_bytes, save_checkpoint, unflatten_optimizer_state
+from rrcunet.models.model_file import ModelMeta, load_weights, make_model_meta, write_model_file
 from rrcunet.training.config import TrainConfig
 from rrcunet.config import config_to_dict, config_to_json
 from rrcunet.training.distributed import (

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rrcunet.errors import InputError
-from rrcunet.evaluation.metrics import dice_histogram as metrics_dice_histogram
+from rrcunet.scores import dice_histogram as metrics_dice_histogram
 from rrcunet.visualization._render import new_figure, save_png
 
 __all__ = ["DICE_BINS", "UNDEFINED", "dice_bins", "dice_histogram"]

@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from rrcunet.errors import InputError
 from rrcunet.io.volume import Geometry, Volume
+from rrcunet.tasks import TUMOUR_LABEL
 
 __all__ = [
     "DISPLAY_AXCODES",
@@ -44,7 +45,6 @@ __all__ = [
 #: Direction toward which display-frame array axes 0, 1, 2 increase (nibabel axis codes).
 DISPLAY_AXCODES: tuple[str, str, str] = ("L", "P", "S")
 
-TUMOUR_LABEL = 2
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
