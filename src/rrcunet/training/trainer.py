@@ -1,7 +1,8 @@
 """The training loop of §4.2: :func:`train` runs (or resumes) one run folder.
 
-Owns :func:`train`, :class:`TrainResult`, the epoch and validation steps
-(:func:`train_one_epoch`, :func:`evaluate`) and the run-folder layout::
+Owns :func:`train`, the :class:`Trainer` it runs on every process (the run in named steps),
+:class:`TrainResult`, the epoch and validation steps (:func:`train_one_epoch`, :func:`evaluate`)
+and the run-folder layout::
 
     RUN_DIR/
       config.json                  # the full resolved TrainConfig: alone it reproduces the run
@@ -40,8 +41,9 @@ import io
 import json
 import logging
 import math
+import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +54,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from rrcunet.config import config_to_dict, config_to_json
+from rrcunet.data.augment import build_transform
+from rrcunet.data.dataset import CachedCaseDataset, build_cache
+from rrcunet.data.manifest import DatasetManifest
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
-from rrcunet.training.checkpoint import load_checkpoint, restore_rng_state, rng_state_bytes, save_checkpoint, unflatten_optimizer_state
-from rrcunet.models.model_file import ModelMeta, load_weights, make_model_meta, write_model_file
-from rrcunet.training.config import TrainConfig
-from rrcunet.config import config_to_dict, config_to_json
+from rrcunet.losses import DeepSupervision, build_loss
+from rrcunet.models import build_model, model_defaults
+from rrcunet.models.model_file import load_weights, make_model_meta, write_model_file
+from rrcunet.scores import confusion_counts, overlap_scores
+from rrcunet.training.checkpoint import (
+    load_checkpoint,
+    restore_rng_state,
+    rng_state_bytes,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+from rrcunet.training.config import ScheduleConfig, TrainConfig
 from rrcunet.training.distributed import (
     DistContext,
     all_reduce_sum,
@@ -142,8 +156,6 @@ def derive_seed(*parts: int) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -160,7 +172,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     Raises:
         ConfigError: no dataset given, unknown model name or option.
     """
-    from rrcunet.models import model_defaults
 
     if config.data.dataset is None:
         raise ConfigError("data.dataset is not set: pass data.dataset=DIR, a prepared dataset folder "
@@ -280,28 +291,20 @@ def train_one_epoch(*, model: nn.Module, batches: Iterable[dict[str, Any]], n_ba
     happens only on the last batch of a group (``no_sync`` before).
     """
     model.train()
-    groups = accumulation_groups(n_batches, per_step)
     is_ddp = isinstance(model, DistributedDataParallel)
-    loss_sum = 0.0
-    seen = 0
-    it: Iterator[dict[str, Any]] = iter(batches)
+    scaler = scaler if scaler is not None and scaler.is_enabled() else None
+    loss_sum, seen = 0.0, 0
+    it = iter(batches)
     optimizer.zero_grad(set_to_none=True)
-    for size in groups:
+    for size in accumulation_groups(n_batches, per_step):
         for j in range(size):
-            batch = next(it)
-            image, label = _to_device(batch, device, channels_last)
-            sync = j == size - 1
-            ctx = model.no_sync() if (is_ddp and not sync) else contextlib.nullcontext()
-            with ctx:
+            image, label = _to_device(next(it), device, channels_last)
+            with model.no_sync() if is_ddp and j < size - 1 else contextlib.nullcontext():
                 with _autocast(device, amp):
                     logits = model(image)
                 # a list: a deeply supervised model's logits per scale (DeepSupervision casts each)
                 loss = loss_fn(logits if isinstance(logits, list) else logits.float(), label)
-                scaled = loss / size
-                if scaler is not None and scaler.is_enabled():
-                    scaler.scale(scaled).backward()
-                else:
-                    scaled.backward()
+                (loss / size if scaler is None else scaler.scale(loss / size)).backward()
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss is {value} at batch {seen}; lower optim.lr or use runtime.amp=none")
@@ -309,16 +312,15 @@ def train_one_epoch(*, model: nn.Module, batches: Iterable[dict[str, Any]], n_ba
             seen += 1
             if on_batch is not None:
                 on_batch(value)
-        if scaler is not None and scaler.is_enabled():
-            if grad_clip is not None:
+        if grad_clip is not None:
+            if scaler is not None:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is None:
+            optimizer.step()
+        else:
             scaler.step(optimizer)
             scaler.update()
-        else:
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return loss_sum, seen
 
@@ -380,12 +382,10 @@ def evaluate(*, model: nn.Module, batches: Iterable[dict[str, Any]], loss_fn: nn
              roi_size: tuple[int, int, int] | None = None) -> ValSums:
     """Validation sums over ``batches`` (whole volumes; sliding windows of ``roi_size`` if given).
 
-    Dice per case and class uses :func:`rrcunet.evaluation.metrics.confusion_counts` /
+    Dice per case and class uses :func:`rrcunet.scores.confusion_counts` /
     ``overlap_scores`` (an empty class in both prediction and truth scores 1).
     """
     from monai.inferers import sliding_window_inference
-
-    from rrcunet.evaluation.metrics import confusion_counts, overlap_scores
 
     model.eval()
     loss_sum, cases = 0.0, 0
@@ -415,8 +415,9 @@ def evaluate(*, model: nn.Module, batches: Iterable[dict[str, Any]], loss_fn: nn
 
 
 class _EarlyStopping:
-    def __init__(self, mode: str, patience: int, min_delta: float, state: dict[str, Any] | None = None) -> None:
-        self.mode, self.patience, self.min_delta = mode, patience, min_delta
+    def __init__(self, sched: ScheduleConfig, state: dict[str, Any] | None = None) -> None:
+        self.mode = "min" if sched.monitor == "val_loss" else "max"
+        self.patience, self.min_delta = sched.patience, sched.min_delta
         state = state or {}
         self.best = state.get("best")
         self.best_epoch = int(state.get("best_epoch", 0))
@@ -438,23 +439,6 @@ class _EarlyStopping:
 
     def state(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad": self.bad}
-
-
-def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any | None:
-    o = config.optim
-    if o.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.schedule.epochs, eta_min=o.min_lr)
-    if o.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=o.plateau_factor,
-                                                          patience=o.plateau_patience, min_lr=o.min_lr)
-    return None
-
-
-def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o = config.optim
-    cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
-    # foreach=False: the same (single-tensor) kernels on every device, for reproducible numbers.
-    return cls(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps, foreach=False)
 
 
 def _metric_columns(config: TrainConfig) -> list[str]:
@@ -481,11 +465,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    for folder in (run_dir, run_dir / "checkpoints"):
-        remove_stale_temporaries(folder)
-
-
 def _add_log_file(run_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -506,17 +485,6 @@ def _make_loader(dataset: Any, *, indices_sampler: Any, num_workers: int, batch_
     return DataLoader(dataset, batch_size=batch_size, sampler=indices_sampler, num_workers=workers,
                       worker_init_fn=worker_init_fn if workers else None, generator=generator,
                       pin_memory=pin, persistent_workers=False, drop_last=False)
-
-
-def _per_step_batches(config: TrainConfig, ctx: DistContext) -> int | None:
-    acc = config.schedule.accumulate
-    if acc == "all":
-        return None
-    per = ctx.world_size * config.schedule.batch_size
-    if acc % per:
-        raise ConfigError(f"schedule.accumulate={acc} is not a multiple of world size × batch size = {per}; "
-                          f"use a multiple of {per} or 'all'")
-    return acc // per
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
@@ -550,7 +518,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> 
         _on_rank0_first(ctx, lambda: _prepare_run_dir(run_dir, config, resume), "prepare the run folder")
         if ctx.is_main:
             handler = _add_log_file(run_dir)
-        return _run(config, run_dir, resume, ctx)
+        return Trainer(config, run_dir, ctx).fit(resume)
     finally:
         if handler is not None:
             logging.getLogger("rrcunet").removeHandler(handler)
@@ -574,7 +542,6 @@ def _on_rank0_first(ctx: DistContext, fn: Any, what: str) -> None:
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    from rrcunet.data.manifest import DatasetManifest
 
     # A wrong dataset path fails here, before the run folder holds a config that would make the
     # corrected command refuse the folder as an existing run.
@@ -589,7 +556,8 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
                              "`rrcunet train --config FILE -o RUN_DIR`")
         saved = json.loads(cfg_path.read_text(encoding="utf-8"))
         check_resume_config(saved, new, run_dir)
-        _remove_stale_temporaries(run_dir)
+        for folder in (run_dir, run_dir / "checkpoints"):
+            remove_stale_temporaries(folder)
     elif cfg_path.exists():
         raise InputError(f"{run_dir} already holds a run ({CONFIG_NAME} exists); continue it with "
                          f"`rrcunet train --resume {run_dir}`, or choose another -o folder")
@@ -598,267 +566,300 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     atomic_write_text(cfg_path, config_to_json(config))
 
 
-def _run(config: TrainConfig, run_dir: Path, resume: bool, ctx: DistContext) -> TrainResult:
-    from tqdm.auto import tqdm
+class Trainer:
+    """One process's share of a run, in steps that share their state as attributes. :meth:`fit` runs
+    them in the order the run draws its random numbers in: :meth:`setup_data`, :meth:`setup_model`,
+    :meth:`restore` (on resume), then per epoch :meth:`train_epoch`, :meth:`validate`, :meth:`end_epoch`."""
 
-    from rrcunet.data.augment import build_transform
-    from rrcunet.data.dataset import CachedCaseDataset, build_cache
-    from rrcunet.data.manifest import DatasetManifest
-    from rrcunet.losses import DeepSupervision, build_loss
-    from rrcunet.models import build_model
+    def __init__(self, config: TrainConfig, run_dir: Path, ctx: DistContext) -> None:
+        self.config, self.run_dir, self.ctx, self.device = config, run_dir, ctx, ctx.device
+        self.rt, self.sched = config.runtime, config.schedule
+        self.show = self.rt.progress and ctx.is_main
+        self.columns, self.target_name = _metric_columns(config), config.labels[config.target_class]
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch, self.stopped_early = 0, False
+        if self.rt.num_threads is not None:
+            torch.set_num_threads(self.rt.num_threads)
+        if self.rt.deterministic:
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
 
-    rt, sched = config.runtime, config.schedule
-    device = ctx.device
-    if rt.num_threads is not None:
-        torch.set_num_threads(rt.num_threads)
-    if rt.deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    show = rt.progress and ctx.is_main
+    def setup_data(self) -> None:
+        """Cache the dataset once (rank 0 preprocesses, the others wait and then only list the
+        files), and build the datasets, the training sampler and this rank's validation cases."""
 
-    # ---- data: cache once (rank 0 preprocesses, the others wait and then only list the files)
-    dataset_dir = Path(config.data.dataset)  # type: ignore[arg-type]
-    val_dir = dataset_dir if config.data.val_dataset is None else Path(config.data.val_dataset)
-    manifest = DatasetManifest.load(dataset_dir)
-    val_manifest = manifest if val_dir == dataset_dir else DatasetManifest.load(val_dir)
-    train_ids = list(manifest.split.train)[: config.data.max_train_cases]
-    val_ids = list(val_manifest.split.val)[: config.data.max_val_cases]
-    if val_manifest is not manifest and manifest.split.val:
-        logger.info("%s: its validation split is not used; validating on %s (data.val_dataset)", dataset_dir, val_dir)
-    if not train_ids:
-        raise InputError(f"{dataset_dir}: the manifest's split has no training case")
-    if not val_ids:
-        logger.warning("%s: no validation case; early stopping is off and the last epoch is kept as best", val_dir)
-    cache_kw = dict(preprocess_config=config.preprocess, task=config.task, lung_channel=config.data.lung_channel)
-    # (dataset folder, its cases, cache root): one entry, or two with a separate validation dataset
-    if val_dir == dataset_dir:
-        parts = [(dataset_dir, train_ids + val_ids, config.data.cache_dir)]
-    else:
-        val_cache = None if config.data.cache_dir is None else str(Path(config.data.cache_dir) / "val")
-        parts = [(dataset_dir, train_ids, config.data.cache_dir), (val_dir, val_ids, val_cache)]
+        config, ctx = self.config, self.ctx
+        dataset_dir = Path(config.data.dataset)  # type: ignore[arg-type]
+        val_dir = dataset_dir if config.data.val_dataset is None else Path(config.data.val_dataset)
+        manifest = DatasetManifest.load(dataset_dir)
+        val_manifest = manifest if val_dir == dataset_dir else DatasetManifest.load(val_dir)
+        self.train_ids = train_ids = list(manifest.split.train)[: config.data.max_train_cases]
+        self.val_ids = val_ids = list(val_manifest.split.val)[: config.data.max_val_cases]
+        if val_manifest is not manifest and manifest.split.val:
+            logger.info("%s: its validation split is not used; validating on %s (data.val_dataset)",
+                        dataset_dir, val_dir)
+        if not train_ids:
+            raise InputError(f"{dataset_dir}: the manifest's split has no training case")
+        if not val_ids:
+            logger.warning("%s: no validation case; early stopping is off and the last epoch is kept as best", val_dir)
+        cache_kw = dict(preprocess_config=config.preprocess, task=config.task, lung_channel=config.data.lung_channel)
+        # (dataset folder, its cases, cache root): one entry, or two with a separate validation dataset
+        if val_dir == dataset_dir:
+            parts = [(dataset_dir, train_ids + val_ids, config.data.cache_dir)]
+        else:
+            val_cache = None if config.data.cache_dir is None else str(Path(config.data.cache_dir) / "val")
+            parts = [(dataset_dir, train_ids, config.data.cache_dir), (val_dir, val_ids, val_cache)]
 
-    def cache_all(progress: bool) -> list[Any]:
-        return [c for root, ids, cache_dir in parts
-                for c in build_cache(root, ids, progress=progress, cache_dir=cache_dir, **cache_kw)]
+        def cache_all(progress: bool) -> list[Any]:
+            return [c for root, ids, cache_dir in parts
+                    for c in build_cache(root, ids, progress=progress, cache_dir=cache_dir, **cache_kw)]
 
-    _on_rank0_first(ctx, lambda: cache_all(show), "preprocess the dataset")
-    cached = cache_all(False)
-    train_cached, val_cached = cached[: len(train_ids)], cached[len(train_ids):]
-    with_lung = config.task == "tumour"
-    patch = config.data.patch_size
-    train_tf = build_transform(config.augment, train=True, with_lung=with_lung, patch_size=patch,
-                               patch_target_prob=config.data.patch_target_prob,
-                               patch_sampling=config.data.patch_sampling)
-    val_tf = build_transform(None, train=False, with_lung=with_lung)
-    train_ds = CachedCaseDataset(train_cached, transform=train_tf, with_lung=with_lung,
-                                 target_class=config.target_class, with_fg=patch is not None)
-    val_ds = CachedCaseDataset(val_cached, transform=val_tf, with_lung=with_lung)
-    hard_cases: HardCaseSampler | None = None
-    if config.data.hard_case_sampling > 0:
-        hard_cases = HardCaseSampler(len(train_ds), share=config.data.hard_case_sampling,
-                                     num_replicas=ctx.world_size, rank=ctx.rank, seed=rt.seed)
-    sampler: Any = hard_cases
-    if sampler is None:
-        sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                     seed=rt.seed, drop_last=False)
-    val_subset = Subset(val_ds, list(range(ctx.rank, len(val_ds), ctx.world_size)))
-    per_step = _per_step_batches(config, ctx)
+        _on_rank0_first(ctx, lambda: cache_all(self.show), "preprocess the dataset")
+        cached = cache_all(False)
+        with_lung, patch = config.task == "tumour", config.data.patch_size
+        self.train_tf = build_transform(config.augment, train=True, with_lung=with_lung, patch_size=patch,
+                                        patch_target_prob=config.data.patch_target_prob,
+                                        patch_sampling=config.data.patch_sampling)
+        val_tf = build_transform(None, train=False, with_lung=with_lung)
+        self.train_ds = CachedCaseDataset(cached[: len(train_ids)], transform=self.train_tf, with_lung=with_lung,
+                                          target_class=config.target_class, with_fg=patch is not None)
+        val_ds = CachedCaseDataset(cached[len(train_ids):], transform=val_tf, with_lung=with_lung)
+        self.hard_cases = (HardCaseSampler(len(self.train_ds), share=config.data.hard_case_sampling,
+                                           num_replicas=ctx.world_size, rank=ctx.rank, seed=self.rt.seed)
+                           if config.data.hard_case_sampling > 0 else None)
+        self.sampler: Any = self.hard_cases if self.hard_cases is not None else DistributedSampler(
+            self.train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=self.rt.seed, drop_last=False)
+        self.val_subset = Subset(val_ds, list(range(ctx.rank, len(val_ds), ctx.world_size)))
+        acc, per = config.schedule.accumulate, ctx.world_size * config.schedule.batch_size
+        if isinstance(acc, int) and acc % per:
+            raise ConfigError(f"schedule.accumulate={acc} is not a multiple of world size × batch size = {per}; "
+                              f"use a multiple of {per} or 'all'")
+        self.per_step = acc // per if isinstance(acc, int) else None  # batches per optimiser step (None: all)
 
-    # ---- model, loss, optimiser
-    seed_everything(rt.seed)
-    model = build_model(config.model.name, **config.model.kwargs).to(device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
-    net: nn.Module = model
-    if ctx.distributed:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    loss_fn = build_loss(config.loss)
-    if getattr(model, "deep_supervision", 0):
-        # not in the paper: the loss of every scale the model returns in training mode (1, 1/2, 1/4, ...)
-        loss_fn = DeepSupervision(loss_fn)
-    optimizer = _make_optimizer(config, model)
-    scheduler = _make_scheduler(config, optimizer)
-    scaler = torch.amp.GradScaler(device.type, enabled=rt.amp == "fp16") if rt.amp == "fp16" else None
-    model_meta = make_model_meta(model_name=config.model.name, model_kwargs=config.model.kwargs,
-                                 preprocess_config=config.preprocess, task=config.task,
-                                 labels=config.labels, mirror_axes=trained_mirror_axes(config),
-                                 extra={"run_dir": str(run_dir.resolve()),
-                                        # the predictor slides windows of this size, as validation does
-                                        "train_patch_size": list(patch) if patch else None})
-    mode = "min" if sched.monitor == "val_loss" else "max"
-    stopper = _EarlyStopping(mode, sched.patience, sched.min_delta)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    stopped_early = False
-    # Each rank's RNG stream (dropout, ...) starts from its own seed; the weights above do not
-    # depend on the rank (and DDP broadcasts rank 0's anyway).
-    seed_everything(derive_seed(rt.seed, 0, ctx.rank, 1))
+    def setup_model(self) -> None:
+        """The network (``net``: DDP-wrapped under torchrun), loss, optimiser, scheduler, AMP scaler
+        and early stopping; then this rank's own RNG stream."""
 
-    ckpt_path = run_dir / LAST_CHECKPOINT
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        load_weights(model, ckpt.model, source=str(ckpt_path))
-        optimizer.load_state_dict(unflatten_optimizer_state(ckpt.optimizer, ckpt.meta["optimizer"], optimizer))
-        if scheduler is not None and ckpt.meta.get("scheduler") is not None:
-            scheduler.load_state_dict(ckpt.meta["scheduler"])
-        if scaler is not None and ckpt.meta.get("scaler") is not None:
-            scaler.load_state_dict(ckpt.meta["scaler"])
-        trainer_state = ckpt.meta["trainer"]
-        history = list(trainer_state.get("history", []))
-        stopper = _EarlyStopping(mode, sched.patience, sched.min_delta, trainer_state.get("early_stopping"))
-        if hard_cases is not None:
-            hard_cases.load_state(trainer_state.get("hard_case_losses"))
+        config, rt, device = self.config, self.rt, self.device
+        seed_everything(rt.seed)
+        model = build_model(config.model.name, **config.model.kwargs).to(device)
+        if rt.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+        self.model = self.net = model
+        if self.ctx.distributed:
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.loss_fn = build_loss(config.loss)
+        if getattr(model, "deep_supervision", 0):
+            # not in the paper: the loss of every scale the model returns in training mode (1, 1/2, 1/4, ...)
+            self.loss_fn = DeepSupervision(self.loss_fn)
+        o, lrs = config.optim, torch.optim.lr_scheduler
+        # foreach=False: the same (single-tensor) kernels on every device, for reproducible numbers.
+        self.optimizer = opt = (torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW)(
+            model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, eps=o.eps, foreach=False)
+        self.scheduler: Any = None
+        if o.scheduler == "cosine":
+            self.scheduler = lrs.CosineAnnealingLR(opt, T_max=self.sched.epochs, eta_min=o.min_lr)
+        elif o.scheduler == "plateau":
+            self.scheduler = lrs.ReduceLROnPlateau(opt, mode="min", factor=o.plateau_factor,
+                                                   patience=o.plateau_patience, min_lr=o.min_lr)
+        self.scaler = torch.amp.GradScaler(device.type) if rt.amp == "fp16" else None
+        patch = config.data.patch_size
+        self.model_meta = make_model_meta(model_name=config.model.name, model_kwargs=config.model.kwargs,
+                                          preprocess_config=config.preprocess, task=config.task,
+                                          labels=config.labels, mirror_axes=trained_mirror_axes(config),
+                                          extra={"run_dir": str(self.run_dir.resolve())},
+                                          # the predictor slides windows of this size, as validation does
+                                          train_patch_size=patch)
+        self.stopper = _EarlyStopping(self.sched)
+        # Each rank's RNG stream (dropout, ...) starts from its own seed; the weights above do not
+        # depend on the rank (and DDP broadcasts rank 0's anyway).
+        seed_everything(derive_seed(rt.seed, 0, self.ctx.rank, 1))
+
+    def restore(self) -> None:
+        """Continue from the run's last checkpoint, if it has one: weights, optimiser, scheduler,
+        scaler, history, early stopping, hard-case losses and this rank's RNG states."""
+        ctx, sched, path = self.ctx, self.sched, self.run_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            if ctx.is_main:
+                logger.info("%s has no checkpoint yet: starting from epoch 1", self.run_dir)
+            return
+        ckpt = load_checkpoint(path)
+        load_weights(self.model, ckpt.model, source=str(path))
+        self.optimizer.load_state_dict(unflatten_optimizer_state(ckpt.optimizer, ckpt.meta["optimizer"],
+                                                                 self.optimizer))
+        if self.scheduler is not None and ckpt.meta.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt.meta["scheduler"])
+        if self.scaler is not None and ckpt.meta.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt.meta["scaler"])
+        state = ckpt.meta["trainer"]
+        self.history = list(state.get("history", []))
+        self.stopper = _EarlyStopping(sched, state.get("early_stopping"))
+        if self.hard_cases is not None:
+            self.hard_cases.load_state(state.get("hard_case_losses"))
         # Recomputed rather than restored, so that a resume with a larger schedule.patience or
         # schedule.early_stopping=false continues a run that had stopped early.
-        stopped_early = sched.early_stopping and stopper.should_stop
-        start_epoch = ckpt.epoch
+        self.stopped_early = sched.early_stopping and self.stopper.should_stop
+        self.start_epoch = ckpt.epoch
         if len(ckpt.rng) == ctx.world_size:
             restore_rng_state(ckpt.rng[ctx.rank])
         else:
             logger.warning("checkpoint holds RNG states of %d processes, this run has %d: reseeding from the "
                            "config seed (the run continues, but not bit-identically)", len(ckpt.rng), ctx.world_size)
-            seed_everything(derive_seed(rt.seed, start_epoch, ctx.rank, 1))
+            seed_everything(derive_seed(self.rt.seed, ckpt.epoch, ctx.rank, 1))
         if ctx.is_main:
-            logger.info("resuming %s after epoch %d", run_dir, start_epoch)
-    elif resume and ctx.is_main:
-        logger.info("%s has no checkpoint yet: starting from epoch 1", run_dir)
+            logger.info("resuming %s after epoch %d", self.run_dir, ckpt.epoch)
 
-    writer = None
-    if ctx.is_main and rt.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    def fit(self, resume: bool) -> TrainResult:
+        """Set up (and with ``resume`` restore), then run the epochs that remain."""
+        from tqdm.auto import tqdm
 
-        writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
-    columns = _metric_columns(config)
-    target_name = config.labels[config.target_class]
-    if ctx.is_main:
-        _write_metrics(run_dir / METRICS_NAME, columns, history)
-        n_params = sum(p.numel() for p in model.parameters())
-        logger.info("task %s, model %s (%d parameters), %d training / %d validation cases, device %s, world %d",
-                    config.task, config.model.name, n_params, len(train_ids), len(val_ids), device, ctx.world_size)
+        self.setup_data()
+        self.setup_model()
+        if resume:
+            self.restore()
+        config, ctx, sched = self.config, self.ctx, self.sched
+        self.writer: Any = None
+        if ctx.is_main and self.rt.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
 
-    elapsed0 = float(history[-1]["elapsed_s"]) if history else 0.0
-    t_run = time.perf_counter()
-    epoch_bar = tqdm(total=sched.epochs, initial=start_epoch, desc="epochs", unit="ep", disable=not show,
-                     dynamic_ncols=True)
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch + 1, sched.epochs + 1):
-            if stopped_early:
-                break
-            t0 = time.perf_counter()
-            # Data order, worker seeds and augmentation: functions of (seed, epoch, rank) only.
-            sampler.set_epoch(epoch)
-            train_tf.set_random_state(seed=derive_seed(rt.seed, epoch, ctx.rank, 2))
-            loader = _make_loader(train_ds, indices_sampler=sampler, num_workers=config.data.num_workers,
-                                  batch_size=sched.batch_size, seed=derive_seed(rt.seed, epoch, ctx.rank, 3),
-                                  pin=device.type == "cuda")
-            n_batches = len(loader)
-            step_bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="case", leave=False,
-                            disable=not show, dynamic_ncols=True)
+            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.start_epoch + 1)
+        if ctx.is_main:
+            _write_metrics(self.run_dir / METRICS_NAME, self.columns, self.history)
+            logger.info("task %s, model %s (%d parameters), %d training / %d validation cases, device %s, world %d",
+                        config.task, config.model.name, sum(p.numel() for p in self.model.parameters()),
+                        len(self.train_ids), len(self.val_ids), self.device, ctx.world_size)
+        self.elapsed0 = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
+        self.t_run = time.perf_counter()
+        self.epoch_bar = tqdm(total=sched.epochs, initial=self.start_epoch, desc="epochs", unit="ep",
+                              disable=not self.show, dynamic_ncols=True)
+        try:
+            for epoch in range(self.start_epoch + 1, sched.epochs + 1):
+                if self.stopped_early:
+                    break
+                t0 = time.perf_counter()
+                row = self.train_epoch(epoch)
+                validated = bool(self.val_ids) and (epoch % sched.val_every == 0 or epoch == sched.epochs)
+                if validated:
+                    row.update(self.validate())
+                self.end_epoch(row, validated, t0)
+        finally:
+            self.epoch_bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        barrier(ctx)
+        history, best_epoch = self.history, self.stopper.best_epoch
+        return TrainResult(run_dir=self.run_dir, epochs_completed=int(history[-1]["epoch"]) if history else 0,
+                           stopped_early=self.stopped_early, best_epoch=best_epoch,
+                           best_metrics=dict(next((r for r in history if r["epoch"] == best_epoch), {})),
+                           history=history, model=self.model.eval(), stopped_by=stop_reason(config, history))
 
-            batch_losses: list[float] = []
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch; returns its metrics row so far (``epoch``, ``train_loss`` of all ranks)."""
+        from tqdm.auto import tqdm
 
-            def _on_batch(value: float, _bar: Any = step_bar) -> None:
-                batch_losses.append(value)
-                _bar.update(1)
-                _bar.set_postfix(loss=f"{value:.4f}")
+        ctx, rt = self.ctx, self.rt
+        # Data order, worker seeds and augmentation: functions of (seed, epoch, rank) only.
+        self.sampler.set_epoch(epoch)
+        self.train_tf.set_random_state(seed=derive_seed(rt.seed, epoch, ctx.rank, 2))
+        loader = _make_loader(self.train_ds, indices_sampler=self.sampler, num_workers=self.config.data.num_workers,
+                              batch_size=self.sched.batch_size, seed=derive_seed(rt.seed, epoch, ctx.rank, 3),
+                              pin=self.device.type == "cuda")
+        n_batches = len(loader)
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="case", leave=False, disable=not self.show,
+                   dynamic_ncols=True)
+        batch_losses: list[float] = []
 
-            loss_sum, seen = train_one_epoch(
-                model=net, batches=loader, n_batches=n_batches, loss_fn=loss_fn, optimizer=optimizer, device=device,
-                per_step=per_step, scaler=scaler, amp=rt.amp, channels_last=rt.channels_last,
-                grad_clip=config.optim.grad_clip, on_batch=_on_batch)
-            step_bar.close()
-            if hard_cases is not None:
-                # the loader visited the sampler's draw in order, so batch k holds draws k*b .. k*b+b-1
-                hard_cases.record(batch_losses)
-                hard_cases.reduce_epoch(lambda t: all_reduce_sum(t, ctx))
-            tr = all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64), ctx)
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": float(tr[0] / max(tr[1], 1))}
+        def on_batch(value: float) -> None:
+            batch_losses.append(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}")
 
-            validate = bool(val_ids) and (epoch % sched.val_every == 0 or epoch == sched.epochs)
-            if validate:
-                val_loader = _make_loader(val_subset, indices_sampler=None, num_workers=config.data.num_workers,
-                                          batch_size=1, seed=0, pin=device.type == "cuda")
-                sums = evaluate(model=model, batches=val_loader, loss_fn=loss_fn, device=device,
-                                n_classes=config.out_channels, amp=rt.amp, channels_last=rt.channels_last,
-                                roi_size=patch)
-                row.update(val_metrics(reduce_val_sums(sums, ctx), config.labels, config.target_class))
-            if scheduler is not None:
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    if validate:
-                        scheduler.step(row["val_loss"])
-                else:
-                    scheduler.step()
-            row["lr"] = float(optimizer.param_groups[0]["lr"])
-            row["epoch_time_s"] = time.perf_counter() - t0
-            row["elapsed_s"] = elapsed0 + time.perf_counter() - t_run
+        loss_sum, seen = train_one_epoch(
+            model=self.net, batches=loader, n_batches=n_batches, loss_fn=self.loss_fn, optimizer=self.optimizer,
+            device=self.device, per_step=self.per_step, scaler=self.scaler, amp=rt.amp,
+            channels_last=rt.channels_last, grad_clip=self.config.optim.grad_clip, on_batch=on_batch)
+        bar.close()
+        if self.hard_cases is not None:
+            # the loader visited the sampler's draw in order, so batch k holds draws k*b .. k*b+b-1
+            self.hard_cases.record(batch_losses)
+            self.hard_cases.reduce_epoch(lambda t: all_reduce_sum(t, ctx))
+        tr = all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64), ctx)
+        return {"epoch": epoch, "train_loss": float(tr[0] / max(tr[1], 1))}
 
-            improved = False
-            if validate:
-                monitored = row["val_loss"] if sched.monitor == "val_loss" else row[f"val_dice_{target_name}"]
-                improved = stopper.update(monitored, epoch)
-                if sched.early_stopping and stopper.should_stop:
-                    stopped_early = True
-            elif not val_ids:
-                improved = True
-                stopper.best_epoch = epoch
-            history.append(row)
-            if sched.max_minutes is not None and not stopped_early:
-                # Every rank stops together: one rank over the budget stops them all.
-                over = torch.tensor([1.0 if row["elapsed_s"] >= 60.0 * sched.max_minutes else 0.0],
-                                    dtype=torch.float64)
-                if float(all_reduce_sum(over, ctx)[0]) > 0:
-                    stopped_early = True
-                    if ctx.is_main:
-                        logger.info("time budget: %.1f min used of schedule.max_minutes=%g; stopping after epoch %d",
-                                    row["elapsed_s"] / 60.0, sched.max_minutes, epoch)
+    def validate(self) -> dict[str, float]:
+        """The validation metrics (:func:`val_metrics`) of the cases of all ranks."""
+        config, rt = self.config, self.rt
+        loader = _make_loader(self.val_subset, indices_sampler=None, num_workers=config.data.num_workers,
+                              batch_size=1, seed=0, pin=self.device.type == "cuda")
+        sums = evaluate(model=self.model, batches=loader, loss_fn=self.loss_fn, device=self.device,
+                        n_classes=config.out_channels, amp=rt.amp, channels_last=rt.channels_last,
+                        roi_size=config.data.patch_size)
+        return val_metrics(reduce_val_sums(sums, self.ctx), config.labels, config.target_class)
 
-            # The checkpoint first, then files derived from it (see the module docstring).
-            rng = gather_bytes(rng_state_bytes(), ctx)
-            if ctx.is_main:
-                trainer_state = {"history": history, "early_stopping": stopper.state(),
-                                 "stopped_early": stopped_early}
-                if hard_cases is not None:
-                    trainer_state["hard_case_losses"] = hard_cases.state()
-                save_checkpoint(ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                epoch=epoch, config=config_to_dict(config), trainer_state=trainer_state, rng=rng,
-                                model_meta=model_meta)
-                if improved:
-                    _save_best(run_dir, model, config, epoch, row, model_meta)
-                _write_metrics(run_dir / METRICS_NAME, columns, history)
-                if writer is not None:
-                    for k, v in row.items():
-                        if k != "epoch" and v is not None:
-                            writer.add_scalar(k, v, epoch)
-                    writer.flush()
-                postfix = {"loss": f"{row['train_loss']:.4f}"}
-                if validate:
-                    postfix["val"] = f"{row['val_loss']:.4f}"
-                    postfix["dice"] = f"{row[f'val_dice_{target_name}']:.3f}"
-                epoch_bar.set_postfix(postfix)
-                epoch_bar.update(1)
-                logger.info("epoch %d/%d %s", epoch, sched.epochs,
-                            " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch" and v is not None))
-                if stopped_early and stopper.should_stop:
-                    logger.info("early stopping: %s has not improved for %d validations (best %.4g at epoch %d)",
-                                sched.monitor, sched.patience, stopper.best, stopper.best_epoch)
-    finally:
-        epoch_bar.close()
-        if writer is not None:
-            writer.close()
-    barrier(ctx)
-    completed = int(history[-1]["epoch"]) if history else 0
-    best_epoch = stopper.best_epoch
-    best_row = next((r for r in history if r["epoch"] == best_epoch), {})
-    return TrainResult(run_dir=run_dir, epochs_completed=completed, stopped_early=stopped_early,
-                       best_epoch=best_epoch, best_metrics=dict(best_row), history=history, model=model.eval(),
-                       stopped_by=stop_reason(config, history))
+    def end_epoch(self, row: dict[str, Any], validated: bool, t0: float) -> None:
+        """Finish the epoch of ``row`` (begun at ``t0``): scheduler, early stopping, history, time budget,
+        :meth:`save_checkpoint`, then (rank 0) metrics.csv, TensorBoard, the progress bar and the log."""
+        ctx, sched, stopper, epoch = self.ctx, self.sched, self.stopper, row["epoch"]
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if validated:
+                self.scheduler.step(row["val_loss"])
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        row["epoch_time_s"] = time.perf_counter() - t0
+        row["elapsed_s"] = self.elapsed0 + time.perf_counter() - self.t_run
+        improved = not self.val_ids  # without validation cases, every epoch is the best so far
+        if validated:
+            monitored = row["val_loss"] if sched.monitor == "val_loss" else row[f"val_dice_{self.target_name}"]
+            improved = stopper.update(monitored, epoch)
+            self.stopped_early = sched.early_stopping and stopper.should_stop
+        elif improved:
+            stopper.best_epoch = epoch
+        self.history.append(row)
+        if sched.max_minutes is not None and not self.stopped_early:
+            # Every rank stops together: one rank over the budget stops them all.
+            over = torch.tensor([1.0 if row["elapsed_s"] >= 60.0 * sched.max_minutes else 0.0], dtype=torch.float64)
+            if float(all_reduce_sum(over, ctx)[0]) > 0:
+                self.stopped_early = True
+                if ctx.is_main:
+                    logger.info("time budget: %.1f min used of schedule.max_minutes=%g; stopping after epoch %d",
+                                row["elapsed_s"] / 60.0, sched.max_minutes, epoch)
+        # The checkpoint first, then files derived from it (see the module docstring).
+        self.save_checkpoint(epoch, row, improved)
+        if not ctx.is_main:
+            return
+        _write_metrics(self.run_dir / METRICS_NAME, self.columns, self.history)
+        scalars = {k: v for k, v in row.items() if k != "epoch" and v is not None}
+        if self.writer is not None:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, epoch)
+            self.writer.flush()
+        postfix = {"loss": f"{row['train_loss']:.4f}"}
+        if validated:
+            postfix.update(val=f"{row['val_loss']:.4f}", dice=f"{row[f'val_dice_{self.target_name}']:.3f}")
+        self.epoch_bar.set_postfix(postfix)
+        self.epoch_bar.update(1)
+        logger.info("epoch %d/%d %s", epoch, sched.epochs, " ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+        if self.stopped_early and stopper.should_stop:
+            logger.info("early stopping: %s has not improved for %d validations (best %.4g at epoch %d)",
+                        sched.monitor, sched.patience, stopper.best, stopper.best_epoch)
 
-
-def _save_best(run_dir: Path, model: nn.Module, config: TrainConfig, epoch: int, row: dict[str, Any],
-               meta: ModelMeta) -> None:
-    best_meta = dataclasses.replace(meta, extra=dict(meta.extra, epoch=epoch, metrics=row))
-    write_model_file(run_dir / BEST_MODEL, model, best_meta)
-    info = {"epoch": epoch, "metrics": row, "model": BEST_MODEL, "monitor": config.schedule.monitor,
-            "model_meta": meta.to_dict()}
-    atomic_write_text(run_dir / BEST_INFO, json.dumps(info, indent=2) + "\n")
+    def save_checkpoint(self, epoch: int, row: dict[str, Any], improved: bool) -> None:
+        """Write (rank 0) the whole training state after ``epoch``, and if ``improved`` the model
+        file of this epoch as the best. Every rank calls it: it gathers their RNG states."""
+        rng = gather_bytes(rng_state_bytes(), self.ctx)
+        if not self.ctx.is_main:
+            return
+        state = {"history": self.history, "early_stopping": self.stopper.state(), "stopped_early": self.stopped_early}
+        if self.hard_cases is not None:
+            state["hard_case_losses"] = self.hard_cases.state()
+        save_checkpoint(self.run_dir / LAST_CHECKPOINT, model=self.model, optimizer=self.optimizer,
+                        scheduler=self.scheduler, scaler=self.scaler, epoch=epoch, config=config_to_dict(self.config),
+                        trainer_state=state, rng=rng, model_meta=self.model_meta)
+        if improved:
+            meta = self.model_meta
+            write_model_file(self.run_dir / BEST_MODEL, self.model,
+                             dataclasses.replace(meta, extra=dict(meta.extra, epoch=epoch, metrics=row)))
+            info = {"epoch": epoch, "metrics": row, "model": BEST_MODEL, "monitor": self.sched.monitor,
+                    "model_meta": meta.to_dict()}
+            atomic_write_text(self.run_dir / BEST_INFO, json.dumps(info, indent=2) + "\n")
