@@ -111,3 +111,41 @@ def test_network_options_keep_the_grid(cli_model, cli_chest, tmp_path, extra):
     assert _predict(tmp_path / "c.nii.gz", "-o", tmp_path / "out", "--model", cli_model, *extra) == 0
     seg = read_image(tmp_path / "out" / "c_seg.nii.gz", kind="label")
     assert seg.geometry == read_image(tmp_path / "c.nii.gz").geometry
+
+
+def test_option_defaults_are_the_config_defaults():
+    from rrcunet.cli.cmd_predict import inference_config
+    from rrcunet.cli.main import build_parser
+    from rrcunet.inference import InferenceConfig
+
+    for command in (["predict", "ct.nii.gz", "-o", "out"], ["demo"]):
+        assert inference_config(build_parser().parse_args(command)) == InferenceConfig()
+
+
+def test_device_cuda_index(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from rrcunet.cli.cmd_predict import inference_config
+    from rrcunet.cli.main import build_parser
+    from rrcunet.errors import ConfigError
+
+    def parse(device):
+        return build_parser().parse_args(["predict", "ct.nii.gz", "-o", "out", "--device", device])
+
+    for bad in ("gpu", "cuda:", "cuda:x", "cuda:-1", "cuda1", "CPU"):
+        with pytest.raises(SystemExit) as exc:
+            parse(bad)
+        assert exc.value.code == 2 and "expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    for good in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        assert parse(good).device == good
+    # Without that GPU: a one-line usage error before any model is loaded.
+    assert main(["predict", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "out"), "--device", "cuda:99"]) == 2
+    assert "--device cuda:99: PyTorch sees" in capsys.readouterr().err
+    # With it: GPU N becomes PyTorch's current device, which "cuda" then means.
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert inference_config(parse("cuda:1")).device == "cuda" and chosen == [1]
+    with pytest.raises(ConfigError, match="sees 2 CUDA device"):
+        inference_config(parse("cuda:2"))

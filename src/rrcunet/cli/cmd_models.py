@@ -34,19 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rrcunet.formatting import table
     from rrcunet.models import MODEL_REGISTRY
     from rrcunet.models.summary import format_parameter_table, parameter_table
 
     if args.base < 1:
         raise ConfigError(f"--base {args.base} is invalid: expected a positive number of filters, e.g. 32")
     if args.params:
-        print(format_parameter_table(parameter_table(base_filters=args.base), markdown=args.markdown))
+        print(format_parameter_table(parameter_table(base_filters=args.base), markdown=args.markdown), end="")
         return 0
     rows = [(s.name, s.cls.__name__, s.summary) for s in MODEL_REGISTRY.values()]
     if args.markdown:
-        print("| name | class | description |\n|---|---|---|")
-        print("\n".join(f"| {n} | {c} | {d} |" for n, c, d in rows))
-    else:
+        print(table([{"name": n, "class": c, "description": d} for n, c, d in rows]), end="")
+    else:  # no header: one model a line
         w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
         print("\n".join(f"{n:<{w0}}  {c:<{w1}}  {d}" for n, c, d in rows))
     return 0

@@ -14,24 +14,39 @@ Exit status: 0 when every case succeeded (or was already complete), 3 when any c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import re
 import sys
 from typing import Any
+
+from rrcunet.errors import ConfigError
 
 EXIT_CASE_FAILED = 3
 
 
+def device_arg(text: str) -> str:
+    """``--device``: one of :data:`rrcunet.inference.config.DEVICES` or ``cuda:N`` (as ``rrcunet train``)."""
+    from rrcunet.inference.config import DEVICES
+
+    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N (e.g. cuda:1), not {text!r}")
+
+
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """The options shared by ``predict`` and ``demo`` (model, lung extractor, how to run)."""
+    """The options shared by ``predict`` and ``demo`` (model, lung extractor, how to run); the
+    defaults are those of :class:`~rrcunet.inference.InferenceConfig` and its ``PostprocessConfig``."""
+    from rrcunet.inference.config import InferenceConfig, PostprocessConfig
     from rrcunet.lungmask import LUNGMASK_METHODS
 
     p.add_argument("--model", metavar="PATH",
                    help="model file (.safetensors from `rrcunet train`); default: the bundled demo model")
-    p.add_argument("--lung-method", choices=sorted(LUNGMASK_METHODS), default="classical",
-                   help="lung-region extractor for the lung input channel (default: classical)")
+    p.add_argument("--lung-method", choices=sorted(LUNGMASK_METHODS),
+                   help="lung-region extractor for the lung input channel (default: %(default)s)")
     p.add_argument("--lung-model", metavar="PATH", help="lung model file for --lung-method coordunet")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where to run the network (default: auto = CUDA if available)")
+    p.add_argument("--device", type=device_arg, metavar="{auto,cpu,cuda,cuda:N}",
+                   help="where to run the network; cuda:N = GPU N (default: %(default)s = CUDA if available)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
     p.add_argument("--channels-last", action="store_true",
                    help="run the network in channels_last_3d memory layout (faster for the paper-size network "
@@ -44,27 +59,41 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="run at native resolution with MONAI sliding-window inference instead of the fixed resize")
     p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
                    help="sliding-window size in voxels (default: the model's training input shape)")
-    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction (default 0.25)")
+    p.add_argument("--overlap", type=float, help="sliding-window overlap fraction (default %(default)s)")
     p.add_argument("--target-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="with --sliding-window: network voxel size in mm (default: the CT's own spacing)")
-    p.add_argument("--min-tumour-ml", type=float, default=None, metavar="N",
+    p.add_argument("--min-tumour-ml", type=float, metavar="N",
                    help="drop predicted tumour components smaller than N mL (0 keeps all; default: the value "
                         "the model file records, chosen on validation data by `rrcunet experiment postprocess`, "
                         "else 0)")
     p.add_argument("--keep-outside-lung", action="store_true",
                    help="keep tumour components with no voxel in the lung region (dropped by default)")
+    p.set_defaults(**{f.name: f.default for c in (InferenceConfig, PostprocessConfig) for f in dataclasses.fields(c)
+                      if f.default is not dataclasses.MISSING})
+
+
+def _select_cuda(device: str) -> str:
+    """``cuda:N``: make GPU N PyTorch's current device and return ``"cuda"``, which then runs on it
+    (:class:`~rrcunet.inference.InferenceConfig` names no index)."""
+    import torch
+
+    index, count = int(device[len("cuda:"):]), torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        raise ConfigError(f"--device {device}: PyTorch sees {count} CUDA device(s), numbered from 0; "
+                          "use another index, cpu or auto")
+    torch.cuda.set_device(index)
+    return "cuda"
 
 
 def inference_config(args: argparse.Namespace) -> Any:
     from rrcunet.inference import InferenceConfig, PostprocessConfig
 
-    return InferenceConfig(
-        device=args.device, bf16=args.bf16, tta=args.tta, sliding_window=args.sliding_window,
-        channels_last=args.channels_last, roi_size=tuple(args.roi_size) if args.roi_size else None, overlap=args.overlap,
-        target_spacing=tuple(args.target_spacing) if args.target_spacing else None,
-        lung_method=args.lung_method, lung_model=args.lung_model,
-        postprocess=PostprocessConfig(min_tumour_ml=args.min_tumour_ml, keep_outside_lung=args.keep_outside_lung),
-    )
+    def given(cls: type) -> dict[str, Any]:
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+    device = _select_cuda(args.device) if args.device.startswith("cuda:") else args.device
+    return InferenceConfig(**given(InferenceConfig) | {"device": device,
+                                                       "postprocess": PostprocessConfig(**given(PostprocessConfig))})
 
 
 def register(subparsers: Any) -> None:

@@ -42,12 +42,12 @@ import numpy as np
 from rrcunet import __version__
 from rrcunet.errors import InputError
 from rrcunet.evaluation.metrics import CaseMetrics, EvaluationSummary, evaluate_volumes, summarize
+from rrcunet.formatting import table
 from rrcunet.io.atomic import atomic_write_text, json_safe
+from rrcunet.io.image import ITK_SUFFIXES, image_suffix
 
 logger = logging.getLogger(__name__)
 
-#: Suffixes accepted for label and image files (lower case, longest first).
-SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 PRED_SUFFIX = "_seg"
 
 #: The summary table: (table, metric, CaseMetrics/aggregate field, pooled too?). Names follow
@@ -105,7 +105,7 @@ class FolderEvaluation:
     n_ground_truth_without_prediction: int = 0
 
     def summary_markdown(self) -> str:
-        return markdown_table(summary_rows(self.summary))
+        return table(summary_rows(self.summary))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,16 +113,13 @@ class FolderEvaluation:
 
 
 def _strip_suffix(name: str) -> tuple[str, str] | None:
-    low = name.lower()
-    for s in SUFFIXES:
-        if low.endswith(s):
-            return name[: len(name) - len(s)], s
-    return None
+    s = image_suffix(name)
+    return (name[: len(name) - len(s)], s) if s else None
 
 
 def _find(folder: Path, stems: Sequence[str]) -> Path | None:
     for stem in stems:
-        for s in SUFFIXES:
+        for s in ITK_SUFFIXES:
             p = folder / f"{stem}{s}"
             if p.is_file():
                 return p
@@ -246,24 +243,6 @@ def summary_rows(summary: EvaluationSummary) -> list[dict[str, Any]]:
     rows.append({"table": "Surface (tumour)", "metric": "HD95 tumour, median (mm)",
                  "mean of cases": mc.tumour_hd95_mm_median, "voxel-pooled": math.nan})
     return rows
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "n/a"
-        if math.isinf(v):
-            return "inf"
-        return f"{v:.4f}"
-    return str(v)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A GitHub-flavoured Markdown table of ``rows`` (columns = keys of the first row)."""
-    cols = list(rows[0]) if rows else []
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -412,7 +391,7 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
              "Definitions: docs/metrics.md."]
     if unmatched:
         notes.append(f"Not scored (no ground truth): {', '.join(unmatched)}.")
-    md = f"# {title}\n\n" + markdown_table(rows) + "\n" + "\n\n".join(notes) + "\n"
+    md = f"# {title}\n\n" + table(rows) + "\n" + "\n\n".join(notes) + "\n"
     files["summary_md"] = atomic_write_text(out / "summary.md", md)
     files["histogram"] = dice_histogram(_histogram_values(cases), out / "dice_histogram.png")
     details = {"predictions": str(Path(pred_dir)), "ground truth": str(Path(gt_dir)), "cases": len(cases),

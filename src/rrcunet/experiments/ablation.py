@@ -43,6 +43,7 @@ import numpy as np
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.evaluation.evaluate import csv_text
 from rrcunet.experiments.config import ExperimentConfig, experiment_to_dict, train_data_for_run
+from rrcunet.formatting import MISSING, number, table
 from rrcunet.io.atomic import atomic_write_text, json_safe
 
 logger = logging.getLogger(__name__)
@@ -296,15 +297,12 @@ def summarise_runs(runs: list[RunRecord], variants: tuple[str, ...]) -> list[dic
 
 
 def _pm(mean: float, sd: float, digits: int = 4) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    text = number(mean, digits)
+    return text if math.isnan(mean) or math.isnan(sd) else f"{text} ± {number(sd, digits)}"
 
 
-def _table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines) + "\n"
+def _table(header: list[str], body: list[list[Any]]) -> str:
+    return table([dict(zip(header, row)) for row in body], header)
 
 
 def ablation_markdown(result: AblationResult, *, composition: dict[str, int] | None = None,
@@ -314,7 +312,7 @@ def ablation_markdown(result: AblationResult, *, composition: dict[str, int] | N
     sched = cfg.train.get("schedule", {})
     first = result.runs[0] if result.runs else None
     scored = (json.loads((first.report_dir / "summary.json").read_text(encoding="utf-8")).get("n_cases")
-              if first and (first.report_dir / "summary.json").is_file() else "n/a")
+              if first and (first.report_dir / "summary.json").is_file() else MISSING)
     n_seeds = len(cfg.seeds)
     lines = [
         f"# Block ablation (Table 5 analogue): {cfg.name}\n",
@@ -334,12 +332,12 @@ def ablation_markdown(result: AblationResult, *, composition: dict[str, int] | N
                  "(≈ voxel accuracy, dominated by background); Dice / IoU tumour = label 2. *Mean of cases*: "
                  "per-case scores averaged (cases with no tumour in truth nor prediction left out of the tumour "
                  "columns); *voxel-pooled*: TP/FP/FN summed over cases first.\n")
+    cols = ["block"] + [c for c, _ in TABLE5_COLUMNS]
     for heading, section in AGGREGATIONS:
-        body = []
-        for row in result.rows:
-            body.append([VARIANT_LABELS.get(row["variant"], row["variant"])]
-                        + [_pm(row[f"{section}/{k}"], row[f"{section}/{k}_sd"]) for _, k in TABLE5_COLUMNS])
-        lines += [f"## Table 5, {heading}\n", _table(["block"] + [c for c, _ in TABLE5_COLUMNS], body)]
+        body = [[VARIANT_LABELS.get(row["variant"], row["variant"])]
+                + [_pm(row[f"{section}/{k}"], row[f"{section}/{k}_sd"]) for _, k in TABLE5_COLUMNS]
+                for row in result.rows]
+        lines += [f"## Table 5, {heading}\n", _table(cols, body)]
     body = [[VARIANT_LABELS.get(r["variant"], r["variant"]), f"{r['parameters']:,}",
              _pm(r["wall_time_min"], r["wall_time_min_sd"], 1), _pm(r["epochs"], r["epochs_sd"], 1),
              _pm(r["best_epoch"], r["best_epoch_sd"], 1), r["stopped_by"]] for r in result.rows]
@@ -347,17 +345,17 @@ def ablation_markdown(result: AblationResult, *, composition: dict[str, int] | N
               "Training wall time = the trainer's `elapsed_s` after the last epoch (resumes add up; data caching and "
               "scoring excluded).\n",
               _table(["block", "parameters", "training wall time (min)", "epochs", "best epoch", "stopped by"], body)]
-    body = [[VARIANT_LABELS[v]] + ["-" if x is None else f"{x:.4f}" for x in vals] for v, vals in PAPER_TABLE5.items()]
+    body = [[VARIANT_LABELS[v], *("-" if x is None else x for x in vals)] for v, vals in PAPER_TABLE5.items()]
     lines += ["## The paper's Table 5 (for reference, not comparable)\n",
               "Real CTs, validation split, 1000-epoch GPU training; two of its cells contradict each other "
               "(tumour IoU above tumour Dice, docs/metrics.md §5).\n",
-              _table(["block"] + [c for c, _ in TABLE5_COLUMNS], body)]
+              _table(cols, body)]
     lines.append("## Runs\n")
     lines.append(_table(["run", "parameters", "wall time (min)", "epochs", "best epoch", "Dice tumour (cases)",
                          "Dice tumour (pooled)", "trained now"],
-                        [[r.name, f"{r.parameters:,}", f"{r.wall_time_s / 60:.1f}", str(r.epochs_completed),
-                          str(r.best_epoch), _pm(r.metrics.get("mean_of_cases/tumour_dice", math.nan), math.nan),
-                          _pm(r.metrics.get("voxel_pooled/tumour_dice", math.nan), math.nan),
+                        [[r.name, f"{r.parameters:,}", number(r.wall_time_s / 60, 1), r.epochs_completed,
+                          r.best_epoch, r.metrics.get("mean_of_cases/tumour_dice", math.nan),
+                          r.metrics.get("voxel_pooled/tumour_dice", math.nan),
                           "yes" if r.trained_now else "no (finished before)"] for r in result.runs]))
     if analysis_rel:
         lines.append(f"Tumour Dice by size and location, Tables 3–4 and Figure 7 of "

@@ -45,6 +45,7 @@ from rrcunet.experiments.lesions import (
     size_bin,
     size_bin_labels,
 )
+from rrcunet.formatting import MISSING, table
 from rrcunet.io.atomic import atomic_write_text
 from rrcunet.tasks import TUMOUR_LABEL
 
@@ -119,21 +120,6 @@ def collect_lesions(pred_dir: str | Path, dataset_dir: str | Path, *, progress: 
 # tables
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return "" if v is None else str(v).lower()
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
-    return str(v)
-
-
-def _md(rows: Sequence[dict[str, Any]]) -> str:
-    cols = list(rows[0]) if rows else []
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def group_rows(groups: Sequence[GroupStats], first: str) -> list[dict[str, Any]]:
     """Table rows of group statistics (``first`` names the group column)."""
     return [{first: g.group, "lesions": g.n, "detected": g.n_detected, "Dice mean": g.dice_mean,
@@ -143,12 +129,12 @@ def group_rows(groups: Sequence[GroupStats], first: str) -> list[dict[str, Any]]
 
 def cross_rows(lesions: Sequence[LesionScore], size_bins_ml: Sequence[float]) -> list[dict[str, Any]]:
     """Rows of the size × location table: mean lesion Dice (number of lesions) per cell."""
-    table = cross_table(lesions, size_bins_ml=size_bins_ml)
+    grid = cross_table(lesions, size_bins_ml=size_bins_ml)
     rows = []
-    for loc, cells in table.items():
+    for loc, cells in grid.items():
         row: dict[str, Any] = {"location": loc}
         for b, g in cells.items():
-            row[b] = "–" if g.n == 0 else f"{g.dice_mean:.3f} ({g.n})"
+            row[b] = MISSING if g.n == 0 else f"{g.dice_mean:.3f} ({g.n})"
         rows.append(row)
     return rows
 
@@ -231,7 +217,7 @@ def _tables_3_4_markdown(summary: dict[str, Any]) -> str:
     for r in rows:
         for k in ("mean of cases", "voxel-pooled"):
             r[k] = math.nan if r[k] is None else float(r[k])
-    return _md(rows) if rows else "(no summary)\n"
+    return table(rows, digits=3) if rows else "(no summary)\n"
 
 
 def analysis_markdown(result_cases: Sequence[CaseLesions], summary: dict[str, Any], *, title: str,
@@ -249,10 +235,10 @@ def analysis_markdown(result_cases: Sequence[CaseLesions], summary: dict[str, An
         "## Tables 3 and 4 (analogues)\n",
         "Column names as docs/metrics.md §5 maps the paper's: IoU and F1 over the 3 labels are micro "
         "averages (≈ voxel accuracy), the 3-label Dice is the macro mean over the classes. Tumour scores "
-        f"over {mc.get('n_tumour_scored', 'n/a')} case(s) with tumour in the truth or the prediction.\n",
+        f"over {mc.get('n_tumour_scored', MISSING)} case(s) with tumour in the truth or the prediction.\n",
         _tables_3_4_markdown(summary),
         "## Figure 7 (analogue): per-case tumour Dice\n",
-        _md([{"bin": k, "cases": v} for k, v in hist.items()]) if hist else "(no histogram)\n",
+        table([{"bin": k, "cases": v} for k, v in hist.items()]) if hist else "(no histogram)\n",
     ]
     if report_rel:
         parts.append(f"Plot: `{report_rel}/dice_histogram.png`; full report: `{report_rel}/index.html`.\n")
@@ -260,13 +246,13 @@ def analysis_markdown(result_cases: Sequence[CaseLesions], summary: dict[str, An
         "## Tumour Dice by size (ground-truth lesion volume)\n",
         "Lesion Dice = 2|P∩G|/(|P|+|G|) per ground-truth lesion; *detected* = the prediction overlaps it; "
         "*pooled* = 2Σ|P∩G|/Σ(|P|+|G|) over the group; SD is the population SD. Bins hold their lower edge.\n",
-        _md(group_rows(group_lesions(lesions, by="size", size_bins_ml=size_bins_ml), "size")),
+        table(group_rows(group_lesions(lesions, by="size", size_bins_ml=size_bins_ml), "size"), digits=3),
         "## Tumour Dice by location\n",
         "Contact with the chest wall (costal, apical or diaphragmatic pleura) and with the mediastinum, as "
         "recorded by the phantom generator on its masks; `unknown` = no facts (real data).\n",
-        _md(group_rows(group_lesions(lesions, by="location", size_bins_ml=size_bins_ml), "location")),
+        table(group_rows(group_lesions(lesions, by="location", size_bins_ml=size_bins_ml), "location"), digits=3),
         "## Size × location: mean lesion Dice (lesions)\n",
-        _md(cross_rows(lesions, size_bins_ml)) if lesions else "(no lesion)\n",
+        table(cross_rows(lesions, size_bins_ml), digits=3) if lesions else "(no lesion)\n",
         f"![lesion Dice by size and location]({png_rel})\n",
     ]
     return "\n".join(parts)

@@ -34,19 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rrcunet.errors import InputError
+from rrcunet.io.image import image_suffix
 
 if TYPE_CHECKING:
     from rrcunet.data.manifest import DatasetManifest
 
 logger = logging.getLogger(__name__)
-
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def _suffix(name: str) -> str:
-    low = name.lower()
-    return next((s for s in _SUFFIXES if low.endswith(s)), Path(name).suffix)
-
 
 def _clean(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "dataset"
@@ -193,7 +186,7 @@ def merge_datasets(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.
                 src = m.resolve(r, src_rel)
                 if not src.is_file():
                     raise InputError(f"{r}: case {c.case_id} {what} file {src} is missing; re-run its import first")
-                dest_rel = f"{folder}/{cid}{_suffix(src.name)}"
+                dest_rel = f"{folder}/{cid}{image_suffix(src) or src.suffix}"
                 actions[place_file(src, out / dest_rel, link=link, reuse_copies=not overwrite)] += 1
                 rel[what] = dest_rel
             source = dict(c.source)

@@ -33,6 +33,7 @@ import numpy as np
 
 from rrcunet.errors import InputError
 from rrcunet.experiments.config import EvaluationConfig
+from rrcunet.formatting import table
 from rrcunet.io.atomic import atomic_write_text, json_safe
 
 logger = logging.getLogger(__name__)
@@ -185,27 +186,21 @@ class PostprocessSelection:
     model_out: Path | None
 
 
-def _fmt(v: float) -> str:
-    return "—" if math.isnan(v) else f"{v:.3f}"
-
-
 def selection_markdown(rows: Sequence[ThresholdScore], chosen: ThresholdScore, *, model: str, dataset: str,
                        subset: str) -> str:
+    body = [{"min tumour mL": f"{r.min_tumour_ml:g}" + (" **(chosen)**" if r is chosen else ""),
+             "Dice, mean of cases": r.dice_mean_of_cases, "mean, tumour-free cases as 1": r.dice_mean_empty_as_1,
+             "Dice, pooled": r.dice_pooled, "removed components": r.removed_components,
+             "of which touch tumour": r.removed_true_components, "tumour-free cases with tumour": r.false_alarm_cases,
+             "tumour cases missed": r.missed_cases} for r in rows]
     lines = [f"# Postprocessing chosen for {model}", "",
              f"Predicted with tumour outside the lung region dropped (as `rrcunet predict`), then scored on the "
              f"`{subset}` split of `{dataset}` ({chosen.cases} cases) for each smallest-tumour volume: "
              "predicted tumour components below it are dropped.", "",
-             "| min tumour mL | Dice, mean of cases | mean, tumour-free cases as 1 | Dice, pooled | removed "
-             "components | of which touch tumour | tumour-free cases with tumour | tumour cases missed |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        mark = " **(chosen)**" if r is chosen else ""
-        lines.append(f"| {r.min_tumour_ml:g}{mark} | {_fmt(r.dice_mean_of_cases)} | {_fmt(r.dice_mean_empty_as_1)} | "
-                     f"{_fmt(r.dice_pooled)} | {r.removed_components} | {r.removed_true_components} | "
-                     f"{r.false_alarm_cases} | {r.missed_cases} |")
-    lines += ["", "Chosen: the best mean of cases (cases with tumour in neither mask left out, as in "
-              "`rrcunet evaluate`); on a tie, the smallest threshold. The choice is made on these cases, so "
-              "its score here is optimistic: judge it on cases it was not chosen on.", ""]
+             table(body, digits=3, right=body[0]),  # every column right-aligned (rows hold threshold 0 at least)
+             "Chosen: the best mean of cases (cases with tumour in neither mask left out, as in "
+             "`rrcunet evaluate`); on a tie, the smallest threshold. The choice is made on these cases, so "
+             "its score here is optimistic: judge it on cases it was not chosen on.", ""]
     return "\n".join(lines)
 
 

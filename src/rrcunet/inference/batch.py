@@ -36,13 +36,12 @@ import numpy as np
 from rrcunet import __version__
 from rrcunet.errors import InputError, RRcUNetError
 from rrcunet.io.atomic import atomic_write_text, json_safe, remove_stale_temporaries
+from rrcunet.io.image import ITK_SUFFIXES, image_suffix, is_dicom_file
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = "rrcunet-prediction"
 SCHEMA_VERSION = 1
-#: File suffixes taken as one volume each (lower case, longest first).
-IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Folder names too generic to name a case: ``LUNG1-001/image`` becomes ``LUNG1-001_image``.
 GENERIC_FOLDER_NAMES = frozenset({"image", "images", "ct", "dicom", "series", "scan", "data", "input", "img"})
 _OUTPUT_NAME = re.compile(r"(_seg|_prob_[A-Za-z0-9]+)$")
@@ -96,14 +95,7 @@ class BatchReport:
 # discovery
 
 
-def _image_suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
-
-
 def _is_dicom(path: Path) -> bool:
-    from rrcunet.io.image import is_dicom_file
-
     return path.suffix.lower() in (".dcm", ".ima", ".dicom") or is_dicom_file(path)
 
 
@@ -117,7 +109,7 @@ def _clean_id(name: str) -> str:
 
 
 def _file_case_id(path: Path) -> str:
-    suffix = _image_suffix(path) or path.suffix
+    suffix = image_suffix(path) or path.suffix
     return _clean_id(path.name[: len(path.name) - len(suffix)] if suffix else path.name)
 
 
@@ -132,11 +124,11 @@ def _discover_one(path: Path) -> list[CaseInput]:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
     if path.is_file():
-        if _image_suffix(path):
+        if image_suffix(path):
             return [CaseInput(_file_case_id(path), path, False)]
         if _is_dicom(path):
             return [CaseInput(_folder_case_id(path.parent), path, True)]
-        raise InputError(f"{path}: not an image file (expected {', '.join(IMAGE_SUFFIXES)}, a DICOM file or a folder)")
+        raise InputError(f"{path}: not an image file (expected {', '.join(ITK_SUFFIXES)}, a DICOM file or a folder)")
     if (path / "manifest.json").is_file() and (path / "images").is_dir():  # a prepared dataset
         return _discover_one(path / "images")
     if _has_dicom(path, recursive=False):
@@ -145,12 +137,12 @@ def _discover_one(path: Path) -> list[CaseInput]:
     for child in sorted(path.iterdir()):
         if child.name.startswith("."):
             continue
-        if child.is_file() and _image_suffix(child):
+        if child.is_file() and image_suffix(child):
             cases.append(CaseInput(_file_case_id(child), child, False))
         elif child.is_dir() and _has_dicom(child, recursive=True):
             cases.append(CaseInput(_clean_id(child.name), child, True))
     if not cases:
-        raise InputError(f"{path}: found no case: expected image files ({', '.join(IMAGE_SUFFIXES)}), DICOM files, "
+        raise InputError(f"{path}: found no case: expected image files ({', '.join(ITK_SUFFIXES)}), DICOM files, "
                          "or sub-folders holding DICOM series")
     return cases
 

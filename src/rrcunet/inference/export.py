@@ -14,22 +14,14 @@ as the fraction of voxels whose arg-max label agrees).
   preprocessing), the export format, opset, input/output names and shape, the SHA-256 of the
   source model file and of the export, and the rrcunet version — what a deployment needs to feed
   the network the same way (clip, z-normalise, crop, resize: docs/preprocessing.md).
-
-If the decoder uses a CPU voxel-shuffle fast path for its transposed convolution
-(``rrcunet.models.blocks.upsample.TransposedConvUp``, in some versions), both exports trace its
-``nn.ConvTranspose3d`` instead: that path writes into a view of an empty tensor, which the ONNX
-exporter turns into a graph that gives wrong values, and a trace would also freeze its device.
-The weights are the same, so results agree to float rounding.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +32,10 @@ from torch import nn
 
 from rrcunet import __version__
 from rrcunet.errors import ConfigError, InputError
-from rrcunet.io.atomic import atomic_path, atomic_write_text
-from rrcunet.models.model_file import ModelMeta
+from rrcunet.inference.bundled import bundled_model_path
+from rrcunet.inference.predictor import file_sha256
+from rrcunet.io.atomic import atomic_path, atomic_write_text, check_output_path
+from rrcunet.models.model_file import ModelMeta, load_model
 from rrcunet.tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -59,26 +53,6 @@ class ExportResult:
     sidecar: Path
     shape: tuple[int, int, int, int, int]
     agreement: float | None
-
-
-@contextlib.contextmanager
-def exportable(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily route every ``TransposedConvUp`` through its ``nn.ConvTranspose3d`` (see module doc).
-
-    A no-op for models without that module (the decoder's upsampling may be a plain
-    ``ConvTranspose3d``, which both exporters handle).
-    """
-    from rrcunet.models.blocks import upsample
-
-    fast_path = getattr(upsample, "TransposedConvUp", None)
-    patched = [m for m in model.modules() if fast_path is not None and isinstance(m, fast_path)]
-    for m in patched:
-        m.forward = m.deconv.forward  # type: ignore[method-assign]
-    try:
-        yield model
-    finally:
-        for m in patched:
-            del m.forward
 
 
 def _input_shape(meta: ModelMeta, shape: tuple[int, int, int] | None) -> tuple[int, int, int, int, int]:
@@ -102,7 +76,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, out: str | os.PathLike[
     axes = {0: "batch", 2: "x", 3: "y", 4: "z"}
     dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None
     model = model.eval()
-    with atomic_path(out) as tmp, exportable(model), warnings.catch_warnings(), torch.no_grad():
+    with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about the Python input checks, the exporter's deprecation notice
         torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=int(opset),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
@@ -113,7 +87,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, out: str | os.PathLike[
 def export_torchscript(model: nn.Module, example: torch.Tensor, out: str | os.PathLike[str]) -> Path:
     """Trace ``model`` on ``example`` with ``torch.jit.trace`` and save it, atomically."""
     model = model.eval()
-    with exportable(model), warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, (example,), check_trace=False)
     with atomic_path(out) as tmp:
@@ -165,10 +139,6 @@ def export_model(fmt: str, out: str | os.PathLike[str], *, model_path: str | os.
         ConfigError: unknown format, opset < 17, no shape available.
         InputError: outputs exist without ``overwrite``; the ONNX check fails.
     """
-    from rrcunet.inference.bundled import bundled_model_path
-    from rrcunet.inference.predictor import file_sha256
-    from rrcunet.io.atomic import check_output_path
-    from rrcunet.models.model_file import load_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"export format must be one of {FORMATS}, not {fmt!r}")

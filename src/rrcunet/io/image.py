@@ -28,19 +28,17 @@ from rrcunet.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-#: File suffixes read/written through SimpleITK (lower case, longest first).
+#: Image-file suffixes (lower case, longest first), read and written through SimpleITK.
 ITK_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Suffixes :func:`write_volume` accepts.
 WRITE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
 _KINDS = ("image", "label")
 
 
-def _itk_suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix in ITK_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return None
+def image_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The :data:`ITK_SUFFIXES` entry ``path``'s name ends with (case-insensitive), else ``None``."""
+    name = Path(path).name.lower()
+    return next((s for s in ITK_SUFFIXES if name.endswith(s)), None)
 
 
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
@@ -109,7 +107,7 @@ def read_image(
 
         vol = read_dicom_series(p, max_voxels=max_voxels, spacing_range=spacing_range, **dicom_options)
         return _finish(vol, p, kind, check_intensity)
-    if _itk_suffix(p) is not None:
+    if image_suffix(p) is not None:
         vol = _read_itk(p, kind=kind, max_voxels=max_voxels, spacing_range=spacing_range)
         return _finish(vol, p, kind, check_intensity)
     if is_dicom_file(p) or p.suffix.lower() in (".dcm", ".ima", ".dicom"):
@@ -146,13 +144,13 @@ def _read_itk(path: Path, *, kind: str, max_voxels: int | None, spacing_range: t
     except RuntimeError as exc:
         raise InputError(
             f"{path}: cannot read the image header ({_itk_reason(exc)}); expected a valid "
-            f"{_itk_suffix(path)} file. The file is corrupt, truncated or not in that format: re-export it"
+            f"{image_suffix(path)} file. The file is corrupt, truncated or not in that format: re-export it"
         ) from None
     size = reader.GetSize()
     check_header(path, size=size, spacing=reader.GetSpacing(), components=reader.GetNumberOfComponents(),
                  max_voxels=max_voxels, spacing_range=spacing_range)
     _check_direction(path, reader.GetDirection())
-    if _itk_suffix(path) in (".nii", ".nii.gz"):
+    if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_data(path)
     try:
         image = reader.Execute()
@@ -323,7 +321,7 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], *, overwrite: boo
     import SimpleITK as sitk
 
     p = Path(path)
-    suffix = _itk_suffix(p)
+    suffix = image_suffix(p)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(
             f"{p}: cannot write suffix {''.join(p.suffixes) or 'none'!r}; expected one of "

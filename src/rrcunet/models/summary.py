@@ -6,6 +6,7 @@ weights and takes well under a second.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rrcunet.formatting import table
 from rrcunet.models.registry import build_model
 
 # The variants in the table: (model name, options beyond the defaults). The RRc rows cover both
@@ -84,16 +86,7 @@ def format_parameter_table(rows: Sequence[ParamCount], *, markdown: bool = False
     The last column is the total relative to the plain ``unet`` row (when present).
     """
     ref = next((r.total for r in rows if r.model == "unet" and r.options == "defaults"), None)
-    header = ["model", "options", "encoder", "decoder", "head", "total", "vs unet"]
-    body = [
-        [r.model, r.options, f"{r.encoder:,}", f"{r.decoder:,}", f"{r.head:,}", f"{r.total:,}",
-         f"{r.total / ref:.3f}" if ref else "-"]
-        for r in rows
-    ]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * 5) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(header, *body)]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in body)])
+    body = [{"model": r.model, "options": r.options, "encoder": f"{r.encoder:,}", "decoder": f"{r.decoder:,}",
+             "head": f"{r.head:,}", "total": f"{r.total:,}", "vs unet": r.total / ref if ref else math.nan}
+            for r in rows]
+    return table(body, digits=3, right=("encoder", "decoder", "head", "total", "vs unet"), markdown=markdown)

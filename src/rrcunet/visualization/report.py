@@ -10,14 +10,14 @@ and every path is URL-quoted, so case names such as ``<script>`` or ``a&b #1`` a
 from __future__ import annotations
 
 import html
-import math
 import os
 from collections.abc import Mapping, Sequence
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 from urllib.parse import quote
 
 from rrcunet.errors import InputError
+from rrcunet.formatting import number
 from rrcunet.io.atomic import atomic_write_text
 
 __all__ = ["write_html_report"]
@@ -39,24 +39,6 @@ img.hist { max-width: 560px; width: 100%; }
 dl.details { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; font-size: 0.9em; }
 dl.details dt { font-weight: bold; } dl.details dd { margin: 0; }
 """
-
-
-def _fmt(value: object) -> tuple[str, bool]:
-    """Cell text (unescaped) and whether it is numeric (right-aligned)."""
-    if value is None:
-        return "", False
-    if isinstance(value, bool):
-        return ("yes" if value else "no"), False
-    if isinstance(value, Integral):
-        return str(int(value)), True
-    if isinstance(value, Real):
-        v = float(value)
-        if math.isnan(v):
-            return "n/a", True
-        if math.isinf(v):
-            return ("∞" if v > 0 else "−∞"), True
-        return (f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"), True
-    return str(value), False
 
 
 def _columns(rows: Sequence[Mapping[str, object]]) -> list[str]:
@@ -82,9 +64,9 @@ def _table(rows: Sequence[Mapping[str, object]], extra: Mapping[int, str] | None
     for i, row in enumerate(rows):
         cells = []
         for c in cols:
-            text, numeric = _fmt(row.get(c))
-            cls = "" if numeric else ' class="text"'
-            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+            value = row.get(c)
+            cls = "" if isinstance(value, Real) and not isinstance(value, bool) else ' class="text"'
+            cells.append(f"<td{cls}>{html.escape(number(value))}</td>")
         if extra_header is not None:
             cells.append(f'<td class="text">{(extra or {}).get(i, "")}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -172,7 +154,7 @@ def write_html_report(out_dir: str | os.PathLike[str], *, summary_rows: Sequence
 
     sections = [f"<h1>{html.escape(title)}</h1>"]
     if details:
-        items = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(_fmt(v)[0])}</dd>"
+        items = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(number(v))}</dd>"
                         for k, v in details.items())
         sections.append(f'<dl class="details">{items}</dl>')
     sections.append("<h2>Summary</h2>")

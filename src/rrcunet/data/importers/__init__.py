@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rrcunet.data.importers.base import (
     GROUND_TRUTH,
+    Discovery,
     ImportOptions,
     ImportReport,
     SkippedCase,
@@ -48,21 +49,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImportKind:
-    """One source kind: its name, a one-line description (CLI help) and the options it accepts."""
+    """One source kind: its name, a one-line description (CLI help), how it finds the cases of a
+    source folder given the import's options, and the options it accepts."""
 
     name: str
     description: str
+    discover: Callable[[Path, ImportOptions], Discovery]
     accepts_rois: bool = False
     accepts_label_map: bool = False
 
 
 #: The source kinds, in the order the CLI lists them.
 IMPORT_KINDS: dict[str, ImportKind] = {
-    "msd": ImportKind("msd", "Medical Segmentation Decathlon Task06_Lung (label 1 = tumour; lung from the extractor)"),
+    "msd": ImportKind("msd", "Medical Segmentation Decathlon Task06_Lung (label 1 = tumour; lung from the extractor)",
+                      lambda src, o: discover_msd(src)),
     "nnunet": ImportKind("nnunet", "nnU-Net raw dataset, v2 or v1 (labels mapped by name; --label-map)",
+                         lambda src, o: discover_nnunet(src, None if o.label_map is None else dict(o.label_map)),
                          accepts_label_map=True),
     "nsclc": ImportKind("nsclc", "TCIA DICOM tree: NSCLC-Radiomics / -Interobserver1, CT + RTSTRUCT or SEG (--roi)",
-                        accepts_rois=True),
+                        lambda src, o: discover_nsclc(src, rois=o.rois, lung_rois=o.lung_rois), accepts_rois=True),
 }
 
 
@@ -119,16 +124,11 @@ def import_dataset_report(
         test = tuple(str(t) for t in test_list)
 
     src_abs = src_p.resolve()
-    if kind == "msd":
-        discovery = discover_msd(src_abs)
-    elif kind == "nnunet":
-        discovery = discover_nnunet(src_abs, dict(label_map_t) if label_map_t is not None else None)
-    else:
-        discovery = discover_nsclc(src_abs, rois=rois_t, lung_rois=lung_rois_t)
     options = ImportOptions(kind=kind, src=str(src_abs), seed=int(seed), val_fraction=float(val_fraction),
                             test=test, lung_method=lung_method, rois=rois_t, lung_rois=lung_rois_t,
                             label_map=label_map_t)
-    return run_import(discovery, out_p, options=options, overwrite=overwrite, test_list_name=test_name)
+    return run_import(spec.discover(src_abs, options), out_p, options=options, overwrite=overwrite,
+                      test_list_name=test_name)
 
 
 def import_dataset(
