@@ -141,11 +141,12 @@ def test_device_cuda_index(tmp_path, capsys, monkeypatch):
     # Without that GPU: a one-line usage error before any model is loaded.
     assert main(["predict", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "out"), "--device", "cuda:99"]) == 2
     assert "--device cuda:99: PyTorch sees" in capsys.readouterr().err
-    # With it: GPU N becomes PyTorch's current device, which "cuda" then means.
-    chosen: list[int] = []
+    # With it: the config carries the index and the predictor runs on that GPU.
+    from rrcunet.inference.predictor import resolve_device
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    assert inference_config(parse("cuda:1")).device == "cuda" and chosen == [1]
+    assert inference_config(parse("cuda:1")).device == "cuda:1"
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="sees 2 CUDA device"):
-        inference_config(parse("cuda:2"))
+        resolve_device(inference_config(parse("cuda:2")).device)

@@ -64,7 +64,7 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
     overrides = tiny_overrides(data, epochs=2, extra=(
         "augment.enabled=false", "model.dropout=0.0", "schedule.accumulate=all",
         "optim.lr=1.0", "optim.eps=1.0", "optim.weight_decay=0"))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(str(Path(__file__).resolve().parents[2] / d) for d in ("src", ".")))
     ddp_run = _torchrun(tmp_path, overrides, env)
 
     r0, r1 = load_file(str(ddp_run / "rank0.safetensors")), load_file(str(ddp_run / "rank1.safetensors"))

@@ -20,7 +20,6 @@ import re
 import sys
 from typing import Any
 
-from rrcunet.errors import ConfigError
 
 EXIT_CASE_FAILED = 3
 
@@ -72,28 +71,13 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                       if f.default is not dataclasses.MISSING})
 
 
-def _select_cuda(device: str) -> str:
-    """``cuda:N``: make GPU N PyTorch's current device and return ``"cuda"``, which then runs on it
-    (:class:`~rrcunet.inference.InferenceConfig` names no index)."""
-    import torch
-
-    index, count = int(device[len("cuda:"):]), torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if index >= count:
-        raise ConfigError(f"--device {device}: PyTorch sees {count} CUDA device(s), numbered from 0; "
-                          "use another index, cpu or auto")
-    torch.cuda.set_device(index)
-    return "cuda"
-
-
 def inference_config(args: argparse.Namespace) -> Any:
     from rrcunet.inference import InferenceConfig, PostprocessConfig
 
     def given(cls: type) -> dict[str, Any]:
         return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
-    device = _select_cuda(args.device) if args.device.startswith("cuda:") else args.device
-    return InferenceConfig(**given(InferenceConfig) | {"device": device,
-                                                       "postprocess": PostprocessConfig(**given(PostprocessConfig))})
+    return InferenceConfig(**given(InferenceConfig) | {"postprocess": PostprocessConfig(**given(PostprocessConfig))})
 
 
 def register(subparsers: Any) -> None:

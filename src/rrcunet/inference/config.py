@@ -12,10 +12,12 @@ inference.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from rrcunet.errors import ConfigError
+from rrcunet.lungmask import LUNGMASK_METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -64,7 +66,7 @@ class InferenceConfig:
     """How :class:`~rrcunet.inference.Predictor` runs the network.
 
     Args:
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available, else CPU).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (GPU N) or ``"auto"`` (CUDA when available, else CPU).
         bf16: run the network under ``torch.autocast(dtype=torch.bfloat16)``; outputs are cast
             back to float32 before the softmax.
         tta: test-time augmentation by mirroring: the softmax is averaged over every combination
@@ -95,7 +97,7 @@ class InferenceConfig:
         postprocess: :class:`PostprocessConfig`.
     """
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"
     bf16: bool = False
     tta: bool = False
     sliding_window: bool = False
@@ -109,8 +111,8 @@ class InferenceConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {DEVICES}, not {self.device!r}")
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
+            raise ConfigError(f"device must be one of {DEVICES} or cuda:N (e.g. cuda:1), not {self.device!r}")
         if self.roi_size is not None:
             roi = tuple(self.roi_size)
             if len(roi) != 3 or any(int(s) != s or int(s) < 1 for s in roi):
@@ -127,8 +129,6 @@ class InferenceConfig:
             object.__setattr__(self, "target_spacing", tuple(float(s) for s in sp))
         if self.lung_model is not None:
             object.__setattr__(self, "lung_model", str(self.lung_model))
-        from rrcunet.lungmask import LUNGMASK_METHODS
-
         if self.lung_method not in LUNGMASK_METHODS:
             raise ConfigError(f"unknown lung method {self.lung_method!r}; choose one of {sorted(LUNGMASK_METHODS)}")
         if self.lung_method == "coordunet" and self.lung_model is None:

@@ -76,14 +76,17 @@ FLIP_COMBINATIONS: tuple[tuple[int, ...], ...] = flip_combinations()
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without CUDA is a :class:`ConfigError`."""
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` / ``"cuda:N"`` without that GPU is a :class:`ConfigError`."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available to this PyTorch build "
-                          f"(torch {torch.__version__}); use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'auto', not {device!r}")
+    if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
+        raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {device!r}")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"--device {device}: PyTorch sees {count} CUDA device(s) (torch {torch.__version__}); "
+                              "use another index, --device cpu or auto")
     return torch.device(device)
 
 
