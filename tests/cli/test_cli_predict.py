@@ -140,7 +140,7 @@ def test_device_cuda_index(tmp_path, capsys, monkeypatch):
         assert parse(good).device == good
     # Without that GPU: a one-line usage error before any model is loaded.
     assert main(["predict", str(tmp_path / "missing.nii.gz"), "-o", str(tmp_path / "out"), "--device", "cuda:99"]) == 2
-    assert "--device cuda:99: PyTorch sees" in capsys.readouterr().err
+    assert "--device cuda:99: no CUDA device 99" in capsys.readouterr().err
     # With it: the config carries the index and the predictor runs on that GPU.
     from rrcunet.inference.predictor import resolve_device
 

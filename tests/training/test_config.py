@@ -150,3 +150,13 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no config.json, so there is no run to resume" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_shape_the_network_cannot_take_is_refused_when_the_config_is_loaded():
+    # before any data is read: 4 levels need multiples of 8; the message gives the shape to use
+    with pytest.raises(ConfigError, match=r"preprocess.target_shape \(80, 80, 44\) must be divisible by 8.*"
+                                          r"use preprocess.target_shape=80,80,48"):
+        load_config("cpu_tumour", ["preprocess.target_shape=80,80,44"])
+    with pytest.raises(ConfigError, match=r"data.patch_size \(30, 32, 16\) must be divisible by 4"):
+        load_config(None, ["model.levels=3", "data.patch_size=30,32,16"])
+    assert load_config(None, ["model.levels=3", "data.patch_size=32,32,16"]).data.patch_size == (32, 32, 16)

@@ -36,6 +36,7 @@ from rrcunet.inference.bundled import bundled_model_path
 from rrcunet.inference.predictor import file_sha256
 from rrcunet.io.atomic import atomic_path, atomic_write_text, check_output_path
 from rrcunet.models.model_file import ModelMeta, load_model
+from rrcunet.models.registry import check_divisible
 from rrcunet.tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -147,10 +148,7 @@ def export_model(fmt: str, out: str | os.PathLike[str], *, model_path: str | os.
     sidecar = check_output_path(Path(f"{out_p}.json"), inputs=[src], overwrite=overwrite)
     model, meta = load_model(src, device="cpu")
     full_shape = _input_shape(meta, shape)
-    divisor = int(getattr(model, "divisor", 1))
-    if any(s % divisor for s in full_shape[2:]):
-        raise ConfigError(f"export shape {full_shape[2:]} must be divisible by {divisor} (2**(levels-1) of this "
-                          "network); choose --shape accordingly")
+    check_divisible(full_shape[2:], int(getattr(model, "divisor", 1)), "--shape")
     example = torch.randn(full_shape, generator=torch.Generator().manual_seed(seed))
     agreement = None
     if fmt == "onnx":

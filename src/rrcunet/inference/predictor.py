@@ -51,6 +51,7 @@ from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
 from rrcunet.io.volume import Volume
 from rrcunet.lungmask import ClassicalLungExtractor, LungExtractor, check_method
 from rrcunet.models.model_file import ModelMeta, load_model
+from rrcunet.models.registry import check_divisible
 from rrcunet.preprocessing import (
     PreprocessConfig,
     PreprocessRecord,
@@ -85,8 +86,8 @@ def resolve_device(device: str) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.partition(":")[2] or 0)
         if index >= count:
-            raise ConfigError(f"--device {device}: PyTorch sees {count} CUDA device(s) (torch {torch.__version__}); "
-                              "use another index, --device cpu or auto")
+            raise ConfigError(f"--device {device}: no CUDA device {index} (PyTorch sees {count} CUDA device(s), "
+                              f"torch {torch.__version__}); use another index, --device cpu or auto")
     return torch.device(device)
 
 
@@ -271,11 +272,7 @@ class Predictor:
                 "pass --roi-size X Y Z for sliding-window inference"
             )
         divisor = int(getattr(self.model, "divisor", 1))
-        bad = [r for r in roi if r % divisor]
-        if bad:
-            fixed = tuple(int(-(-r // divisor) * divisor) for r in roi)
-            raise ConfigError(f"roi_size {tuple(roi)} must be divisible by {divisor} (2**(levels-1) of this network); "
-                              f"use --roi-size {' '.join(map(str, fixed))}")
+        check_divisible(roi, divisor, "--roi-size")
         # No window larger than the (divisible-padded) image: MONAI would pad it and waste time.
         padded = tuple(int(-(-s // divisor) * divisor) for s in network_shape)
         return tuple(min(int(r), p) for r, p in zip(roi, padded))  # type: ignore[return-value]

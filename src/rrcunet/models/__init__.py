@@ -18,7 +18,16 @@ See docs/architecture.md for the paper-to-code mapping.
 from rrcunet.models.blocks import BLOCK_REGISTRY
 from rrcunet.models.coordunet import CoordUNet3D
 from rrcunet.models.model_file import ModelMeta, load_model, read_model_meta, save_model
-from rrcunet.models.registry import MODEL_REGISTRY, ModelSpec, build_model, get_spec, list_models, model_defaults
+from rrcunet.models.registry import (
+    MODEL_REGISTRY,
+    ModelSpec,
+    build_model,
+    check_divisible,
+    get_spec,
+    input_divisor,
+    list_models,
+    model_defaults,
+)
 from rrcunet.models.summary import count_parameters, parameter_table
 from rrcunet.models.unet3d import UNet3D
 
@@ -30,8 +39,10 @@ __all__ = [
     "ModelSpec",
     "UNet3D",
     "build_model",
+    "check_divisible",
     "count_parameters",
     "get_spec",
+    "input_divisor",
     "list_models",
     "load_model",
     "model_defaults",

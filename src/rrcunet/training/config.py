@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 from rrcunet.config import apply_overrides, config_from_dict, read_config_data
 from rrcunet.errors import ConfigError
 from rrcunet.losses import LossConfig
+from rrcunet.models.registry import check_divisible, input_divisor
 from rrcunet.preprocessing import PreprocessConfig
 from rrcunet.tasks import Task, get_task
 
@@ -351,6 +352,11 @@ class TrainConfig:
                     f"model.kwargs.{key}={self.model.kwargs[key]} contradicts task {self.task!r}, which needs "
                     f"{key}={expected}; remove it from model.kwargs (the task sets it)"
                 )
+        # The network's input-size rule, checked now rather than at the first forward pass after
+        # the whole dataset has been preprocessed.
+        divisor = input_divisor(self.model.name, self.model.kwargs)
+        check_divisible(self.preprocess.target_shape, divisor, "preprocess.target_shape")
+        check_divisible(self.data.patch_size, divisor, "data.patch_size")
 
     @property
     def spec(self) -> Task:
