@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rrcunet.config import config_to_dict
 from rrcunet.errors import ConfigError
 from rrcunet.lungmask import LUNGMASK_METHODS
 
@@ -142,8 +143,4 @@ class InferenceConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (tuples become lists)."""
-        data = asdict(self)
-        for key in ("roi_size", "target_spacing"):
-            if data[key] is not None:
-                data[key] = list(data[key])
-        return data
+        return config_to_dict(self)
