@@ -12,9 +12,11 @@ import logging
 import sys
 from typing import Any
 
+from rrcunet.cli.cmd_predict import add_inference_arguments, inference_config, quiet_dicom_logs
+
 
 def register(subparsers: Any) -> None:
-    from rrcunet.cli.cmd_predict import add_inference_arguments
+    # lazy: needed only to build the parser; importing this command module stays light
     from rrcunet.experiments.demo import DEMO_SEED
 
     p = subparsers.add_parser(
@@ -39,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rrcunet.cli.cmd_predict import inference_config, quiet_dicom_logs
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.experiments.demo import run_demo
 
     quiet_dicom_logs(args)

@@ -40,6 +40,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.evaluation.evaluate import evaluate_folder
 
     report = evaluate_folder(args.pred_dir, args.gt_dir, args.out_dir, images_dir=args.images,

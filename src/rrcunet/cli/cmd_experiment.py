@@ -18,9 +18,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from rrcunet.errors import ConfigError
+from rrcunet.errors import ConfigError, InputError
 
 
 def register(subparsers: Any) -> None:
@@ -150,6 +151,7 @@ def _add_scoring_arguments(p: argparse.ArgumentParser, *, source_help: str, subs
 def _evaluation_config(args: argparse.Namespace, **extra: Any) -> Any:
     """The :class:`~rrcunet.experiments.config.EvaluationConfig` of the options added by
     :func:`_add_scoring_arguments`."""
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.experiments.config import EvaluationConfig
 
     return EvaluationConfig(subset="val" if args.subset == "val" else "test", lung=args.lung, device=args.device,
@@ -174,8 +176,7 @@ def _split_seed_args(args: argparse.Namespace) -> tuple[list[int] | None, list[s
 
 
 def run_ablation_cmd(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.experiments import run_ablation
     from rrcunet.experiments.ablation import EXPERIMENT_NAME
     from rrcunet.experiments.config import experiment_from_data, read_experiment_data
@@ -204,9 +205,7 @@ def run_ablation_cmd(args: argparse.Namespace) -> int:
 
 
 def run_analyse_cmd(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rrcunet.errors import InputError
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.experiments import analyse
     from rrcunet.experiments.config import check_size_bins
 
@@ -222,6 +221,7 @@ def run_analyse_cmd(args: argparse.Namespace) -> int:
 
 
 def run_postprocess_cmd(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.experiments.postprocessing import DEFAULT_CANDIDATES_ML, select_postprocessing
 
     evaluation = _evaluation_config(args)
@@ -236,6 +236,7 @@ def run_postprocess_cmd(args: argparse.Namespace) -> int:
 
 
 def run_merge_cmd(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.experiments import merge_datasets
 
     manifest = merge_datasets(args.sources, args.out_dir, seed=args.seed, val_fraction=args.val_fraction,

@@ -14,6 +14,7 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    # lazy: needed only to build the parser; importing this command module stays light
     from rrcunet.inference.export import FORMATS, MIN_OPSET
 
     p = subparsers.add_parser(
@@ -39,6 +40,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.inference.export import export_model
 
     result = export_model(args.format, args.out, model_path=args.model,

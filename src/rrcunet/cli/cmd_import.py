@@ -16,6 +16,7 @@ EXIT_SKIPPED = 3
 
 
 def register(subparsers: Any) -> None:
+    # lazy: needed only to build the parser; importing this command module stays light
     from rrcunet.data.importers import IMPORT_KINDS
     from rrcunet.lungmask import LUNGMASK_METHODS
 
@@ -55,6 +56,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.data.importers import import_dataset_report
 
     report = import_dataset_report(

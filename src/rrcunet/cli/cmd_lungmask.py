@@ -12,6 +12,7 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    # lazy: needed only to build the parser; importing this command module stays light
     from rrcunet.lungmask import LUNGMASK_METHODS
 
     methods = "; ".join(f"{m.name}: {m.summary}" for m in LUNGMASK_METHODS.values())
@@ -34,6 +35,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.inference import InferenceConfig, make_lung_extractor
     from rrcunet.io import check_output_path, read_image, write_volume
     from rrcunet.lungmask import check_method

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from rrcunet.errors import ConfigError
+from rrcunet.formatting import table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rrcunet.formatting import table
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.models import MODEL_REGISTRY
     from rrcunet.models.summary import format_parameter_table, parameter_table
 

@@ -7,10 +7,14 @@ A thin layer over :func:`rrcunet.synthetic.dataset.write_phantom_dataset`.
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
+
+from rrcunet.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
+    # lazy: needed only to build the parser; importing this command module stays light
     from rrcunet.synthetic.config import PRESETS
 
     p = subparsers.add_parser(
@@ -42,10 +46,6 @@ def register(subparsers: Any) -> None:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["kind_weights=[1,1,1,2,2]", ...]`` -> ``{"kind_weights": (1, 1, 1, 2, 2), ...}`` (lists become
     tuples, as :class:`~rrcunet.synthetic.config.PhantomConfig` holds them)."""
-    import json
-
-    from rrcunet.errors import ConfigError
-
     out: dict[str, Any] = {}
     for item in items:
         field, sep, text = item.partition("=")
@@ -57,6 +57,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             value = text  # a bare word, e.g. direction=flipped
         if name == "tumours" and isinstance(value, list):
+            # lazy: keeps `rrcunet --help` fast
             from rrcunet.synthetic.config import TumourSpec
 
             try:
@@ -69,6 +70,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.synthetic.config import PhantomConfig
     from rrcunet.synthetic.dataset import write_phantom_dataset
 

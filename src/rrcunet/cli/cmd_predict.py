@@ -20,12 +20,12 @@ import re
 import sys
 from typing import Any
 
-
 EXIT_CASE_FAILED = 3
 
 
 def device_arg(text: str) -> str:
     """``--device``: one of :data:`rrcunet.inference.config.DEVICES` or ``cuda:N`` (as ``rrcunet train``)."""
+    # lazy: rrcunet.inference imports torch; importing this command module stays light
     from rrcunet.inference.config import DEVICES
 
     if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
@@ -36,6 +36,7 @@ def device_arg(text: str) -> str:
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``predict`` and ``demo`` (model, lung extractor, how to run); the
     defaults are those of :class:`~rrcunet.inference.InferenceConfig` and its ``PostprocessConfig``."""
+    # lazy: needed only to build the parser; importing this command module stays light
     from rrcunet.inference.config import InferenceConfig, PostprocessConfig
     from rrcunet.lungmask import LUNGMASK_METHODS
 
@@ -72,6 +73,7 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def inference_config(args: argparse.Namespace) -> Any:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.inference import InferenceConfig, PostprocessConfig
 
     def given(cls: type) -> dict[str, Any]:
@@ -114,6 +116,7 @@ def quiet_dicom_logs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.inference import Predictor
 
     quiet_dicom_logs(args)

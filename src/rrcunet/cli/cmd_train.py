@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: keeps `rrcunet --help` fast
     from rrcunet.training import load_config, train
 
     if args.resume:

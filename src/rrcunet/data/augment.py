@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 from monai.transforms import (
     Compose,
     ConcatItemsd,
@@ -48,6 +47,7 @@ from monai.transforms import (
     RandShiftIntensityd,
     SpatialPadd,
 )
+from scipy import ndimage
 
 
 class FinishSampled(MapTransform):

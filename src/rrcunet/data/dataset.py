@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from rrcunet.config import config_to_dict, config_to_json
 from rrcunet.data.manifest import CaseEntry, DatasetManifest
@@ -179,8 +180,6 @@ def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_
         if not _is_fresh(path, stamp):
             todo.append((case, sources, stamp, path))
     if todo:
-        from tqdm.auto import tqdm
-
         logger.info("preprocessing %d of %d cases into %s", len(todo), len(out), folder)
         for case, sources, stamp, path in tqdm(todo, desc="preprocess", disable=not progress, leave=False):
             image, target, record = preprocess_case(sources, preprocess_config=preprocess_config, task=task,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rrcunet.errors import InputError
+from rrcunet.config import config_from_dict, config_to_dict
+from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.atomic import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
@@ -118,15 +119,7 @@ class DatasetManifest:
 
     # serialisation -------------------------------------------------------------------------
     def to_json(self) -> str:
-        data = {
-            "version": self.version,
-            "name": self.name,
-            "description": self.description,
-            "labels": {str(k): v for k, v in self.labels.items()},
-            "cases": [asdict(c) for c in self.cases],
-            "split": asdict(self.split),
-        }
-        return json.dumps(data, indent=2, sort_keys=False)
+        return json.dumps(config_to_dict(self), indent=2)
 
     def save(self, root: str | Path) -> Path:
         return atomic_write_text(Path(root) / MANIFEST_NAME, self.to_json() + "\n")
@@ -146,29 +139,21 @@ class DatasetManifest:
             raise InputError(f"{path}: expected manifest version {MANIFEST_VERSION}, "
                              f"found {data.get('version') if isinstance(data, dict) else type(data).__name__}")
         try:
-            cases = []
-            for c in data["cases"]:
-                entry = CaseEntry(case_id=str(c["case_id"]), image=c["image"], label=c.get("label"),
-                                  lung=c.get("lung"), patient=c.get("patient"), source=dict(c.get("source") or {}))
-                for what in ("image", "label", "lung"):
-                    rel = getattr(entry, what)
-                    if rel is not None:
-                        _safe_relative(root, rel, f"case {entry.case_id} {what}", path)
-                cases.append(entry)
-            s = data["split"]
-            split = Split(seed=int(s["seed"]), train=tuple(s["train"]), val=tuple(s["val"]),
-                          test=tuple(s.get("test", ())))
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"{path}: malformed manifest, missing or wrong field {exc}") from exc
+            manifest = config_from_dict(cls, {"name": root.name, **data})
+        except ConfigError as exc:
+            raise InputError(f"{path}: malformed manifest, {exc}") from None
+        cases, split = manifest.cases, manifest.split
+        for entry in cases:
+            for what in ("image", "label", "lung"):
+                if getattr(entry, what) is not None:
+                    _safe_relative(root, getattr(entry, what), f"case {entry.case_id} {what}", path)
         ids = [c.case_id for c in cases]
         if len(set(ids)) != len(ids):
             raise InputError(f"{path}: duplicate case ids")
         unknown = (set(split.train) | set(split.val) | set(split.test)) - set(ids)
         if unknown:
             raise InputError(f"{path}: split names unknown cases {sorted(unknown)[:5]}")
-        return cls(name=str(data.get("name", root.name)), cases=tuple(cases), split=split,
-                   labels={int(k): v for k, v in data.get("labels", LABELS).items()},
-                   description=str(data.get("description", "")))
+        return manifest
 
     def resolve(self, root: str | Path, rel: str) -> Path:
         """Absolute path of a manifest-relative file, refusing paths that leave ``root``."""

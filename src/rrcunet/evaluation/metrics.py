@@ -49,13 +49,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from rrcunet.errors import InputError
-from rrcunet.scores import (  # noqa: F401  (re-exported: part of this module's API)
-    DICE_HISTOGRAM_EDGES,
-    DiceHistogram,
-    confusion_counts,
-    dice_histogram,
-    overlap_scores,
-)
+# re-exported: part of this module's API
+from rrcunet.scores import DICE_HISTOGRAM_EDGES, DiceHistogram, confusion_counts, dice_histogram, overlap_scores
 from rrcunet.tasks import CLASS_NAMES, TUMOUR_LABEL
 
 __all__ = [

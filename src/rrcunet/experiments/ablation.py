@@ -40,9 +40,14 @@ from typing import Any
 
 import numpy as np
 
+from rrcunet.config import config_from_dict, config_to_dict
+from rrcunet.data.manifest import DatasetManifest
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.evaluation.evaluate import csv_text
-from rrcunet.experiments.config import ExperimentConfig, experiment_to_dict, train_data_for_run
+from rrcunet.experiments.analysis import analyse_predictions
+from rrcunet.experiments.config import ExperimentConfig, train_data_for_run
+from rrcunet.experiments.data import benchmark_composition, ensure_phantom_benchmark
+from rrcunet.experiments.scoring import score_model
 from rrcunet.formatting import MISSING, number, table
 from rrcunet.io.atomic import atomic_write_text, json_safe
 
@@ -147,6 +152,7 @@ def run_name(variant: str, seed: int) -> str:
 
 def count_model_parameters(name: str, kwargs: dict[str, Any]) -> int:
     """Trainable parameters of ``build_model(name, **kwargs)`` (built on the meta device: no memory)."""
+    # lazy: torch and rrcunet.models cost ~2 s at start-up; only counting parameters needs them
     import torch
 
     from rrcunet.models import build_model, count_parameters
@@ -173,7 +179,7 @@ def check_experiment_dir(config: ExperimentConfig, out_dir: str | Path, *, resum
         if not resume:
             raise InputError(f"{out} already holds an experiment ({EXPERIMENT_NAME}); continue it with --resume "
                              "(finished runs are skipped), or choose another -o folder")
-        _check_data_unchanged(json.loads(path.read_text(encoding="utf-8")), experiment_to_dict(config), out)
+        _check_data_unchanged(json.loads(path.read_text(encoding="utf-8")), config_to_dict(config), out)
     elif out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -183,9 +189,6 @@ def check_experiment_dir(config: ExperimentConfig, out_dir: str | Path, *, resum
 def resolve_dataset(config: ExperimentConfig, out: Path, *, progress: bool = False) -> Path:
     """The experiment's dataset folder: ``dataset``, else the phantom benchmark in ``OUT/data``
     (generated if absent), else the training config's ``data.dataset``."""
-    from rrcunet.data.manifest import DatasetManifest
-    from rrcunet.experiments.data import ensure_phantom_benchmark
-
     if config.dataset is not None:
         path = Path(config.dataset).expanduser()
     elif config.phantoms is not None:
@@ -199,10 +202,9 @@ def resolve_dataset(config: ExperimentConfig, out: Path, *, progress: bool = Fal
 def check_runs_compatible(config: ExperimentConfig, *, dataset: Path, runs_dir: Path) -> None:
     """Refuse, before anything is trained, a training config that contradicts a run already in ``runs_dir``
     (the rule of ``rrcunet train --resume``: only :data:`rrcunet.training.trainer.RESUME_MUTABLE` may differ)."""
+    # lazy: rrcunet.training imports torch and MONAI (~2 s); only runs that train need it
     from rrcunet.training import resolve_config
-    from rrcunet.config import config_from_dict
     from rrcunet.training.config import TrainConfig
-    from rrcunet.config import config_to_dict
     from rrcunet.training.trainer import check_resume_config
 
     for seed in config.seeds:
@@ -218,10 +220,9 @@ def check_runs_compatible(config: ExperimentConfig, *, dataset: Path, runs_dir: 
 def train_variant(config: ExperimentConfig, *, variant: str, seed: int, dataset: Path, runs_dir: Path,
                   train_fn: Callable[..., Any] | None = None) -> tuple[Path, dict[str, Any], bool]:
     """Train (or resume, or skip) one run; return ``(run_dir, done record, trained_now)``."""
+    # lazy: rrcunet.training imports torch and MONAI (~2 s); only runs that train need it
     from rrcunet.training import resolve_config, train
-    from rrcunet.config import config_from_dict
     from rrcunet.training.config import TrainConfig
-    from rrcunet.config import config_to_dict
     from rrcunet.training.trainer import check_resume_config, config_differences, stop_reason
 
     train_fn = train_fn or train
@@ -392,15 +393,11 @@ def run_ablation(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
         result = run_ablation(cfg, "experiments/ablation_cpu")
         print(result.files["markdown"].read_text())
     """
-    from rrcunet.experiments.analysis import analyse_predictions
-    from rrcunet.experiments.data import benchmark_composition
-    from rrcunet.experiments.scoring import score_model
-
     out = check_experiment_dir(config, out_dir, resume=resume)
     dataset = resolve_dataset(config, out, progress=progress)
     check_runs_compatible(config, dataset=dataset, runs_dir=out / "runs")
     # written once the data and the runs are checked, so a refused config leaves experiment.json as it was
-    atomic_write_text(out / EXPERIMENT_NAME, json.dumps(experiment_to_dict(config), indent=2) + "\n")
+    atomic_write_text(out / EXPERIMENT_NAME, json.dumps(config_to_dict(config), indent=2) + "\n")
     runs: list[RunRecord] = []
     total = len(config.variants) * len(config.seeds)
     k = 0
@@ -457,7 +454,7 @@ def run_ablation(config: ExperimentConfig, out_dir: str | Path, *, resume: bool 
                                             for _, s in AGGREGATIONS for _, k in TABLE5_COLUMNS}}
             for r in runs])),
     }
-    doc = {"schema": "rrcunet-ablation", "schema_version": 1, "experiment": experiment_to_dict(config),
+    doc = {"schema": "rrcunet-ablation", "schema_version": 1, "experiment": config_to_dict(config),
            "dataset": str(dataset), "subset": config.evaluation.subset, "composition": composition,
            "columns": [{"paper": c, "field": f} for c, f in TABLE5_COLUMNS],
            "variants": rows, "runs": [r.as_dict() for r in runs],

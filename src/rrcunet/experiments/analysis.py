@@ -31,11 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from rrcunet.data.manifest import MANIFEST_NAME, DatasetManifest
 from rrcunet.errors import InputError
-from rrcunet.evaluation.evaluate import csv_text
+from rrcunet.evaluation.evaluate import csv_text, evaluate_folder, pair_cases
 from rrcunet.experiments.config import DEFAULT_SIZE_BINS_ML, EvaluationConfig, check_size_bins
+from rrcunet.experiments.data import tumour_facts
 from rrcunet.experiments.lesions import (
+    LOCATION_CLASSES,
     CaseLesions,
     GroupStats,
     LesionScore,
@@ -45,7 +49,9 @@ from rrcunet.experiments.lesions import (
     size_bin,
     size_bin_labels,
 )
+from rrcunet.experiments.scoring import predict_split, split_case_ids
 from rrcunet.formatting import MISSING, table
+from rrcunet.io import read_image
 from rrcunet.io.atomic import atomic_write_text
 from rrcunet.tasks import TUMOUR_LABEL
 
@@ -92,13 +98,6 @@ def collect_lesions(pred_dir: str | Path, dataset_dir: str | Path, *, progress: 
     Raises:
         InputError: no pairs; a prediction on another grid than its ground truth.
     """
-    from tqdm.auto import tqdm
-
-    from rrcunet.data.manifest import MANIFEST_NAME, DatasetManifest
-    from rrcunet.evaluation.evaluate import pair_cases
-    from rrcunet.experiments.data import tumour_facts
-    from rrcunet.io import read_image
-
     pairs, _, _ = pair_cases(pred_dir, dataset_dir)
     facts: dict[str, Any] = {}
     if (Path(dataset_dir) / MANIFEST_NAME).is_file():
@@ -169,7 +168,7 @@ def size_location_figure(lesions: Sequence[LesionScore], out_png: str | Path, *,
     """Two panels: lesion Dice per size bin (points coloured by location) and per location class
     (points coloured the same); the black bar is each group's mean, ``n`` is in the tick label.
     Headless (Agg), written atomically."""
-    from rrcunet.experiments.lesions import LOCATION_CLASSES
+    # lazy: rrcunet.visualization imports matplotlib (~0.4 s); only the figure needs it
     from rrcunet.visualization._render import new_figure, save_png
 
     bins = size_bin_labels(size_bins_ml)
@@ -280,8 +279,6 @@ def analyse_predictions(pred_dir: str | Path, dataset_dir: str | Path, out_dir: 
     Returns:
         an :class:`AnalysisResult`.
     """
-    from rrcunet.evaluation.evaluate import evaluate_folder
-
     edges = check_size_bins(size_bins_ml)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,8 +321,6 @@ def analyse(source: str | Path, dataset_dir: str | Path, out_dir: str | Path, *,
     Raises:
         InputError: ``source`` is none of these.
     """
-    from rrcunet.experiments.scoring import predict_split, split_case_ids
-
     src = Path(source)
     model = src / "best.safetensors" if src.is_dir() else src
     out = Path(out_dir)

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rrcunet.config import apply_overrides, config_from_dict, config_to_dict, read_config_data
 from rrcunet.errors import ConfigError
+from rrcunet.synthetic import PhantomConfig, TumourSpec
 
 EXPERIMENT_VERSION = 1
 
@@ -91,8 +93,6 @@ class PhantomBenchmarkConfig:
 
     def phantom_config(self) -> Any:
         """The :class:`~rrcunet.synthetic.PhantomConfig` of the preset with ``generator`` applied."""
-        from rrcunet.synthetic import PhantomConfig, TumourSpec
-
         fields = {f.name: f for f in dataclasses.fields(PhantomConfig)}
         kwargs: dict[str, Any] = {}
         for key, value in self.generator.items():
@@ -201,6 +201,7 @@ class ExperimentConfig:
     version: int = EXPERIMENT_VERSION
 
     def __post_init__(self) -> None:
+        # lazy: rrcunet.models imports torch and MONAI (~2 s); `import rrcunet.experiments` stays light
         from rrcunet.models import MODEL_REGISTRY
 
         if self.version != EXPERIMENT_VERSION:
@@ -230,6 +231,7 @@ _EXPERIMENT_KEYS = frozenset(f.name for f in dataclasses.fields(ExperimentConfig
 
 
 def _train_sections() -> frozenset[str]:
+    # lazy: rrcunet.training imports torch and MONAI (~2 s); `import rrcunet.experiments` stays light
     from rrcunet.training.config import TrainConfig
 
     return frozenset(f.name for f in dataclasses.fields(TrainConfig))
@@ -266,8 +268,6 @@ def split_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], 
 
 def read_experiment_data(path: str | Path) -> dict[str, Any]:
     """Plain data of an experiment JSON file, with ``train`` inlined when it names a file or packaged config."""
-    from rrcunet.config import read_config_data
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"experiment config {p} not found; expected a JSON file such as "
@@ -297,8 +297,9 @@ def experiment_from_data(data: dict[str, Any], overrides: list[str] | tuple[str,
     Raises:
         ConfigError: unknown keys, wrong types, unknown variants, an invalid training config.
     """
+    # lazy: rrcunet.training imports torch and MONAI (~2 s); `import rrcunet.experiments` stays light
+    from rrcunet.training import resolve_config
     from rrcunet.training.config import TrainConfig
-    from rrcunet.config import apply_overrides, config_from_dict
 
     exp_over, train_over = split_overrides(list(overrides))
     try:
@@ -308,8 +309,6 @@ def experiment_from_data(data: dict[str, Any], overrides: list[str] | tuple[str,
         config = config_from_dict(ExperimentConfig, data)
         # The training config must be valid for every variant (a typo fails now, not after hours of
         # training the first variants): types, keys, and the model options of each variant.
-        from rrcunet.training import resolve_config
-
         for variant in config.variants:
             resolve_config(config_from_dict(TrainConfig, train_data_for_run(
                 config, variant=variant, seed=config.seeds[0], dataset=".")))
@@ -326,13 +325,6 @@ def load_experiment_config(path: str | Path, overrides: list[str] | tuple[str, .
         cfg = load_experiment_config("configs/benchmark/ablation_cpu.json", ["schedule.max_minutes=5"])
     """
     return experiment_from_data(read_experiment_data(path), overrides, where=str(path))
-
-
-def experiment_to_dict(config: ExperimentConfig) -> dict[str, Any]:
-    """Plain JSON-ready data of an experiment config (what ``OUT/experiment.json`` stores)."""
-    from rrcunet.config import config_to_dict
-
-    return config_to_dict(config)
 
 
 def train_data_for_run(config: ExperimentConfig, *, variant: str, seed: int, dataset: str | Path) -> dict[str, Any]:

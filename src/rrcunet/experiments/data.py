@@ -19,9 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rrcunet.config import config_to_dict
+from rrcunet.data.manifest import MANIFEST_NAME, DatasetManifest, make_split
 from rrcunet.errors import InputError
 from rrcunet.experiments.config import PhantomBenchmarkConfig
 from rrcunet.io.atomic import atomic_write_text
+from rrcunet.synthetic import write_phantom_dataset
+from rrcunet.synthetic.phantom import GENERATOR_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +33,6 @@ STAMP_NAME = "benchmark.json"
 
 
 def _stamp(spec: PhantomBenchmarkConfig) -> dict[str, Any]:
-    from rrcunet.synthetic.phantom import GENERATOR_VERSION
-    from rrcunet.config import config_to_dict
-
     return {"schema": "rrcunet-phantom-benchmark", "generator_version": GENERATOR_VERSION,
             "benchmark": config_to_dict(spec)}
 
@@ -48,9 +49,6 @@ def ensure_phantom_benchmark(out_dir: str | Path, spec: PhantomBenchmarkConfig, 
     Raises:
         InputError: ``out_dir`` holds a different benchmark or another dataset.
     """
-    from rrcunet.data.manifest import MANIFEST_NAME, DatasetManifest, make_split
-    from rrcunet.synthetic import write_phantom_dataset
-
     out = Path(out_dir)
     stamp = _stamp(spec)
     stamp_path = out / STAMP_NAME
@@ -111,8 +109,6 @@ def tumour_facts(source: Mapping[str, Any]) -> list[dict[str, Any]] | None:
 
 def benchmark_composition(dataset_dir: str | Path, subset: str = "test") -> dict[str, int]:
     """Counts of the tumours of a dataset split by location class and size (for the reports)."""
-    from rrcunet.data.manifest import DatasetManifest
-
     manifest = DatasetManifest.load(dataset_dir)
     counts: dict[str, int] = {"cases": 0, "tumours": 0, "cases_without_tumour": 0, "touching_chest_wall": 0,
                               "touching_mediastinum": 0, "under_1_ml": 0}

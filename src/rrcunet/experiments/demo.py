@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rrcunet.data.manifest import DatasetManifest
+from rrcunet.evaluation.evaluate import evaluate_folder
 from rrcunet.inference.config import InferenceConfig
+from rrcunet.inference.predictor import Predictor
+from rrcunet.synthetic.dataset import write_phantom_dataset
 
 #: Phantom dataset seed of the demo. The bundled models are trained on seed-0 and seed-1 phantoms
 #: (:data:`rrcunet.inference.bundled.MAKE_COMMANDS`), and case ``i`` of a seed is the same phantom
@@ -60,11 +64,6 @@ def run_demo(out_dir: str | os.PathLike[str] = "rrcunet_demo", *, model: str | o
     Returns:
         a :class:`DemoResult`; ``html`` is the report page.
     """
-    from rrcunet.data.manifest import DatasetManifest
-    from rrcunet.evaluation.evaluate import evaluate_folder
-    from rrcunet.inference.predictor import Predictor
-    from rrcunet.synthetic.dataset import write_phantom_dataset
-
     out = Path(out_dir)
     predictor = Predictor.from_file(model, config=config or InferenceConfig())  # fail early, before any work
     dataset = out / "phantoms"

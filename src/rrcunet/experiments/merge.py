@@ -31,13 +31,11 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, make_split
 from rrcunet.errors import InputError
+from rrcunet.io.atomic import atomic_path
 from rrcunet.io.image import image_suffix
-
-if TYPE_CHECKING:
-    from rrcunet.data.manifest import DatasetManifest
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +54,6 @@ def place_file(src: Path, dest: Path, *, link: str = "auto", reuse_copies: bool 
     """Put ``src`` at ``dest`` atomically as a hard link (``"auto"``/``"hardlink"``) or a copy; return
     ``"linked"``, ``"copied"`` or ``"kept"`` (already the same file; or, with ``reuse_copies``, a
     copy of the same size and modification time or later — a previous run of the same merge)."""
-    from rrcunet.io.atomic import atomic_path
-
     if dest.exists():
         if _same_file(src, dest):
             return "kept"
@@ -123,8 +119,6 @@ def merge_datasets(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.
 
         merge_datasets(["prepared/interobs", "prepared/lung1", "prepared/msd"], "prepared/paper", seed=0)
     """
-    from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, make_split
-
     if link not in ("auto", "hardlink", "copy"):
         raise InputError(f"link must be 'auto', 'hardlink' or 'copy', not {link!r}")
     if not sources:

@@ -31,9 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rrcunet.data.manifest import DatasetManifest
 from rrcunet.errors import InputError
 from rrcunet.experiments.config import EvaluationConfig
+from rrcunet.experiments.scoring import predict_split, split_case_ids
 from rrcunet.formatting import table
+from rrcunet.io import read_image
 from rrcunet.io.atomic import atomic_write_text, json_safe
 
 logger = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ def case_components(pred: np.ndarray, truth: np.ndarray, voxel_ml: float, case_i
 
     Components are 26-connected, as in :func:`rrcunet.inference.postprocess.postprocess_labels`.
     """
+    # lazy: rrcunet.inference imports torch and MONAI (~2 s); `import rrcunet.experiments` stays light
     from rrcunet.inference.measure import tumour_components
 
     pred, truth = np.asarray(pred), np.asarray(truth)
@@ -225,10 +229,8 @@ def select_postprocessing(source: str | Path, dataset_dir: str | Path, out_dir: 
         InputError: not a model, a missing split or label, a prediction off its label's grid, or
             ``write_model`` exists.
     """
-    from rrcunet.data.manifest import DatasetManifest
-    from rrcunet.experiments.scoring import predict_split, split_case_ids
+    # lazy: rrcunet.inference and rrcunet.models import torch and MONAI (~2 s); `import rrcunet.experiments` stays light
     from rrcunet.inference import file_sha256
-    from rrcunet.io import read_image
     from rrcunet.models.model_file import CHECKPOINT_FORMAT, MODEL_FORMAT, read_model_meta, with_postprocess
 
     src = Path(source)

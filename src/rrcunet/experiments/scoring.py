@@ -27,8 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from rrcunet.data.manifest import DatasetManifest
 from rrcunet.errors import InputError
+from rrcunet.evaluation.evaluate import evaluate_folder
 from rrcunet.experiments.config import EvaluationConfig
+from rrcunet.io import read_image, write_volume
 from rrcunet.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -61,8 +66,6 @@ def split_case_ids(dataset_dir: str | Path, subset: str) -> list[str]:
     Raises:
         InputError: the split is empty or no case in it has a label.
     """
-    from rrcunet.data.manifest import DatasetManifest
-
     manifest = DatasetManifest.load(dataset_dir)
     cases = [c for c in manifest.subset(subset) if c.label is not None]
     if not cases:
@@ -95,11 +98,8 @@ def predict_split(model_path: str | Path, dataset_dir: str | Path, case_ids: lis
     Raises:
         InputError: unreadable model or case files.
     """
-    from tqdm.auto import tqdm
-
-    from rrcunet.data.manifest import DatasetManifest
+    # lazy: rrcunet.inference and rrcunet.models import torch and MONAI (~2 s); `import rrcunet.experiments` stays light
     from rrcunet.inference import InferenceConfig, PostprocessConfig, Predictor, file_sha256
-    from rrcunet.io import read_image, write_volume
     from rrcunet.models.model_file import load_model
 
     model_path = Path(model_path)
@@ -160,7 +160,7 @@ def score_model(model_path: str | Path, dataset_dir: str | Path, out_dir: str | 
     Returns:
         a :class:`ModelScore`.
     """
-    from rrcunet.evaluation.evaluate import evaluate_folder
+    # lazy: rrcunet.inference imports torch and MONAI (~2 s); `import rrcunet.experiments` stays light
     from rrcunet.inference import file_sha256
 
     out = Path(out_dir)

@@ -31,12 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from rrcunet import __version__
 from rrcunet.errors import InputError, RRcUNetError
-from rrcunet.io.atomic import atomic_write_text, json_safe, remove_stale_temporaries
+from rrcunet.inference.predictor import PredictionResult, Predictor
+from rrcunet.io import read_image, write_rtstruct, write_seg, write_volume
+from rrcunet.io.atomic import atomic_path, atomic_write_text, json_safe, remove_stale_temporaries
 from rrcunet.io.image import ITK_SUFFIXES, image_suffix, is_dicom_file
+from rrcunet.io.volume import Geometry, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -236,16 +242,14 @@ def dumps_json(doc: Any) -> str:
     return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text) + "\n"
 
 
-def _geometry_dict(geometry: Any) -> dict[str, Any]:
+def _geometry_dict(geometry: Geometry) -> dict[str, Any]:
     return {"shape": list(geometry.shape), "spacing": list(geometry.spacing), "origin": list(geometry.origin),
             "direction": list(geometry.direction)}
 
 
-def prediction_json(case: CaseInput, ct: Any, result: Any, predictor: Any, outputs: dict[str, Any],
+def prediction_json(case: CaseInput, ct: Volume, result: PredictionResult, predictor: Predictor, outputs: dict[str, Any],
                     runtime: dict[str, float]) -> dict[str, Any]:
     """The ``<case>.json`` document (schema ``rrcunet-prediction`` v1, docs/inference.md)."""
-    import torch
-
     info = ct.meta.get("dicom")
     dicom = None
     if info is not None:
@@ -288,10 +292,6 @@ def _write_nifti_like(volume: Any, source: Path, out: Path) -> bool:
     ``write_volume`` would re-encode the orientation (NIfTI keeps it in float32) and could move it
     by ~1e-10.
     """
-    import nibabel as nib
-
-    from rrcunet.io.atomic import atomic_path
-
     if not source.name.lower().endswith((".nii", ".nii.gz")):
         return False
     header = nib.load(str(source)).header.copy()
@@ -308,16 +308,12 @@ def _write_nifti_like(volume: Any, source: Path, out: Path) -> bool:
 
 
 def _write_volume(volume: Any, source: Path, out: Path) -> None:
-    from rrcunet.io import write_volume
-
     if not _write_nifti_like(volume, source, out):
         write_volume(volume, out, overwrite=True)
 
 
-def write_case_outputs(case: CaseInput, ct: Any, result: Any, out_dir: Path, outputs: dict[str, Any]) -> None:
+def write_case_outputs(case: CaseInput, ct: Volume, result: PredictionResult, out_dir: Path, outputs: dict[str, Any]) -> None:
     """Write the image outputs of one case (not the JSON), each atomically, replacing older ones."""
-    from rrcunet.io import write_rtstruct, write_seg
-
     labels = result.labels.with_array(np.asarray(result.labels.array, dtype=np.uint8))
     _write_volume(labels, Path(case.path), out_dir / outputs["segmentation"])
     if "probabilities" in outputs:
@@ -367,11 +363,9 @@ def foreign_outputs(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> 
     return [n for n in names if (out_dir / n).exists()]
 
 
-def predict_case(predictor: Any, case: CaseInput, out_dir: Path, *, save_probabilities: bool = False,
+def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_probabilities: bool = False,
                  rtstruct: bool = False) -> dict[str, Any]:
     """Read, predict and write one case; return its JSON document (already written)."""
-    from rrcunet.io import read_image
-
     t0 = time.perf_counter()
     ct = read_image(case.path)
     t_read = time.perf_counter() - t0
@@ -391,7 +385,7 @@ def predict_case(predictor: Any, case: CaseInput, out_dir: Path, *, save_probabi
     return doc
 
 
-def predict_paths(predictor: Any, inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                   out_dir: str | os.PathLike[str], *, save_probabilities: bool = False, rtstruct: bool = False,
                   overwrite: bool = False, progress: bool = True,
                   on_case: Callable[[CaseOutcome], None] | None = None) -> BatchReport:
@@ -415,8 +409,6 @@ def predict_paths(predictor: Any, inputs: str | os.PathLike[str] | Sequence[str 
     Raises:
         InputError: an input path is missing, a folder holds no case, or two cases share an id.
     """
-    from tqdm.auto import tqdm
-
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out = Path(out_dir)

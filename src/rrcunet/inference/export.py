@@ -107,7 +107,7 @@ def check_onnx(onnx_path: str | os.PathLike[str], model: nn.Module, example: tor
     Returns:
         agreement in ``[0, 1]``.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: only the ONNX agreement check needs the runtime
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: example.detach().cpu().numpy()})[0]

@@ -35,8 +35,10 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from rrcunet.io.volume import Geometry
+from rrcunet.preprocessing.orientation import orientation_step
 
 #: 26-connectivity (face, edge and corner neighbours).
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
@@ -159,8 +161,6 @@ def feret_diameter_2d(mask2d: np.ndarray, spacing: tuple[float, float]) -> tuple
         >>> round(feret_diameter_2d(m, (0.8, 1.5))[0], 6)            # hypot(10·0.8, 4·1.5)
         10.0
     """
-    from scipy.spatial import ConvexHull, QhullError
-
     mask2d = np.asarray(mask2d, dtype=bool)
     if not mask2d.any():
         return 0.0, np.zeros((2, 2))
@@ -188,8 +188,6 @@ def centroid(mask: np.ndarray) -> np.ndarray:
 
 def _longest_axial_diameter(mask: np.ndarray, geometry: Geometry) -> tuple[float, np.ndarray]:
     """Longest axial Feret diameter of a 3D mask and its endpoints as continuous input indices ``(2, 3)``."""
-    from rrcunet.preprocessing.orientation import orientation_step
-
     step = orientation_step(geometry)
     oriented = step.apply(mask)
     sp = step.output_geometry.spacing

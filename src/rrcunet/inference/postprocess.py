@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from rrcunet.errors import InputError
 from rrcunet.inference.config import PostprocessConfig
@@ -90,8 +91,6 @@ def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessC
                 reasons[int(c)] = "below_min_volume"
     if not drop.any():
         return labels, []
-    from scipy import ndimage
-
     removed_mask = drop[sub_labels]
     boxes = ndimage.find_objects(sub_labels)
     off = np.asarray(comps.offset, dtype=np.float64)

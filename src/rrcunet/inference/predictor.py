@@ -322,7 +322,7 @@ class Predictor:
         def logits_of(inp: torch.Tensor) -> torch.Tensor:
             if roi is None:
                 return self._forward(inp)
-            from monai.inferers import sliding_window_inference
+            from monai.inferers import sliding_window_inference  # lazy: only windowed inference needs it
 
             return sliding_window_inference(inp, roi, self.config.sw_batch_size, self._forward,
                                             overlap=self.config.overlap, mode="gaussian")
@@ -405,7 +405,7 @@ class Predictor:
 
         See :func:`rrcunet.inference.batch.predict_paths` for the options and outputs.
         """
-        from rrcunet.inference.batch import predict_paths
+        from rrcunet.inference.batch import predict_paths  # local: batch imports this module
 
         return predict_paths(self, inputs, out_dir, **options)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from rrcunet.errors import InputError
 from rrcunet.io.atomic import check_output_path
 from rrcunet.io.image import read_image, write_volume
+from rrcunet.io.rtstruct import read_rtstruct
+from rrcunet.io.seg import read_seg_segments
 from rrcunet.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -94,12 +96,8 @@ def convert(
 
     masks: dict[str, Volume] = {}
     if rtstruct is not None:
-        from rrcunet.io.rtstruct import read_rtstruct
-
         masks = read_rtstruct(rtstruct, ct, rois=rois)
     elif seg is not None:
-        from rrcunet.io.seg import read_seg_segments
-
         masks = read_seg_segments(seg, reference=ct, segments=rois)
 
     taken: set[str] = {"ct"}

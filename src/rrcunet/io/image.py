@@ -8,8 +8,10 @@ its files through :mod:`rrcunet.io.dicom_series`; a DICOM-SEG file through :mod:
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import numpy as np
 
 from rrcunet.errors import InputError
 from rrcunet.io.atomic import atomic_path, check_output_path
+from rrcunet.io.dicom_series import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES, dcmread_checked, read_dicom_series
+from rrcunet.io.seg import read_seg
 from rrcunet.io.validation import (
     DEFAULT_SPACING_RANGE,
     check_ct_intensity,
@@ -103,8 +107,6 @@ def read_image(
     if not p.exists():
         raise InputError(f"{p}: no such file or folder; check the path")
     if p.is_dir():
-        from rrcunet.io.dicom_series import read_dicom_series
-
         vol = read_dicom_series(p, max_voxels=max_voxels, spacing_range=spacing_range, **dicom_options)
         return _finish(vol, p, kind, check_intensity)
     if image_suffix(p) is not None:
@@ -135,6 +137,7 @@ def _finish(vol: Volume, path: Path, kind: str, check_intensity: bool) -> Volume
 
 
 def _read_itk(path: Path, *, kind: str, max_voxels: int | None, spacing_range: tuple[float, float]) -> Volume:
+    # lazy: SimpleITK costs ~0.05 s at start-up; only reading a NIfTI / NRRD / MHA file needs it
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -174,9 +177,7 @@ def _check_nifti_data(path: Path) -> None:
       streaming decompression when the trailer disagrees (multi-member gzip) ;
     * float data: streamed in chunks and tested with ``numpy.isfinite``.
     """
-    import gzip
-    import zlib
-
+    # lazy: nibabel costs ~0.2 s at start-up; only NIfTI input needs it
     import nibabel as nib
 
     try:
@@ -273,18 +274,12 @@ def _itk_reason(exc: Exception) -> str:
 
 def _read_dicom_file(path: Path, *, kind: str, check_intensity: bool, max_voxels: int | None,
                      spacing_range: tuple[float, float], **dicom_options: Any) -> Volume:
-    from rrcunet.io.dicom_series import dcmread_checked
-
     try:
         ds = dcmread_checked(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises several types for a broken file
         raise InputError(f"{path}: not a readable DICOM file ({exc}); expected a DICOM image, SEG or folder") from None
     sop_class = str(ds.get("SOPClassUID", ""))
-    from rrcunet.io.dicom_series import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES, read_dicom_series
-
     if sop_class in SEG_SOP_CLASSES:
-        from rrcunet.io.seg import read_seg
-
         return read_seg(path)
     if sop_class == RTSTRUCT_SOP_CLASS:
         raise InputError(
@@ -318,6 +313,7 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], *, overwrite: boo
     Raises:
         InputError: unsupported suffix, existing output without ``overwrite``, non-integer labels.
     """
+    # lazy: SimpleITK costs ~0.05 s at start-up; only writing a file needs it
     import SimpleITK as sitk
 
     p = Path(path)

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from skimage.measure import find_contours
 
 from rrcunet.errors import InputError
 from rrcunet.io.atomic import atomic_path, check_output_path
 from rrcunet.io.dicom_series import (
     RTSTRUCT_SOP_CLASS,
     DicomSeriesInfo,
+    _ds,
     dcmread_checked,
     load_series_datasets,
     new_instance,
@@ -358,8 +360,6 @@ def _slice_contours(mask2d: np.ndarray) -> list[np.ndarray]:
     ``find_contours`` at level 0.5 on a zero-padded slice gives closed iso-lines halfway between inside
     and outside voxel centres, so re-filling them with the centre-inside rule gives back the mask.
     """
-    from skimage.measure import find_contours
-
     padded = np.pad(mask2d.astype(np.float32), 1)
     out = []
     for c in find_contours(padded, 0.5):
@@ -395,12 +395,11 @@ def write_rtstruct(
     Returns:
         ``Path(out_path)``.
     """
+    # lazy: pydicom costs ~0.15 s at start-up; only writing an RTSTRUCT needs it
     import pydicom
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DSequence
     from pydicom.uid import generate_uid
-
-    from rrcunet.io.dicom_series import _ds
 
     out_p = check_output_path(out_path, overwrite=overwrite)
     roi_names = dict(roi_names or {1: "Lung", 2: "Tumour"})

@@ -29,14 +29,16 @@ from rrcunet.io.dicom_series import (
     load_series_datasets,
     series_geometry,
 )
+from rrcunet.io.rtstruct import match_rois
+from rrcunet.io.validation import to_label_array
 from rrcunet.io.volume import Geometry, Volume
 
 logger = logging.getLogger(__name__)
 
 
 def _segread(path: str | os.PathLike[str]) -> Any:
+    # lazy: highdicom (with pydicom) costs ~0.2 s at start-up; only DICOM SEG input needs it
     import highdicom as hd
-    import pydicom
 
     p = Path(path)
     if not p.is_file():
@@ -85,6 +87,7 @@ def _from_highdicom(volume: Any) -> tuple[np.ndarray, Geometry]:
 
 
 def _resample_nearest(mask: np.ndarray, geometry: Geometry, reference: Geometry) -> np.ndarray:
+    # lazy: SimpleITK costs ~0.05 s at start-up; only a SEG off the reference grid needs it
     import SimpleITK as sitk
 
     src = Volume(mask, geometry, "label").to_sitk()
@@ -115,8 +118,6 @@ def read_seg_segments(
     Raises:
         InputError: not a SEG, zero segments, no segment matching, another frame of reference.
     """
-    from rrcunet.io.rtstruct import match_rois
-
     seg = _segread(path)
     p = Path(path)
     descs = sorted((d for d in seg.SegmentSequence if int(d.SegmentNumber) > 0), key=lambda d: int(d.SegmentNumber))
@@ -215,8 +216,6 @@ def read_seg(
             )
         out[on] = lut[n]
         owner[on] = n
-    from rrcunet.io.validation import to_label_array
-
     return Volume(to_label_array(out, path), first.geometry, "label",
                   {"source": str(path), "segments": {v.meta["segment_label"]: lut.get(v.meta["segment_number"])
                                                      for v in masks.values()}})
@@ -227,6 +226,7 @@ def read_seg(
 # --------------------------------------------------------------------------------------------------
 def _coded_concepts(name: str) -> tuple[Any, Any]:
     """(property category, property type) SNOMED CT codes for a segment name."""
+    # lazy: pydicom costs ~0.15 s at start-up; only writing a SEG needs it
     from pydicom.sr.codedict import codes
 
     low = name.lower()
@@ -268,6 +268,7 @@ def write_seg(
     Raises:
         InputError: label grid ≠ CT grid, label values without a segment label, empty label map.
     """
+    # lazy: highdicom (with pydicom) costs ~0.2 s at start-up; only writing a SEG needs it
     import highdicom as hd
     import pydicom
     from pydicom.uid import generate_uid

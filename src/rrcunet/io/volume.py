@@ -146,6 +146,7 @@ class Volume:
     # SimpleITK bridge -------------------------------------------------------------------------
     @classmethod
     def from_sitk(cls, image: Any, kind: str = "image", meta: dict[str, Any] | None = None) -> "Volume":
+        # lazy: SimpleITK costs ~0.05 s at start-up; `import rrcunet.io` does not need it
         import SimpleITK as sitk
 
         if image.GetDimension() != 3:
@@ -159,6 +160,7 @@ class Volume:
         return cls(array, geometry, kind, dict(meta or {}))
 
     def to_sitk(self) -> Any:
+        # lazy: SimpleITK costs ~0.05 s at start-up; `import rrcunet.io` does not need it
         import SimpleITK as sitk
 
         image = sitk.GetImageFromArray(np.ascontiguousarray(self.array.transpose(2, 1, 0)))

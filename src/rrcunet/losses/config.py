@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rrcunet.config import config_to_dict
 from rrcunet.errors import ConfigError
 from rrcunet.losses.focal_gdl import FocalGeneralizedDiceLoss
 
@@ -60,10 +61,7 @@ class LossConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (alpha as a list when per class)."""
-        out = dataclasses.asdict(self)
-        if isinstance(out["alpha"], tuple):
-            out["alpha"] = list(out["alpha"])
-        return out
+        return config_to_dict(self)
 
 
 def build_loss(config: LossConfig | Mapping[str, Any] | None = None, /, **overrides: Any) -> FocalGeneralizedDiceLoss:

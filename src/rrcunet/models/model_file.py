@@ -1,8 +1,8 @@
 """Model files: a network's weights and its typed description in one safetensors file. No pickle.
 
 Owns :class:`ModelMeta` (what a model file says about its network, typed), the safetensors
-container shared with training checkpoints (:func:`write_safetensors`, :func:`read_safetensors`,
-:func:`read_header`: the one header reader, which checks the format and its version), and
+container shared with training checkpoints (:func:`write_safetensors`, :func:`read_safetensors`:
+the one header reader, which checks the format and its version), and
 :func:`save_model` / :func:`load_model` / :func:`read_model_meta` / :func:`with_postprocess`.
 
 A file is one ``.safetensors`` written atomically (:func:`rrcunet.io.atomic.atomic_path`) whose
@@ -188,38 +188,31 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: 
     return Path(path)
 
 
-def _unreadable(path: Path, exc: Exception) -> InputError:
-    return InputError(
-        f"{path}: not a readable safetensors file ({exc}). rrcunet reads weights with safetensors "
-        "only and never unpickles a file (a torch.save / pickle file is refused on purpose); "
-        "convert trusted weights with safetensors.torch.save_file"
-    )
+def read_safetensors(path: str | Path, *, expect: tuple[str, ...], device: str = "cpu", tensors: bool = True
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors (none with ``tensors=False``: the header alone) and JSON document of an rrcunet file.
 
-
-def read_header(path: str | Path, *, expect: tuple[str, ...], handle: Any = None) -> tuple[str, dict[str, Any]]:
-    """The format and JSON document of an rrcunet safetensors file, from its header alone.
+    The one header reader: it checks the format against ``expect`` and the format version.
 
     Raises:
         InputError: missing file, not a safetensors file (e.g. a pickle, which is never
-            unpickled), a format other than ``expect``, an unsupported format version, or a
-            missing / non-object JSON document.
+            unpickled), another format, an unsupported version, or a missing / non-object JSON document.
     """
     path = Path(path)
-    if handle is None:
-        if not path.is_file():
-            raise InputError(f"{path}: file not found")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as fh:
-                return read_header(path, expect=expect, handle=fh)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise _unreadable(path, exc) from exc
-    header = handle.metadata() or {}
-    fmt = header.get("format")
-    if fmt not in expect:
-        raise InputError(f"{path}: safetensors file of format {fmt!r}, expected {' or '.join(map(repr, expect))} "
-                         "(a file written by rrcunet's save_model or its trainer)")
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+            header = fh.metadata() or {}
+            data = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(
+            f"{path}: not a readable safetensors file ({exc}). rrcunet reads weights with safetensors only and "
+            "never unpickles a file (a torch.save / pickle file is refused on purpose); convert trusted weights "
+            "with safetensors.torch.save_file") from exc
+    if header.get("format") not in expect:
+        raise InputError(f"{path}: safetensors file of format {header.get('format')!r}, expected "
+                         f"{' or '.join(map(repr, expect))} (a file written by rrcunet's save_model or its trainer)")
     if header.get("format_version") != str(FORMAT_VERSION):
         raise InputError(f"{path}: format version {header.get('format_version')!r} is not supported "
                          f"(expected {FORMAT_VERSION}); upgrade rrcunet")
@@ -229,24 +222,7 @@ def read_header(path: str | Path, *, expect: tuple[str, ...], handle: Any = None
         raise InputError(f"{path}: metadata header {META_KEY!r} missing or not JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise InputError(f"{path}: metadata header {META_KEY!r} is not a JSON object")
-    return fmt, meta
-
-
-def read_safetensors(path: str | Path, *, expect: tuple[str, ...], device: str = "cpu"
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An rrcunet safetensors file's tensors and JSON document (header checked by :func:`read_header`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as fh:
-            _, meta = read_header(path, expect=expect, handle=fh)
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except InputError:
-        raise
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise _unreadable(path, exc) from exc
-    return tensors, meta
+    return data, meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,15 +278,15 @@ def with_postprocess(source: str | Path, dest: str | Path, postprocess: dict[str
     return write_safetensors(dst, tensors, meta.to_dict(), MODEL_FORMAT)
 
 
-def _meta_of(fmt: str, raw: dict[str, Any], source: str) -> ModelMeta:
-    return ModelMeta.from_dict(raw.get("model_meta", {}) if fmt == CHECKPOINT_FORMAT else raw, source=source)
+def _meta_of(raw: dict[str, Any], source: str) -> ModelMeta:
+    """The description of a model file, or of the network of a training checkpoint."""
+    return ModelMeta.from_dict(raw["model_meta"] if "model_meta" in raw else raw, source=source)
 
 
 def read_model_meta(path: str | Path, *, formats: tuple[str, ...] = (MODEL_FORMAT, CHECKPOINT_FORMAT)) -> ModelMeta:
     """The :class:`ModelMeta` of a model file or training checkpoint, from its header alone
     (``formats``: the accepted file formats, e.g. ``(MODEL_FORMAT,)`` refuses a checkpoint)."""
-    fmt, raw = read_header(path, expect=formats)
-    return _meta_of(fmt, raw, str(path))
+    return _meta_of(read_safetensors(path, expect=formats, tensors=False)[1], str(path))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
@@ -329,9 +305,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
             weights that do not fit the described network (the message lists the keys).
     """
     tensors, raw = read_safetensors(path, expect=(MODEL_FORMAT, CHECKPOINT_FORMAT))
-    is_checkpoint = "model_meta" in raw
-    meta = _meta_of(CHECKPOINT_FORMAT if is_checkpoint else MODEL_FORMAT, raw, str(path))
-    if is_checkpoint:
+    meta = _meta_of(raw, str(path))
+    if "model_meta" in raw:  # a training checkpoint
         tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         # A skeleton on the meta device allocates nothing, so a small file that describes a huge

@@ -25,6 +25,7 @@ import numpy as np
 
 from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, make_split
 from rrcunet.errors import ConfigError, InputError
+from rrcunet.io import write_ct_series, write_rtstruct, write_seg, write_volume
 from rrcunet.synthetic.config import PRESETS, PhantomConfig
 from rrcunet.synthetic.phantom import Phantom, generate_phantom
 
@@ -45,6 +46,7 @@ def case_seed(seed: int, index: int) -> int:
 
 
 def _uid(*parts: Any) -> str:
+    # lazy: pydicom costs ~0.15 s at start-up; only DICOM phantoms need it
     from pydicom.uid import generate_uid
 
     return generate_uid(entropy_srcs=["rrcunet.synthetic", *map(str, parts)])
@@ -74,18 +76,16 @@ def write_dicom(phantom: Phantom, folder: Path, *, patient_id: str, seed: int, o
 
     Returns the written paths relative to ``folder.parent.parent`` (the dataset root).
     """
-    from rrcunet import io as rio
-
     ct_dir = folder / "ct"
-    files = rio.write_ct_series(
+    files = write_ct_series(
         phantom.image, ct_dir, patient_id=patient_id, patient_name=f"Phantom^{patient_id}",
         study_uid=_uid(seed, "study"), series_uid=_uid(seed, "series"),
         frame_of_reference_uid=_uid(seed, "frame"), series_description="rrcunet synthetic chest CT",
         study_description="rrcunet phantom", overwrite=overwrite)
-    rt = rio.write_rtstruct(phantom.label, files, folder / "rtstruct.dcm", roi_names=ROI_NAMES,
-                            structure_set_label="phantom", overwrite=overwrite)
-    seg = rio.write_seg(phantom.label, files, folder / "seg.dcm", segment_labels=ROI_NAMES,
-                        algorithm_name=None, series_description="phantom ground truth", overwrite=overwrite)
+    rt = write_rtstruct(phantom.label, files, folder / "rtstruct.dcm", roi_names=ROI_NAMES,
+                        structure_set_label="phantom", overwrite=overwrite)
+    seg = write_seg(phantom.label, files, folder / "seg.dcm", segment_labels=ROI_NAMES,
+                    algorithm_name=None, series_description="phantom ground truth", overwrite=overwrite)
     root = folder.parent.parent
     return {"ct": ct_dir.relative_to(root).as_posix(), "rtstruct": Path(rt).relative_to(root).as_posix(),
             "seg": Path(seg).relative_to(root).as_posix()}
@@ -134,8 +134,6 @@ def write_phantom_dataset(out_dir: str | Path, n: int, *, seed: int = 0, size: s
     if found:
         _clear(found)
     out.mkdir(parents=True, exist_ok=True)
-
-    from rrcunet.io import write_volume
 
     cases: list[CaseEntry] = []
     for i in range(int(n)):

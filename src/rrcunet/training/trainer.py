@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm
 
 from rrcunet.config import config_to_dict, config_to_json
 from rrcunet.data.augment import build_transform
@@ -385,7 +386,7 @@ def evaluate(*, model: nn.Module, batches: Iterable[dict[str, Any]], loss_fn: nn
     Dice per case and class uses :func:`rrcunet.scores.confusion_counts` /
     ``overlap_scores`` (an empty class in both prediction and truth scores 1).
     """
-    from monai.inferers import sliding_window_inference
+    from monai.inferers import sliding_window_inference  # lazy: only patch-trained runs validate in windows
 
     model.eval()
     loss_sum, cases = 0.0, 0
@@ -477,7 +478,7 @@ def _add_log_file(run_dir: Path) -> logging.Handler:
 
 def _make_loader(dataset: Any, *, indices_sampler: Any, num_workers: int, batch_size: int, seed: int,
                  pin: bool) -> DataLoader:
-    from monai.data.utils import worker_init_fn
+    from monai.data.utils import worker_init_fn  # lazy: only loaders with worker processes need it
 
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -711,7 +712,6 @@ class Trainer:
 
     def fit(self, resume: bool) -> TrainResult:
         """Set up (and with ``resume`` restore), then run the epochs that remain."""
-        from tqdm.auto import tqdm
 
         self.setup_data()
         self.setup_model()
@@ -720,7 +720,7 @@ class Trainer:
         config, ctx, sched = self.config, self.ctx, self.sched
         self.writer: Any = None
         if ctx.is_main and self.rt.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard costs ~1 s and is optional
 
             self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.start_epoch + 1)
         if ctx.is_main:
@@ -755,7 +755,6 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """Train one epoch; returns its metrics row so far (``epoch``, ``train_loss`` of all ranks)."""
-        from tqdm.auto import tqdm
 
         ctx, rt = self.ctx, self.rt
         # Data order, worker seeds and augmentation: functions of (seed, epoch, rank) only.

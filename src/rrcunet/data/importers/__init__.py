@@ -109,6 +109,7 @@ def import_dataset_report(
         raise ConfigError("--roi: give at least one ROI name or pattern")
     if not isinstance(lung_method, str) or not lung_method:
         raise ConfigError(f"lung_method must be a method name such as 'classical', not {lung_method!r}")
+    # lazy: rrcunet.lungmask imports torch (~1 s); `import rrcunet.data.importers` stays light
     from rrcunet.lungmask import check_method
 
     check_method(lung_method)  # unknown method, or one needing a model: refused before any case is read

@@ -221,6 +221,7 @@ def extract_lung_region(ct: Volume, method: str) -> Volume:
     A module-level function so tests can substitute a trivial extractor. An unknown method is a
     :class:`ConfigError` (fatal for the whole import, not one case).
     """
+    # lazy: rrcunet.lungmask imports torch (~1 s); only sources without a lung mask need it
     from rrcunet.lungmask import extract_lungs
 
     return extract_lungs(ct, method=method)

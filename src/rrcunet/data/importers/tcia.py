@@ -44,6 +44,8 @@ from rrcunet.errors import InputError
 from rrcunet.io.convert import safe_filename
 from rrcunet.io.dicom_series import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES
 from rrcunet.io.image import read_image
+from rrcunet.io.rtstruct import list_rois, read_rtstruct
+from rrcunet.io.seg import list_segments, read_seg_segments
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ def _annotation(ds: Any, path: Path, kind: str, patient: str, refs: set[str], fr
 
 def _scan(src: Path) -> tuple[dict[str, _CtSeries], list[_Annotation]]:
     """Headers of every DICOM file under ``src``: CT series and contour objects."""
+    # lazy: pydicom costs ~0.15 s at start-up; only the NSCLC (DICOM) import needs it
     import pydicom
 
     series: dict[str, _CtSeries] = {}
@@ -216,11 +219,7 @@ def select_lung_rois(names: Sequence[str], lung_rois: Sequence[str] | None, excl
 
 def _roi_names(ann: _Annotation) -> list[str]:
     if ann.kind == "RTSTRUCT":
-        from rrcunet.io.rtstruct import list_rois
-
         return list_rois(ann.path)
-    from rrcunet.io.seg import list_segments
-
     return list_segments(ann.path)
 
 
@@ -264,13 +263,9 @@ def _load_case(src: Path, ct_series: _CtSeries, annotations: Sequence[_Annotatio
     ct = read_image(folder, kind="image", series_uid=ct_series.uid)
     wanted = [escape_pattern(n) for n in tumour_names + lung_names]
     if ann.kind == "RTSTRUCT":
-        from rrcunet.io.rtstruct import read_rtstruct
-
         read = read_rtstruct(ann.path, ct, rois=wanted)
         name_key = "roi_name"
     else:
-        from rrcunet.io.seg import read_seg_segments
-
         read = read_seg_segments(ann.path, reference=ct, segments=wanted)
         name_key = "segment_label"
     masks: dict[str, np.ndarray] = {}
