@@ -95,3 +95,33 @@ def test_the_contract_can_fail():
     assert upward_imports([("io", "cli", "io/x.py", 3)]) == ["io/x.py:3: io (layer 0) imports cli (layer 6)"]
     assert cycles([("evaluation", "visualization", "a", 1), ("visualization", "evaluation", "b", 1)])
     assert not cycles([("evaluation", "visualization", "a", 1)])
+
+
+IMPORT = ("from ", "import ")
+
+
+def function_local_imports() -> list[tuple[str, int, bool]]:
+    """(file, line, has a comment) for every import inside a function; the comment is on the line
+    itself or on a comment line directly above it (or above its group of imports)."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        i = node.lineno - 1
+                        while i > 0 and (not lines[i - 1].strip() or lines[i - 1].strip().startswith(IMPORT)):
+                            i -= 1  # the top of a group of imports
+                        commented = "#" in lines[node.lineno - 1] or lines[i - 1].strip().startswith("#")
+                        found.append((str(path.relative_to(SRC)), node.lineno, commented))
+    return found
+
+
+def test_every_function_local_import_says_why():
+    bare = [f"{file}:{line}" for file, line, commented in function_local_imports() if not commented]
+    assert not bare, "function-local imports without a comment saying why:\n" + "\n".join(bare)
+
+
+if __name__ == "__main__":  # python tests/test_layering.py: the count quoted in docs/architecture.md
+    print(f"{len(function_local_imports())} function-local imports in src/rrcunet")
