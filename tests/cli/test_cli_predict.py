@@ -150,3 +150,17 @@ def test_device_cuda_index(tmp_path, capsys, monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="sees 2 CUDA device"):
         resolve_device(inference_config(parse("cuda:2")).device)
+
+
+def test_rerun_with_another_option_predicts_again_and_says_so(cli_model, cli_chest, tmp_path, capsys):
+    inp = tmp_path / "in"
+    write_volume(cli_chest[0], inp / "good.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(inp, "-o", out, "--model", cli_model) == 0
+    capsys.readouterr()
+    assert _predict(inp, "-o", out, "--model", cli_model, "--min-tumour-ml", "7") == 0
+    captured = capsys.readouterr()
+    assert "1 predicted, 0 already complete (skipped), 0 failed; 1 predicted again" in captured.out
+    assert json.loads((out / "good.json").read_text())["postprocessing"]["min_tumour_ml"] == 7.0
+    assert _predict(inp, "-o", out, "--model", cli_model, "--min-tumour-ml", "7") == 0
+    assert "0 predicted, 1 already complete (skipped)" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import pytest
 
 from rrcunet import __version__
 from rrcunet.errors import InputError
-from rrcunet.inference import InferenceConfig, Predictor, discover_cases, measure_lesions
+from rrcunet.inference import InferenceConfig, PostprocessConfig, Predictor, discover_cases, measure_lesions
 from rrcunet.io import Geometry, Volume, read_image, write_ct_series, write_volume
 from tests.inference.helpers import save_tiny_model
 
@@ -121,9 +122,6 @@ def test_resume_skips_complete_cases_and_overwrite_redoes_them(predictor, scans,
     again = predictor.predict_paths([scans], out, progress=False)
     assert [o.status for o in again.outcomes] == ["skipped", "skipped"]
     assert {p.name: _stamp(p) for p in out.iterdir()} == stamps
-    other = Predictor.from_file(save_tiny_model(tmp_path / "other.safetensors", seed=1), config=CPU)
-    assert [o.status for o in other.predict_paths([scans], out, progress=False).outcomes] == ["skipped", "skipped"]
-    assert "made by another model" in caplog.text
     # An interrupted case: predict had marked b.json "started", written some outputs, then died.
     (out / "b.json").write_text(json.dumps({"schema": "rrcunet-prediction", "schema_version": 1, "case": "b",
                                             "status": "started"}))
@@ -136,6 +134,23 @@ def test_resume_skips_complete_cases_and_overwrite_redoes_them(predictor, scans,
     assert _stamp(out / "a_seg.nii.gz") != stamps["a_seg.nii.gz"]
     # Earlier outputs in the output folder are never taken as inputs.
     assert [o.case_id for o in predictor.predict_paths([scans, out], out, progress=False).outcomes] == ["a", "b"]
+
+
+def test_a_complete_case_made_with_another_model_or_options_is_predicted_again(predictor, scans, tmp_path, caplog):
+    out = tmp_path / "out"
+    predictor.predict_paths([scans], out, progress=False)
+    other = Predictor.from_file(save_tiny_model(tmp_path / "other.safetensors", seed=1), config=CPU)
+    again = other.predict_paths([scans], out, progress=False).outcomes
+    assert [o.status for o in again] == ["done", "done"] and all("model" in o.message for o in again)
+    assert "predicting again" in caplog.text
+    assert json.loads((out / "a.json").read_text())["model"]["sha256"] == other.model_sha256
+    assert [o.status for o in other.predict_paths([scans], out, progress=False).outcomes] == ["skipped", "skipped"]
+    for option in ({"tta": True}, {"postprocess": PostprocessConfig(min_tumour_ml=3.0)},
+                   {"postprocess": PostprocessConfig(keep_outside_lung=True)}):
+        changed = Predictor.from_file(tmp_path / "other.safetensors", config=dataclasses.replace(CPU, **option))
+        outcomes = changed.predict_paths([scans], out, progress=False).outcomes
+        assert [o.status for o in outcomes] == ["done", "done"], option
+        assert [o.status for o in changed.predict_paths([scans], out, progress=False).outcomes] == ["skipped"] * 2
 
 
 def test_a_bad_case_is_reported_and_the_others_finish(predictor, scans, tmp_path):

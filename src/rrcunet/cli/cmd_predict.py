@@ -92,7 +92,8 @@ def register(subparsers: Any) -> None:
             "2 tumour, exactly the input's geometry), <case>.json (tumour volume, lesions with centroid and "
             "longest axial diameter, lung volume, runtimes, model hash), for DICOM input <case>_seg.dcm "
             "(DICOM SEG), and on request probabilities and an RTSTRUCT. Cases whose outputs are complete "
-            "are skipped (resume), unless --overwrite. A failing case is reported and skipped; the exit "
+            "are skipped (resume), unless --overwrite; a case made with another model or options is "
+            "predicted again. A failing case is reported and skipped; the exit "
             "status is then 3."
         ),
         epilog="Inputs, outputs and the JSON schema: docs/inference.md.",
@@ -131,6 +132,9 @@ def print_report(report: Any) -> int:
     """One line per failed case on stderr, a summary line on stdout; the exit status."""
     for o in report.failed:
         print(f"rrcunet predict: {o.path}: {o.message}", file=sys.stderr)
+    again = [o for o in report.done if o.message.startswith("predicted again")]
     print(f"{report.out_dir}: {len(report.done)} predicted, {len(report.skipped)} already complete (skipped), "
-          f"{len(report.failed)} failed")
+          f"{len(report.failed)} failed"
+          + (f"; {len(again)} predicted again because the model or an option changed since the last run"
+             if again else ""))
     return EXIT_CASE_FAILED if report.failed else 0

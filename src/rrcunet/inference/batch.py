@@ -222,15 +222,30 @@ def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> bool
     return all((out_dir / n).is_file() for n in _flat(outputs) + _flat(recorded))
 
 
-def _warn_if_other_model(js: Path, sha256: str | None) -> None:
-    """Warn when a skipped case's outputs were made by another model file."""
-    try:
-        recorded = json.loads(js.read_text(encoding="utf-8"))["model"]["sha256"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return
-    if sha256 is not None and recorded != sha256:
-        logger.warning("%s: kept outputs made by another model (sha256 %s…, now %s…); pass --overwrite to redo them",
-                       js, str(recorded)[:12], sha256[:12])
+#: The prediction options that change a case's result (``inference`` entries of its JSON).
+RESULT_OPTIONS = ("bf16", "tta", "sliding_window", "roi_size", "overlap", "target_spacing", "lung_method")
+
+
+def result_settings(doc: dict[str, Any]) -> dict[str, Any]:
+    """What decided a prediction's result, read from its JSON document (or one built like it): the
+    model and lung-model files (SHA-256), :data:`RESULT_OPTIONS` and the postprocessing."""
+    model, inference, post = (doc.get(k) or {} for k in ("model", "inference", "postprocessing"))
+    return {"model": model.get("sha256"), "lung model": (model.get("lung_model") or {}).get("sha256"),
+            **{k: inference.get(k) for k in RESULT_OPTIONS},
+            "min_tumour_ml": post.get("min_tumour_ml"), "keep_outside_lung": post.get("keep_outside_lung")}
+
+
+def changed_settings(js: Path, predictor: Predictor) -> list[str]:
+    """The settings of ``predictor`` that differ from those recorded in the prediction JSON ``js``,
+    as ``"name old -> new"`` (model hashes shortened); empty when the recorded result is this one's."""
+    recorded = result_settings(_read_own_json(js) or {})
+    now = result_settings(json_safe({
+        "model": predictor.describe(), "inference": predictor.config.to_dict(),
+        "postprocessing": {"min_tumour_ml": predictor.config.postprocess.min_tumour_ml,
+                           "keep_outside_lung": predictor.config.postprocess.keep_outside_lung}}))
+    short = {"model", "lung model"}
+    return [f"{k} {str(recorded[k])[:12] if k in short else recorded[k]} -> {str(v)[:12] if k in short else v}"
+            for k, v in now.items() if recorded[k] != v]
 
 
 _NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*|null)(?:,\s*(?:-?[0-9][0-9.eE+-]*|null))*)\s*\]")
@@ -399,7 +414,8 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         save_probabilities: also write ``<case>_prob_<class>.nii.gz``.
         rtstruct: also write ``<case>_rtstruct.dcm`` for DICOM inputs (ignored, with a warning, for others).
         overwrite: redo cases that are already complete (default: skip them, so an interrupted run
-            resumes where it stopped).
+            resumes where it stopped). A complete case whose JSON records another model file, lung
+            model, :data:`RESULT_OPTIONS` value or postprocessing is predicted again, with a warning.
         progress: show a tqdm progress bar (on stderr, only when it is a terminal).
         on_case: called with each :class:`CaseOutcome` as it is decided.
 
@@ -429,10 +445,11 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
     for case in bar:
         bar.set_postfix_str(case.case_id, refresh=False)
         expected = case_outputs(case, label_names=labels, save_probabilities=save_probabilities, rtstruct=rtstruct)
-        if not overwrite and is_complete(case, out, expected):
+        complete = not overwrite and is_complete(case, out, expected)
+        changed = changed_settings(out / f"{case.case_id}.json", predictor) if complete else []
+        if complete and not changed:
             outcome = CaseOutcome(case.case_id, case.path, "skipped", "outputs complete; pass --overwrite to redo",
                                   expected)
-            _warn_if_other_model(out / f"{case.case_id}.json", predictor.model_sha256)
         elif not overwrite and (theirs := foreign_outputs(case, out, expected)):
             outcome = CaseOutcome(case.case_id, case.path, "failed",
                                   f"{out} already holds {', '.join(theirs)}, not written by rrcunet predict; "
@@ -440,8 +457,13 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         else:
             t = time.perf_counter()
             try:
+                if changed:  # never keep a result made with another model or other options
+                    logger.warning("%s: predicting again, its outputs in %s were made with other settings (%s)",
+                                   case.case_id, out, "; ".join(changed))
                 doc = predict_case(predictor, case, out, save_probabilities=save_probabilities, rtstruct=rtstruct)
-                outcome = CaseOutcome(case.case_id, case.path, "done", "", doc["outputs"], time.perf_counter() - t)
+                outcome = CaseOutcome(case.case_id, case.path, "done",
+                                      f"predicted again: {'; '.join(changed)}" if changed else "", doc["outputs"],
+                                      time.perf_counter() - t)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except RRcUNetError as exc:
