@@ -104,3 +104,44 @@ def test_refused_inputs(folders, tmp_path):
     (tmp_path / "nopred").mkdir()
     with pytest.raises(InputError, match="no prediction found"):
         evaluate_folder(tmp_path / "nopred", folders / "gt", tmp_path / "r3", progress=False)
+
+
+def _tumour_only_folders(tmp_path):
+    """A GTV-style reference (0/1, 1 = tumour, as `rrcunet convert --rtstruct` writes it) and a 0/1/2 prediction
+    that finds 32 of its 48 tumour voxels."""
+    gt = (_gt() == 2).astype(np.uint8)
+    pred = _gt()
+    pred[5:9, 5:9, 5] = 1
+    write_volume(Volume(gt, GEOM, "label"), tmp_path / "gt" / "p1.nii.gz")
+    write_volume(Volume(pred, GEOM, "label"), tmp_path / "pred" / "p1_seg.nii.gz")
+    return tmp_path
+
+
+def test_a_tumour_only_reference_is_scored_as_tumour_and_said_so(tmp_path, caplog):
+    f = _tumour_only_folders(tmp_path)
+    rep = evaluate_folder(f / "pred", f / "gt", f / "report", figures=False, progress=False)
+    assert rep.cases[0].tumour_dice == pytest.approx(2 * 32 / (48 + 32))
+    assert "read as tumour-only masks" in caplog.text
+    summary = json.loads((f / "report" / "summary.json").read_text())
+    assert summary["reference_labels"] == "tumour"
+    assert not any(r["table"].startswith("Table 3") for r in summary["summary"])  # no lung in the reference
+    assert "dice_lung" not in (f / "report" / "per_case.csv").read_text().splitlines()[0]
+    # the old reading, on request: 1 is lung, so no tumour in the reference at all
+    forced = evaluate_folder(f / "pred", f / "gt", f / "forced", figures=False, progress=False,
+                             reference_labels="lung+tumour")
+    assert forced.cases[0].tumour_dice == 0.0
+
+
+def test_three_class_references_are_read_as_before_and_missing_tumours_are_named(folders, tmp_path, caplog):
+    write_volume(Volume(np.where(_gt() == 2, 1, _gt()).astype(np.uint8), GEOM, "label"), folders / "gt" / "half.nii.gz",
+                 overwrite=True)
+    rep = evaluate_folder(folders / "pred", folders / "gt", tmp_path / "r", figures=False, progress=False)
+    assert {m.case_id: m.tumour_dice for m in rep.cases}["perfect"] == 1.0
+    assert "1 of 2 references hold no tumour label (2): half" in caplog.text
+
+
+def test_the_pairing_error_lists_both_sides(tmp_path):
+    write_volume(Volume(_gt(), GEOM, "label"), tmp_path / "pred" / "image_seg.nii.gz")
+    write_volume(Volume(_gt(), GEOM, "label"), tmp_path / "gt" / "LUNG1-001.nii.gz")
+    with pytest.raises(InputError, match=r"prediction case ids image; ground-truth case ids LUNG1-001"):
+        evaluate_folder(tmp_path / "pred", tmp_path / "gt", tmp_path / "r", progress=False)

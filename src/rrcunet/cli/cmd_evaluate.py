@@ -32,6 +32,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--images", metavar="IMG_DIR",
                    help="CT images (<case>.nii.gz or DICOM folders <case>/) for the slice figures; default: the "
                         "dataset's images/ or the inputs recorded by `rrcunet predict`")
+    p.add_argument("--reference-labels", choices=("auto", "lung+tumour", "tumour"), default="auto",
+                   help="what the ground truth's values mean: lung+tumour (0 background, 1 lung, 2 tumour), tumour "
+                        "(any non-zero value is tumour, e.g. a GTV from `rrcunet convert --rtstruct`; lung not "
+                        "scored) or auto (default: a prepared dataset is lung+tumour; references with no label 2 "
+                        "are read as tumour-only, with a warning)")
     p.add_argument("--tolerance-mm", type=float, default=2.0, help="surface-Dice tolerance in mm (default 2)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the per-case figures")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report in REPORT_DIR")
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = evaluate_folder(args.pred_dir, args.gt_dir, args.out_dir, images_dir=args.images,
                              tolerance_mm=args.tolerance_mm, figures=args.figures, overwrite=args.overwrite,
-                             progress=args.progress)
+                             progress=args.progress, reference_labels=args.reference_labels)
     print(report.summary_markdown(), end="")
     print(f"{len(report.cases)} case(s) scored; report: {report.files['html']}")
     return 0

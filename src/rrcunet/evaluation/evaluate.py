@@ -42,13 +42,14 @@ from tqdm.auto import tqdm
 
 from rrcunet import __version__
 from rrcunet.data.manifest import DatasetManifest
-from rrcunet.errors import InputError
+from rrcunet.errors import ConfigError, InputError
 from rrcunet.evaluation.metrics import CaseMetrics, EvaluationSummary, evaluate_volumes, summarize
 from rrcunet.evaluation.metrics import dice_histogram as histogram_counts
 from rrcunet.formatting import table
 from rrcunet.io import read_image, validate_label
 from rrcunet.io.atomic import atomic_write_text, json_safe
 from rrcunet.io.image import ITK_SUFFIXES, image_suffix
+from rrcunet.tasks import TUMOUR_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ SUMMARY_METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("Surface (tumour)", "HD95 tumour (mm)", "tumour_hd95_mm", False),
     ("Surface (tumour)", "Surface Dice tumour", "tumour_surface_dice", False),
 )
+
+#: What the values of a reference label map mean (``--reference-labels``): ``"lung+tumour"`` 0 background,
+#: 1 lung, 2 tumour (rrcunet's labels, every prepared dataset); ``"tumour"`` any non-zero value is tumour (a
+#: single contour such as ``rrcunet convert --rtstruct``'s GTV-1); ``"auto"`` decides per run (see
+#: :func:`reference_mode`).
+REFERENCE_LABELS = ("auto", "lung+tumour", "tumour")
 
 # Columns first in per_case.csv (the rest follow in CaseMetrics.as_dict order).
 _CASE_COLUMNS = ("case_id", "tumour_dice", "tumour_iou", "tumour_f1", "tumour_hd95_mm", "tumour_surface_dice",
@@ -119,6 +126,10 @@ class FolderEvaluation:
 def _strip_suffix(name: str) -> tuple[str, str] | None:
     s = image_suffix(name)
     return (name[: len(name) - len(s)], s) if s else None
+
+
+def _strip_suffix_or_none(path: Path) -> tuple[str, str] | tuple[None, None]:
+    return (_strip_suffix(path.name) or (None, None)) if path.is_file() else (None, None)
 
 
 def _find(folder: Path, stems: Sequence[str]) -> Path | None:
@@ -211,9 +222,14 @@ def pair_cases(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str],
             image = _input_from_prediction_json(pred_p, case)
         pairs.append(EvaluationPair(case, pred, gt, image))
     if not pairs:
+        found = sorted(by_id) if manifest is not None else sorted(
+            {n for d in (gt_p, gt_p / "labels") if d.is_dir() for n, _ in map(_strip_suffix_or_none, d.iterdir()) if n})
         raise InputError(
-            f"none of the {len(preds)} prediction(s) in {pred_p} ({', '.join(list(preds)[:5])}…) has ground truth in "
-            f"{gt_p}; expected {gt_p}/<case>.nii.gz, <case>_seg.nii.gz, labels/<case>.nii.gz or a manifest.json listing the case"
+            f"none of the {len(preds)} prediction(s) in {pred_p} has ground truth in {gt_p}: prediction case ids "
+            f"{', '.join(list(preds)[:8])}{' …' if len(preds) > 8 else ''}; ground-truth case ids "
+            f"{', '.join(found[:8]) or 'none'}{' …' if len(found) > 8 else ''}. Expected {gt_p}/<case>.nii.gz, "
+            "<case>_seg.nii.gz, labels/<case>.nii.gz or a manifest.json listing the case; rename one side so the "
+            "ids match"
         )
     if unmatched:
         logger.warning("%d prediction(s) without ground truth are not scored: %s", len(unmatched),
@@ -288,6 +304,33 @@ def _check_grids(pair: EvaluationPair, gt: Any, pred: Any) -> None:
     )
 
 
+def reference_mode(pairs: Sequence[EvaluationPair], gt_dir: Path, requested: str) -> str:
+    """The meaning of the references' labels (:data:`REFERENCE_LABELS`) for this run.
+
+    ``"auto"``: a prepared dataset (``manifest.json``) is ``"lung+tumour"``; otherwise, when no reference
+    holds a label 2, the references are tumour-only masks and that is said in a warning; else
+    ``"lung+tumour"``, with a warning naming the references that hold no tumour label at all.
+    """
+    if requested not in REFERENCE_LABELS:
+        raise ConfigError(f"--reference-labels must be one of {', '.join(REFERENCE_LABELS)}, not {requested!r}")
+    if requested != "auto" or (gt_dir / "manifest.json").is_file():
+        return "lung+tumour" if requested == "auto" else requested
+    no_tumour = [p.case_id for p in pairs if int(np.max(read_image(p.ground_truth, kind="label").array)) < 2]
+    if len(no_tumour) == len(pairs):
+        logger.warning("no reference in %s has label 2 (tumour): read as tumour-only masks (non-zero = tumour, lung "
+                       "not scored); pass --reference-labels lung+tumour if their label 1 means lung", gt_dir)
+        return "tumour"
+    if no_tumour:
+        logger.warning("%d of %d references hold no tumour label (2): %s; their tumour scores follow the empty-mask "
+                       "convention (docs/metrics.md)", len(no_tumour), len(pairs), ", ".join(no_tumour[:10]))
+    return "lung+tumour"
+
+
+def _tumour_only(volume: Any, tumour_values: Sequence[int]) -> Any:
+    """``volume`` with the values ``tumour_values`` as tumour (2) and everything else background (0)."""
+    return volume.with_array(np.where(np.isin(np.asarray(volume.array), tumour_values), 2, 0).astype(np.uint8))
+
+
 def _histogram_values(cases: Sequence[CaseMetrics]) -> list[float]:
     """Per-case tumour Dice for Figure 7; NaN (undefined) where neither mask has tumour."""
     return [math.nan if c.tumour_absent_in_both else c.tumour_dice for c in cases]
@@ -296,7 +339,8 @@ def _histogram_values(cases: Sequence[CaseMetrics]) -> list[float]:
 def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str],
                     out_dir: str | os.PathLike[str], *, images_dir: str | os.PathLike[str] | None = None,
                     tolerance_mm: float = 2.0, figures: bool = True, overwrite: bool = False,
-                    progress: bool = True, title: str = "rrcunet evaluation") -> FolderEvaluation:
+                    progress: bool = True, title: str = "rrcunet evaluation",
+                    reference_labels: str = "auto") -> FolderEvaluation:
     """Score every prediction that has ground truth and write the report folder.
 
     Args:
@@ -310,6 +354,8 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
         overwrite: replace an existing report.
         progress: tqdm progress bar (on a terminal only).
         title: page title.
+        reference_labels: what the references' values mean, one of :data:`REFERENCE_LABELS`. With
+            tumour-only references the prediction's lung is not scored and the 3-label rows are left out.
 
     Returns:
         a :class:`FolderEvaluation`.
@@ -328,6 +374,7 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     if (out / "summary.json").exists() and not overwrite:
         raise InputError(f"{out} already holds a report (summary.json); pass --overwrite to replace it")
     pairs, unmatched, n_missing = pair_cases(pred_dir, gt_dir, images_dir=images_dir)
+    mode = reference_mode(pairs, Path(gt_dir), reference_labels)
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
 
@@ -337,6 +384,8 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
         pred = validate_label(read_image(pair.prediction, kind="label"), pair.prediction)
         gt = validate_label(read_image(pair.ground_truth, kind="label"), pair.ground_truth)
         _check_grids(pair, gt.geometry, pred.geometry)
+        if mode == "tumour":
+            gt, pred = _tumour_only(gt, list(range(1, 256))), _tumour_only(pred, [TUMOUR_LABEL])
         metrics = evaluate_volumes(pred, gt, case_id=pair.case_id, tolerance_mm=tolerance_mm)
         cases.append(metrics)
         if not figures:
@@ -359,6 +408,9 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     summary = summarize(cases)
     rows = summary_rows(summary)
     per_case = [_case_row(m) for m in cases]
+    if mode == "tumour":  # no lung in the references: only the tumour scores mean something
+        rows = [r for r in rows if not r["table"].startswith("Table 3")]
+        per_case = [{k: v for k, v in r.items() if k == "case_id" or "tumour" in k or k == "spacing"} for r in per_case]
     files: dict[str, Path] = {}
 
     columns: list[str] = []
@@ -371,7 +423,7 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     mc = summary.mean_of_cases
     doc = {
         "schema": "rrcunet-evaluation", "schema_version": 1, "rrcunet_version": __version__,
-        "n_cases": len(cases), "surface_tolerance_mm": tolerance_mm,
+        "n_cases": len(cases), "surface_tolerance_mm": tolerance_mm, "reference_labels": mode,
         "summary": rows,
         "mean_of_cases": summary.mean_of_cases.as_dict(),
         "voxel_pooled": summary.voxel_pooled.as_dict(),
@@ -387,13 +439,15 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
              f"({mc.n_tumour_absent_in_both} without tumour in either mask left out); HD95 mean over finite values "
              f"({mc.n_hd95_infinite} infinite: tumour missed or false alarm); surface Dice at {tolerance_mm:g} mm. "
              "Definitions: docs/metrics.md."]
+    if mode == "tumour":
+        notes.append("References read as tumour-only masks (non-zero = tumour): lung and 3-label scores left out.")
     if unmatched:
         notes.append(f"Not scored (no ground truth): {', '.join(unmatched)}.")
     md = f"# {title}\n\n" + table(rows) + "\n" + "\n\n".join(notes) + "\n"
     files["summary_md"] = atomic_write_text(out / "summary.md", md)
     files["histogram"] = dice_histogram(_histogram_values(cases), out / "dice_histogram.png")
     details = {"predictions": str(Path(pred_dir)), "ground truth": str(Path(gt_dir)), "cases": len(cases),
-               "surface Dice tolerance (mm)": tolerance_mm, "HD95 infinite (missed / false alarm)": mc.n_hd95_infinite,
+               "surface Dice tolerance (mm)": tolerance_mm, "reference labels": mode, "HD95 infinite (missed / false alarm)": mc.n_hd95_infinite,
                "tumour absent in both (left out of tumour means)": mc.n_tumour_absent_in_both}
     if unmatched:
         details["predictions without ground truth (not scored)"] = ", ".join(unmatched)
