@@ -38,10 +38,10 @@ def test_dicom_input_gives_a_seg_and_rtstruct_referencing_the_series(cli_model, 
     assert _predict(tmp_path / "P1" / "ct", "-o", tmp_path / "out", "--model", cli_model, "--rtstruct") == 0
     ct = read_image(tmp_path / "P1" / "ct")
     out = tmp_path / "out"
-    seg_nii = read_image(out / "P1_ct_seg.nii.gz", kind="label")
+    seg_nii = read_image(out / "P1_seg.nii.gz", kind="label")
     assert seg_nii.geometry.same_grid(ct.geometry, atol=1e-6) and seg_nii.shape == ct.shape
 
-    ds = pydicom.dcmread(out / "P1_ct_seg.dcm")
+    ds = pydicom.dcmread(out / "P1_seg.dcm")
     seg = hd.seg.Segmentation.from_dataset(ds)
     info = ct.meta["dicom"]
     assert ds.Modality == "SEG" and ds.StudyInstanceUID == info.study_uid
@@ -51,10 +51,10 @@ def test_dicom_input_gives_a_seg_and_rtstruct_referencing_the_series(cli_model, 
     assert referenced == set(info.sop_instance_uids) == {pydicom.dcmread(f).SOPInstanceUID for f in files}
     assert [d.segment_label for d in seg.SegmentSequence] == ["Lung", "Tumour"]
     # The SEG and the RTSTRUCT read back onto the CT give the NIfTI label map.
-    np.testing.assert_array_equal(read_seg(out / "P1_ct_seg.dcm", reference=ct).array, seg_nii.array)
-    rois = read_rtstruct(out / "P1_ct_rtstruct.dcm", ct)
+    np.testing.assert_array_equal(read_seg(out / "P1_seg.dcm", reference=ct).array, seg_nii.array)
+    rois = read_rtstruct(out / "P1_rtstruct.dcm", ct)
     np.testing.assert_array_equal(rois["Tumour"].array > 0, seg_nii.array == 2)
-    doc = json.loads((out / "P1_ct.json").read_text())
+    doc = json.loads((out / "P1.json").read_text())
     assert doc["input"]["dicom"]["series_uid"] == info.series_uid
 
 

@@ -53,10 +53,10 @@ def test_discovery_rules(tmp_path):
     (ds / "manifest.json").write_text("{}")
     cases = discover_cases([root, tmp_path / "P7" / "ct", ds, root / "a.nii.gz"])
     assert [(c.case_id, c.is_dicom) for c in cases] == [
-        ("a", False), ("b", False), ("patient1", True), ("P7_ct", True), ("case_01", False)]
-    assert cases[2].path == root / "patient1"
+        ("a", False), ("b", False), ("P1", True), ("P7", True), ("case_01", False)]  # DICOM: the PatientID
+    assert cases[2].path == root / "patient1" / "study" / "series"
     one_file = discover_cases([tmp_path / "P7" / "ct" / "CT_0001.dcm"])
-    assert [(c.case_id, c.is_dicom) for c in one_file] == [("P7_ct", True)]
+    assert [(c.case_id, c.is_dicom) for c in one_file] == [("P7", True)]
 
 
 def test_discovery_errors(tmp_path):

@@ -24,7 +24,7 @@ def test_lung1_001_prediction_geometry_and_seg(tiny_model, tmp_path):
     assert main(["predict", str(series), "-o", str(out), "--model", str(tiny_model), "--device", "cpu",
                  "--no-progress"]) == 0
     ct = read_image(series)
-    case = "nsclc-radiomics-lung1-001_image"
+    case = "LUNG1-001"  # the PatientID
     seg = read_image(out / f"{case}_seg.nii.gz", kind="label")
     assert seg.shape == ct.shape == (512, 512, 134)
     assert seg.geometry.same_grid(ct.geometry, atol=1e-5)

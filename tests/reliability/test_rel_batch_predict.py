@@ -34,9 +34,9 @@ BAD_CASES = {
     "flat": "found a 2D image",
     "air": "same value \\(-1000 HU\\).*constant image",
     "nan": "NaN or infinite voxels",
-    "mr": "holds no CT series",
+    "mr": "has modality MR; expected CT",
 }
-GOOD_CASES = ("good1", "good2", "dicom")
+GOOD_CASES = ("good1", "good2", "P-DICOM")  # a DICOM case is named by its PatientID
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def check_batch_outputs(out: Path, good: tuple[str, ...], bad: tuple[str, ...]) 
         assert all((out / n).is_file() for n in doc["outputs"].values() if isinstance(n, str))
         labels = read_image(out / f"{case}_seg.nii.gz", kind="label")
         assert set(np.unique(labels.array)) <= {0, 1, 2}
-    assert "dicom_seg.dcm" in names or "dicom" not in good
+    assert "P-DICOM_seg.dcm" in names or "P-DICOM" not in good
     for case in bad:
         assert not [n for n in names if n == f"{case}.json" or n.startswith(f"{case}_")], (case, sorted(names))
     assert not temp_files(out)

@@ -41,6 +41,7 @@ from rrcunet.errors import InputError, RRcUNetError
 from rrcunet.inference.predictor import PredictionResult, Predictor
 from rrcunet.io import read_image, write_rtstruct, write_seg, write_volume
 from rrcunet.io.atomic import atomic_path, atomic_write_text, json_safe, remove_stale_temporaries
+from rrcunet.io.dicom_series import list_dicom_series
 from rrcunet.io.image import ITK_SUFFIXES, image_suffix, is_dicom_file
 from rrcunet.io.volume import Geometry, Volume
 
@@ -60,6 +61,7 @@ class CaseInput:
     case_id: str
     path: Path
     is_dicom: bool
+    series_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,34 @@ def _folder_case_id(folder: Path) -> str:
     return _clean_id(folder.name)
 
 
+def _dicom_cases(folder: Path, *, recursive: bool, only: Path | None = None) -> list[CaseInput]:
+    """One case per image series under ``folder``; RTSTRUCT, SEG and other non-image series are skipped with
+    a note. A CT series is named by its PatientID (another modality's gets ``_<modality>``, and fails later
+    with its reason), with ``_1``, ``_2``… by study date and series number when a patient has several
+    (as ``rrcunet import`` names them); by its folder when the PatientID is empty. ``only``: just the
+    series holding this file."""
+    series = list_dicom_series(folder, recursive=recursive)
+    if only is not None:
+        series = [s for s in series if str(only) in s.files]
+    for s in series:
+        if not s.is_image:
+            logger.info("%s: skipped %s: not an image series", Path(s.files[0]).parent, s.describe())
+    by_patient: dict[tuple[str, str], list[Any]] = {}
+    for s in series:
+        if s.is_image:  # a non-CT image series stays a case, and fails with its reason
+            by_patient.setdefault((s.patient_id, s.modality), []).append(s)
+    cases = []
+    for (pid, modality), group in sorted(by_patient.items()):
+        group.sort(key=lambda s: (s.study_date, s.series_number, s.series_uid))
+        for k, s in enumerate(group, start=1):
+            where = Path(os.path.commonpath([str(Path(f).parent) for f in s.files]))
+            base = _clean_id(pid) if pid else _folder_case_id(where)
+            base = base if modality == "CT" else f"{base}_{_clean_id(modality or 'image')}"
+            uid = None if s.series_uid.startswith("<") else s.series_uid  # "<no SeriesInstanceUID ...>"
+            cases.append(CaseInput(base if len(group) == 1 else f"{base}_{k}", where, True, uid))
+    return cases
+
+
 def _discover_one(path: Path) -> list[CaseInput]:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
@@ -133,20 +163,14 @@ def _discover_one(path: Path) -> list[CaseInput]:
         if image_suffix(path):
             return [CaseInput(_file_case_id(path), path, False)]
         if _is_dicom(path):
-            return [CaseInput(_folder_case_id(path.parent), path, True)]
+            return _dicom_cases(path.parent, recursive=False, only=path)
         raise InputError(f"{path}: not an image file (expected {', '.join(ITK_SUFFIXES)}, a DICOM file or a folder)")
     if (path / "manifest.json").is_file() and (path / "images").is_dir():  # a prepared dataset
         return _discover_one(path / "images")
-    if _has_dicom(path, recursive=False):
-        return [CaseInput(_folder_case_id(path), path, True)]
-    cases: list[CaseInput] = []
-    for child in sorted(path.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_file() and image_suffix(child):
-            cases.append(CaseInput(_file_case_id(child), child, False))
-        elif child.is_dir() and _has_dicom(child, recursive=True):
-            cases.append(CaseInput(_clean_id(child.name), child, True))
+    cases = [CaseInput(_file_case_id(child), child, False) for child in sorted(path.iterdir())
+             if not child.name.startswith(".") and child.is_file() and image_suffix(child)]
+    if _has_dicom(path, recursive=True):
+        cases += _dicom_cases(path, recursive=True)
     if not cases:
         raise InputError(f"{path}: found no case: expected image files ({', '.join(ITK_SUFFIXES)}), DICOM files, "
                          "or sub-folders holding DICOM series")
@@ -382,10 +406,10 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
                  rtstruct: bool = False) -> dict[str, Any]:
     """Read, predict and write one case; return its JSON document (already written)."""
     t0 = time.perf_counter()
-    ct = read_image(case.path)
+    ct = read_image(case.path, **({"series_uid": case.series_uid} if case.series_uid else {}))
     t_read = time.perf_counter() - t0
     if case.is_dicom != ("dicom" in ct.meta):
-        case = CaseInput(case.case_id, case.path, "dicom" in ct.meta)
+        case = CaseInput(case.case_id, case.path, "dicom" in ct.meta, case.series_uid)
     outputs = case_outputs(case, label_names=dict(predictor.meta.labels), save_probabilities=save_probabilities,
                            rtstruct=rtstruct)
     result = predictor.predict_volume(ct, return_probabilities=save_probabilities)

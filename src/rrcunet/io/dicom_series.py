@@ -93,6 +93,9 @@ class SeriesSummary:
     n_files: int
     is_image: bool
     files: tuple[str, ...]
+    patient_id: str = ""
+    study_date: str = ""
+    series_number: int = 0
 
     def describe(self) -> str:
         what = "image" if self.is_image else "non-image"
@@ -173,6 +176,9 @@ def _summaries(groups: dict[str, list[tuple[Path, Any]]]) -> list[SeriesSummary]
             n_files=len(items),
             is_image=_is_image(ds0),
             files=tuple(str(f) for f, _ in items),
+            patient_id=str(ds0.get("PatientID", "") or "").strip(),
+            study_date=str(ds0.get("StudyDate", "") or ""),
+            series_number=int(ds0.get("SeriesNumber", 0) or 0),
         ))
     return sorted(out, key=lambda s: (-s.n_files, s.series_uid))
 
