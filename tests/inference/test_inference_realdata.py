@@ -39,3 +39,13 @@ def test_lung1_001_prediction_geometry_and_seg(tiny_model, tmp_path):
     doc = json.loads((out / f"{case}.json").read_text())
     assert doc["input"]["geometry"]["shape"] == [512, 512, 134]
     assert 2000 < doc["lung"]["region_volume_ml"] < 9000   # two adult lungs (classical extractor)
+
+
+def test_the_tcia_patient_folder_as_shipped_is_one_case_named_by_its_patient_id(caplog):
+    from rrcunet.inference import discover_cases
+
+    patient = realdata_path("nsclc-radiomics-lung1-001")
+    with caplog.at_level("INFO"):
+        cases = discover_cases([patient])
+    assert [(c.case_id, c.path.name, c.is_dicom) for c in cases] == [("LUNG1-001", "image", True)]
+    assert "skipped RTSTRUCT" in caplog.text  # the contour folder is noted, not a failed case
