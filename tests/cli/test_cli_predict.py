@@ -164,3 +164,18 @@ def test_rerun_with_another_option_predicts_again_and_says_so(cli_model, cli_che
     assert json.loads((out / "good.json").read_text())["postprocessing"]["min_tumour_ml"] == 7.0
     assert _predict(inp, "-o", out, "--model", cli_model, "--min-tumour-ml", "7") == 0
     assert "0 predicted, 1 already complete (skipped)" in capsys.readouterr().out
+
+
+def test_the_fix_an_error_suggests_works_on_the_same_command(cli_model, cli_chest, tmp_path, capsys):
+    ct = cli_chest[0]
+    stored = (ct.array.astype("int32").clip(-1024, None) + 1024).astype("int16")  # pixel values, no intercept
+    write_volume(ct.with_array(stored), tmp_path / "in" / "raw.nii.gz")
+    args = [tmp_path / "in", "-o", tmp_path / "out", "--model", cli_model]
+    assert _predict(*args) == 3
+    assert "--no-intensity-check" in capsys.readouterr().err
+    # what it suggests is an option of predict; with it, no lung is found in the shifted values, and that
+    # message's own advice (--on-empty-lung full) is an option of predict too
+    code = _predict(*args, "--no-intensity-check")
+    err = capsys.readouterr().err
+    assert code == 0 or "--on-empty-lung full" in err
+    assert _predict(*args, "--no-intensity-check", "--on-empty-lung", "full") == 0

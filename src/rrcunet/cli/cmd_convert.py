@@ -9,6 +9,27 @@ import argparse
 from typing import Any
 
 
+def add_ct_read_arguments(p: argparse.ArgumentParser, *, series_uid: bool = True) -> None:
+    """The CT-reading options that the readers' error messages suggest; every command that reads a CT
+    offers them (``ct_read_options`` turns them into :func:`rrcunet.io.read_image` keywords).
+    ``series_uid=False`` for ``predict``, which reads every series of a folder as its own case."""
+    if series_uid:
+        p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several")
+    p.add_argument("--allow-non-ct", action="store_true", help="accept a modality other than CT")
+    p.add_argument("--allow-nonuniform", action="store_true",
+                   help="resample missing/unevenly spaced slices onto the median step instead of refusing them")
+    p.add_argument("--no-intensity-check", dest="check_intensity", action="store_false",
+                   help="do not refuse images whose values do not look like Hounsfield units")
+
+
+def ct_read_options(args: argparse.Namespace) -> dict[str, bool]:
+    options = {"check_intensity": args.check_intensity, "allow_non_ct": args.allow_non_ct,
+               "allow_nonuniform": args.allow_nonuniform}
+    if getattr(args, "series_uid", None):
+        options["series_uid"] = args.series_uid
+    return options
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "convert",
@@ -27,12 +48,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--roi", action="append", metavar="NAME", dest="rois",
                    help="ROI/segment name or pattern such as 'GTV*' (case-insensitive); repeat for several; "
                         "default: all")
-    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several")
-    p.add_argument("--allow-non-ct", action="store_true", help="accept a modality other than CT")
-    p.add_argument("--allow-nonuniform", action="store_true",
-                   help="resample missing/unevenly spaced slices onto the median step instead of refusing them")
-    p.add_argument("--no-intensity-check", dest="check_intensity", action="store_false",
-                   help="do not refuse images whose values do not look like Hounsfield units")
+    add_ct_read_arguments(p)
+    p.add_argument("--no-reference-check", dest="check_references", action="store_false",
+                   help="rasterise an RTSTRUCT onto this CT even if it references another series or frame of "
+                        "reference (when you registered them yourself)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
 
@@ -48,10 +67,8 @@ def run(args: argparse.Namespace) -> int:
         seg=args.seg,
         rois=args.rois,
         overwrite=args.overwrite,
-        series_uid=args.series_uid,
-        allow_non_ct=args.allow_non_ct,
-        allow_nonuniform=args.allow_nonuniform,
-        check_intensity=args.check_intensity,
+        check_references=args.check_references,
+        **ct_read_options(args),
     )
     for name, path in written.items():
         print(f"{name}\t{path}")

@@ -10,6 +10,8 @@ import argparse
 import time
 from typing import Any
 
+from rrcunet.cli.cmd_convert import add_ct_read_arguments, ct_read_options
+
 
 def register(subparsers: Any) -> None:
     # lazy: needed only to build the parser; importing this command module stays light
@@ -31,6 +33,7 @@ def register(subparsers: Any) -> None:
                    help="extractor (default: classical)")
     p.add_argument("--model", metavar="PATH", help="checkpoint for methods that need one (coordunet)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_ct_read_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     check_method(args.method, args.model)
     check_output_path(args.out, inputs=[args.input], overwrite=args.overwrite)
     extractor = make_lung_extractor(args.method, args.model, config=InferenceConfig(device="cpu"))
-    ct = read_image(args.input)
+    ct = read_image(args.input, **ct_read_options(args))
     start = time.perf_counter()
     lungs = extractor(ct)
     elapsed = time.perf_counter() - start

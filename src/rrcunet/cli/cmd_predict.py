@@ -20,6 +20,8 @@ import re
 import sys
 from typing import Any
 
+from rrcunet.cli.cmd_convert import add_ct_read_arguments, ct_read_options
+
 EXIT_CASE_FAILED = 3
 
 
@@ -66,6 +68,9 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop predicted tumour components smaller than N mL (0 keeps all; default: the value "
                         "the model file records, chosen on validation data by `rrcunet experiment postprocess`, "
                         "else 0)")
+    p.add_argument("--on-empty-lung", choices=("error", "full"),
+                   help="when the lung region is empty: error, or full = use the whole volume (default: the model "
+                        "file's choice, normally error)")
     p.add_argument("--keep-outside-lung", action="store_true",
                    help="keep tumour components with no voxel in the lung region (dropped by default)")
     p.set_defaults(**{f.name: f.default for c in (InferenceConfig, PostprocessConfig) for f in dataclasses.fields(c)
@@ -107,6 +112,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rtstruct", action="store_true", help="also write <case>_rtstruct.dcm for DICOM inputs")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs already exist")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_ct_read_arguments(p, series_uid=False)
     p.set_defaults(func=run)
 
 
@@ -124,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     config = inference_config(args)
     predictor = Predictor.from_file(args.model, config=config)
     report = predictor.predict_paths(args.inputs, args.out_dir, save_probabilities=args.save_probabilities,
-                                     rtstruct=args.rtstruct, overwrite=args.overwrite, progress=args.progress)
+                                     rtstruct=args.rtstruct, overwrite=args.overwrite, progress=args.progress,
+                                     read_options=ct_read_options(args))
     return print_report(report)
 
 

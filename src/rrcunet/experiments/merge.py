@@ -71,7 +71,7 @@ def place_file(src: Path, dest: Path, *, link: str = "auto", reuse_copies: bool 
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if link == "hardlink":
-                raise InputError(f"cannot hard-link {src} into {dest.parent} ({exc}); use --copy (link='copy') when "
+                raise InputError(f"cannot hard-link {src} into {dest.parent} ({exc}); use --copy (link='copy' in Python) when "
                                  "the datasets are on another file system") from exc
     with atomic_path(dest) as tmp_path:
         shutil.copyfile(src, tmp_path)

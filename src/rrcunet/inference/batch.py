@@ -247,7 +247,8 @@ def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> bool
 
 
 #: The prediction options that change a case's result (``inference`` entries of its JSON).
-RESULT_OPTIONS = ("bf16", "tta", "sliding_window", "roi_size", "overlap", "target_spacing", "lung_method")
+RESULT_OPTIONS = ("bf16", "tta", "sliding_window", "roi_size", "overlap", "target_spacing", "lung_method",
+                  "on_empty_lung")
 
 
 def result_settings(doc: dict[str, Any]) -> dict[str, Any]:
@@ -403,10 +404,12 @@ def foreign_outputs(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> 
 
 
 def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_probabilities: bool = False,
-                 rtstruct: bool = False) -> dict[str, Any]:
-    """Read, predict and write one case; return its JSON document (already written)."""
+                 rtstruct: bool = False, read_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read, predict and write one case; return its JSON document (already written).
+    ``read_options``: keywords of :func:`rrcunet.io.read_image` (``check_intensity``, ``allow_non_ct``, ...)."""
     t0 = time.perf_counter()
-    ct = read_image(case.path, **({"series_uid": case.series_uid} if case.series_uid else {}))
+    series = {"series_uid": case.series_uid} if case.series_uid else {}
+    ct = read_image(case.path, **series, **(read_options or {}))
     t_read = time.perf_counter() - t0
     if case.is_dicom != ("dicom" in ct.meta):
         case = CaseInput(case.case_id, case.path, "dicom" in ct.meta, case.series_uid)
@@ -427,7 +430,8 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
 def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                   out_dir: str | os.PathLike[str], *, save_probabilities: bool = False, rtstruct: bool = False,
                   overwrite: bool = False, progress: bool = True,
-                  on_case: Callable[[CaseOutcome], None] | None = None) -> BatchReport:
+                  on_case: Callable[[CaseOutcome], None] | None = None,
+                  read_options: dict[str, Any] | None = None) -> BatchReport:
     """Predict every case of ``inputs`` into ``out_dir``; a failing case is reported and skipped.
 
     Args:
@@ -442,6 +446,8 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
             model, :data:`RESULT_OPTIONS` value or postprocessing is predicted again, with a warning.
         progress: show a tqdm progress bar (on stderr, only when it is a terminal).
         on_case: called with each :class:`CaseOutcome` as it is decided.
+        read_options: keywords of :func:`rrcunet.io.read_image` for every case (``check_intensity``,
+            ``allow_non_ct``, ``allow_nonuniform``: ``rrcunet predict``'s reading flags).
 
     Returns:
         a :class:`BatchReport`.
@@ -484,7 +490,8 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
                 if changed:  # never keep a result made with another model or other options
                     logger.warning("%s: predicting again, its outputs in %s were made with other settings (%s)",
                                    case.case_id, out, "; ".join(changed))
-                doc = predict_case(predictor, case, out, save_probabilities=save_probabilities, rtstruct=rtstruct)
+                doc = predict_case(predictor, case, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
+                                   read_options=read_options)
                 outcome = CaseOutcome(case.case_id, case.path, "done",
                                       f"predicted again: {'; '.join(changed)}" if changed else "", doc["outputs"],
                                       time.perf_counter() - t)

@@ -95,6 +95,8 @@ class InferenceConfig:
             ``"coordunet"``, the latter with ``lung_model``).
         lung_model: path of a Coordinate-UNet lung model file (task ``"lung"``) for
             ``lung_method="coordunet"``.
+        on_empty_lung: ``"full"`` predicts on the whole volume when the lung region is empty,
+            ``"error"`` refuses the case; ``None`` (default) keeps the model file's preprocessing choice.
         postprocess: :class:`PostprocessConfig`.
     """
 
@@ -109,6 +111,7 @@ class InferenceConfig:
     channels_last: bool = False
     lung_method: str = "classical"
     lung_model: str | None = None
+    on_empty_lung: Literal["error", "full"] | None = None
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:

@@ -67,8 +67,8 @@ def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessC
         raise InputError(f"lung region ({lung.geometry.describe()}) is not on the prediction's grid "
                          f"({labels.geometry.describe()})")
     if lung is None and not config.keep_outside_lung:
-        raise InputError("postprocessing needs the lung region to drop tumour outside the lung; pass it or set "
-                         "keep_outside_lung=True")
+        raise InputError("postprocessing needs the lung region to drop tumour outside the lung; pass it, or "
+                         "--keep-outside-lung (keep_outside_lung=True in Python)")
     comps = components if components is not None else tumour_components(arr == TUMOUR)
     if comps.count == 0:
         return labels, []

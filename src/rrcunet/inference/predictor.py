@@ -242,6 +242,8 @@ class Predictor:
         target spacing (``config.target_spacing`` or the CT's native spacing) for sliding windows."""
         base = self.base_preprocess
         cfg = self.config
+        if cfg.on_empty_lung is not None:
+            base = dataclasses.replace(base, on_empty_lung=cfg.on_empty_lung)
         if cfg.target_spacing is not None or (cfg.sliding_window and base.target_shape is not None):
             spacing = cfg.target_spacing
             if spacing is None:

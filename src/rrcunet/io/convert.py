@@ -56,6 +56,7 @@ def convert(
     allow_non_ct: bool = False,
     allow_nonuniform: bool = False,
     check_intensity: bool = True,
+    check_references: bool = True,
 ) -> dict[str, Path]:
     """Convert a CT and (optionally) its RTSTRUCT or SEG into ``ct.nii.gz`` + one mask per ROI.
 
@@ -71,6 +72,7 @@ def convert(
         series_uid / allow_non_ct / allow_nonuniform: DICOM series options of
             :func:`~rrcunet.io.dicom_series.read_dicom_series`.
         check_intensity: refuse a CT whose values cannot be HU.
+        check_references: refuse an RTSTRUCT drawn on another series or frame of reference.
 
     Returns:
         ``{"ct": path, <roi name>: path, ...}``.
@@ -96,7 +98,7 @@ def convert(
 
     masks: dict[str, Volume] = {}
     if rtstruct is not None:
-        masks = read_rtstruct(rtstruct, ct, rois=rois)
+        masks = read_rtstruct(rtstruct, ct, rois=rois, check_references=check_references)
     elif seg is not None:
         masks = read_seg_segments(seg, reference=ct, segments=rois)
 

@@ -220,7 +220,7 @@ def _choose_series(folder: Path, groups: dict[str, list[tuple[Path, Any]]], seri
         if summary.modality != "CT" and not allow_non_ct:
             raise InputError(
                 f"{folder}: series {chosen} has modality {summary.modality or 'unknown'}; expected CT. "
-                "Pass allow_non_ct=True (--allow-non-ct) to read it anyway"
+                "Pass --allow-non-ct (allow_non_ct=True in Python) to read it anyway"
             )
     else:
         images = [s for s in summaries if s.is_image]
@@ -234,7 +234,7 @@ def _choose_series(folder: Path, groups: dict[str, list[tuple[Path, Any]]], seri
             if not allow_non_ct:
                 raise InputError(
                     f"{folder}: holds no CT series; found: {found}. Expected modality CT; pass "
-                    "allow_non_ct=True (--allow-non-ct) to read another modality"
+                    "--allow-non-ct (allow_non_ct=True in Python) to read another modality"
                 )
             candidates = images
         counts = {s.series_uid: _n_slices(groups[s.series_uid]) for s in candidates}
@@ -422,8 +422,8 @@ def _plan_series(
         msg = (f"{folder_p}: slices are not evenly spaced (median step {step:.3f} mm): {'; '.join(parts)}{more}. "
                "Expected a complete series with a constant slice step")
         if not allow_nonuniform:
-            raise InputError(msg + ". Re-export the complete series, or pass allow_nonuniform=True "
-                             "(--allow-nonuniform) to resample onto a uniform grid")
+            raise InputError(msg + ". Re-export the complete series, or pass --allow-nonuniform "
+                             "(allow_nonuniform=True in Python) to resample onto a uniform grid")
         logger.warning("%s; resampling linearly onto a %.3f mm step", msg, step)
         resample = True
 

@@ -171,13 +171,14 @@ def _check_references(ds: Any, path: Path, reference: Volume, rois: list[RoiInfo
             f"{path}: the RTSTRUCT references FrameOfReferenceUID {', '.join(sorted(ref_for))}, but the CT "
             f"{info.folder} has FrameOfReferenceUID {info.frame_of_reference_uid}; expected the same frame of "
             "reference (the contours belong to another scan). Pass the CT series the RTSTRUCT was drawn on, "
-            "or check_references=False if you registered them yourself"
+            "or pass --no-reference-check (check_references=False in Python) if you registered them yourself"
         )
     if ref_series and info.series_uid not in ref_series:
         raise InputError(
             f"{path}: the RTSTRUCT references SeriesInstanceUID {', '.join(sorted(ref_series))}, but the CT "
             f"{info.folder} is series {info.series_uid}; expected the series the contours were drawn on. Pass "
-            "that series, or check_references=False to rasterise onto this one anyway (same frame of reference)"
+            "that series, or --no-reference-check (check_references=False in Python) to rasterise onto this one "
+            "anyway (same frame of reference)"
         )
 
 

@@ -137,14 +137,14 @@ def check_ct_intensity(array: np.ndarray, path: str | os.PathLike[str]) -> None:
         raise InputError(
             f"{path}: found intensities in [{lo:g}, {hi:g}], i.e. within {what}; expected CT in Hounsfield units "
             "(air ≈ −1000, soft tissue 0–100, bone > 300). Provide the original CT, or pass "
-            "check_intensity=False (--no-intensity-check) if the image is not meant to be in HU"
+            "--no-intensity-check (check_intensity=False in Python) if the image is not meant to be in HU"
         )
     if lo >= 0.0:
         raise InputError(
             f"{path}: found no negative intensity (range [{lo:g}, {hi:g}]); expected CT in Hounsfield units, "
             "where air and lung are negative. The values look like stored pixel values without the rescale "
-            "intercept (HU + 1024) or a non-CT image. Subtract the intercept, or pass check_intensity=False "
-            "(--no-intensity-check) to use the values as they are"
+            "intercept (HU + 1024) or a non-CT image. Subtract the intercept, or pass --no-intensity-check "
+            "(check_intensity=False in Python) to use the values as they are"
         )
 
 

@@ -269,7 +269,8 @@ class UNet3D(nn.Module):
             filters = [base_filters * 2**i for i in range(levels)]
         filters = [check_positive_int("filters", int(f)) for f in per_level("filters", list(filters), levels)]
         if up_channels == "halve" and any(f % 2 for f in filters[1:]):
-            raise ConfigError(f"up_channels='halve' needs even filters below level 0, got filters={filters}")
+            raise ConfigError(f"up_channels 'halve' needs even filters below level 0, got {filters}; use even filters "
+                              "or model.up_channels=keep (up_channels='keep' in Python)")
         t_levels = [check_positive_int("t", v) for v in per_level("t", t, levels)]
         dropout_levels = [float(p) for p in per_level("dropout", dropout, levels)]
         for p in dropout_levels:

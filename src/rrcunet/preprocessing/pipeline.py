@@ -241,7 +241,8 @@ def plan(ct: Volume, lung: Volume, config: PreprocessConfig = PreprocessConfig()
     if crop is None:
         raise InputError(
             f"the lung mask of {source} is empty, so there is no lung region to crop to; check the "
-            "mask (or the lung extractor), or pass on_empty_lung='full' to use the whole volume"
+            "mask (or the lung extractor), or use the whole volume: --on-empty-lung full with rrcunet predict, "
+            "preprocess.on_empty_lung=full with rrcunet train (on_empty_lung='full' in Python)"
         )
     if not crop.from_lung:
         logger.warning("lung mask of %s is empty: using the whole volume (on_empty_lung='full')", source)

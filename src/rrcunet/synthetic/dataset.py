@@ -130,7 +130,7 @@ def write_phantom_dataset(out_dir: str | Path, n: int, *, seed: int = 0, size: s
     found = _existing_outputs(out) if out.exists() else []
     if found and not overwrite:
         raise InputError(f"output {out} already holds a phantom dataset ({found[0].name} …); "
-                         "pass --overwrite (overwrite=True) to replace it")
+                         "pass --overwrite (overwrite=True in Python) to replace it")
     if found:
         _clear(found)
     out.mkdir(parents=True, exist_ok=True)

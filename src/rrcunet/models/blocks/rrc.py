@@ -72,8 +72,8 @@ class RRcBlock(nn.Module):
         check_kernel_size("entry_kernel_size", entry_kernel_size)
         if join == "cat" and out_channels % 2:
             raise ConfigError(
-                f"RRc block with join='cat' needs an even number of output channels, got {out_channels}; "
-                "use even filters or join='add'"
+                f"RRc block with join 'cat' needs an even number of output channels, got {out_channels}; "
+                "use even filters or model.join=add (join='add' in Python)"
             )
         inner = out_channels // 2 if join == "cat" else out_channels
         self.entry = nn.Conv3d(in_channels, inner, entry_kernel_size, padding=entry_kernel_size // 2)
