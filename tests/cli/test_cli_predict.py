@@ -179,3 +179,44 @@ def test_the_fix_an_error_suggests_works_on_the_same_command(cli_model, cli_ches
     err = capsys.readouterr().err
     assert code == 0 or "--on-empty-lung full" in err
     assert _predict(*args, "--no-intensity-check", "--on-empty-lung", "full") == 0
+
+
+def _blank_uids(folder):
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f)
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
+            setattr(ds, keyword, "")
+        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+        ds.save_as(f, enforce_file_format=True)
+
+
+def test_a_series_without_uids_gets_generated_ones_and_its_seg(cli_model, cli_chest, tmp_path, capsys, caplog):
+    write_ct_series(cli_chest[0], tmp_path / "P9" / "ct", patient_id="P9")
+    _blank_uids(tmp_path / "P9" / "ct")
+    out = tmp_path / "out"
+    assert _predict(tmp_path / "P9" / "ct", "-o", out, "--model", cli_model, "--rtstruct") == 0
+    assert "generated UIDs" in caplog.text
+    doc = json.loads((out / "P9.json").read_text())
+    assert doc.get("status") != "started" and "output_errors" not in doc
+    seg = pydicom.dcmread(out / "P9_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID  # a valid reference, not ''
+
+
+def test_a_failing_optional_output_keeps_the_mask_and_is_reported(cli_model, cli_chest, tmp_path, capsys,
+                                                                 monkeypatch):
+    import rrcunet.inference.batch as batch
+
+    def broken(*args, **kwargs):
+        raise KeyError("")
+
+    monkeypatch.setattr(batch, "write_seg", broken)
+    write_ct_series(cli_chest[0], tmp_path / "P8" / "ct", patient_id="P8")
+    out = tmp_path / "out"
+    assert _predict(tmp_path / "P8" / "ct", "-o", out, "--model", cli_model) == 3
+    captured = capsys.readouterr()
+    assert "P8" in captured.err and "dicom_seg not written: KeyError" in captured.err
+    assert "without one of the requested DICOM outputs" in captured.out
+    doc = json.loads((out / "P8.json").read_text())
+    assert doc.get("status") != "started"  # the finished record, not the crash marker
+    assert "dicom_seg" in doc["output_errors"] and "dicom_seg" not in doc["outputs"]
+    assert read_image(out / "P8_seg.nii.gz", kind="label").shape == cli_chest[0].shape

@@ -140,8 +140,12 @@ def print_report(report: Any) -> int:
     for o in report.failed:
         print(f"rrcunet predict: {o.path}: {o.message}", file=sys.stderr)
     again = [o for o in report.done if o.message.startswith("predicted again")]
+    partial = [o for o in report.done if "not written:" in o.message]
+    for o in partial:
+        print(f"rrcunet predict: {o.path}: {o.message}", file=sys.stderr)
     print(f"{report.out_dir}: {len(report.done)} predicted, {len(report.skipped)} already complete (skipped), "
           f"{len(report.failed)} failed"
           + (f"; {len(again)} predicted again because the model or an option changed since the last run"
-             if again else ""))
-    return EXIT_CASE_FAILED if report.failed else 0
+             if again else "")
+          + (f"; {len(partial)} without one of the requested DICOM outputs (listed above)" if partial else ""))
+    return EXIT_CASE_FAILED if report.failed or partial else 0

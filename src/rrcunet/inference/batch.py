@@ -352,8 +352,12 @@ def _write_volume(volume: Any, source: Path, out: Path) -> None:
         write_volume(volume, out, overwrite=True)
 
 
-def write_case_outputs(case: CaseInput, ct: Volume, result: PredictionResult, out_dir: Path, outputs: dict[str, Any]) -> None:
-    """Write the image outputs of one case (not the JSON), each atomically, replacing older ones."""
+def write_case_outputs(case: CaseInput, ct: Volume, result: PredictionResult, out_dir: Path,
+                       outputs: dict[str, Any]) -> dict[str, str]:
+    """Write the image outputs of one case (not the JSON), each atomically, replacing older ones.
+
+    Returns the optional DICOM outputs (``dicom_seg``, ``rtstruct``) that could not be written, with
+    the reason: their failure is reported without discarding the mask and the other outputs."""
     labels = result.labels.with_array(np.asarray(result.labels.array, dtype=np.uint8))
     _write_volume(labels, Path(case.path), out_dir / outputs["segmentation"])
     if "probabilities" in outputs:
@@ -364,12 +368,20 @@ def write_case_outputs(case: CaseInput, ct: Volume, result: PredictionResult, ou
             array = np.ascontiguousarray(result.probabilities.array[by_name[name]], dtype=np.float32)
             _write_volume(ct.with_array(array, kind="image"), Path(case.path), out_dir / fname)
     names = {v: n.capitalize() for v, n in result.label_names.items() if v != 0}
-    if "dicom_seg" in outputs:
-        write_seg(result.labels, ct.meta["dicom"], out_dir / outputs["dicom_seg"], segment_labels=names,
-                  overwrite=True)
-    if "rtstruct" in outputs:
-        write_rtstruct(result.labels, ct.meta["dicom"], out_dir / outputs["rtstruct"], roi_names=names,
-                       overwrite=True)
+    writers = {"dicom_seg": lambda path: write_seg(result.labels, ct.meta["dicom"], path, segment_labels=names,
+                                                   overwrite=True),
+               "rtstruct": lambda path: write_rtstruct(result.labels, ct.meta["dicom"], path, roi_names=names,
+                                                       overwrite=True)}
+    errors = {}
+    for key, write in writers.items():
+        if key in outputs:
+            try:
+                write(out_dir / outputs[key])
+            except Exception as exc:  # noqa: BLE001 - an optional output never costs the mask
+                errors[key] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RRcUNetError) else str(exc)
+                logger.warning("%s: %s not written (%s); the NIfTI mask and the other outputs are", case.case_id,
+                               outputs[key], errors[key])
+    return errors
 
 
 def _claim_outputs(case: CaseInput, out_dir: Path) -> None:
@@ -418,11 +430,14 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
     result = predictor.predict_volume(ct, return_probabilities=save_probabilities)
     t = time.perf_counter()
     _claim_outputs(case, out_dir)
-    write_case_outputs(case, ct, result, out_dir, outputs)
+    errors = write_case_outputs(case, ct, result, out_dir, outputs)
     t_write = time.perf_counter() - t
     runtime = {"read": t_read, **result.timings, "write": t_write}
     runtime["total"] = time.perf_counter() - t0
-    doc = prediction_json(case, ct, result, predictor, outputs, runtime)
+    written = {k: v for k, v in outputs.items() if k not in errors}
+    doc = prediction_json(case, ct, result, predictor, written, runtime)
+    if errors:
+        doc["output_errors"] = errors
     atomic_write_text(out_dir / f"{case.case_id}.json", dumps_json(doc))
     return doc
 
@@ -492,8 +507,9 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
                                    case.case_id, out, "; ".join(changed))
                 doc = predict_case(predictor, case, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
                                    read_options=read_options)
-                outcome = CaseOutcome(case.case_id, case.path, "done",
-                                      f"predicted again: {'; '.join(changed)}" if changed else "", doc["outputs"],
+                notes = [f"predicted again: {'; '.join(changed)}"] if changed else []
+                notes += [f"{key} not written: {why}" for key, why in doc.get("output_errors", {}).items()]
+                outcome = CaseOutcome(case.case_id, case.path, "done", "; ".join(notes), doc["outputs"],
                                       time.perf_counter() - t)
             except (KeyboardInterrupt, SystemExit):
                 raise

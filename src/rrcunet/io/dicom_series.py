@@ -760,8 +760,42 @@ def load_series_datasets(info_or_dir: DicomSeriesInfo | str | os.PathLike[str] |
         items = list(info_or_dir)
         datasets = [pydicom.dcmread(d, stop_before_pixels=stop_before_pixels)
                     if isinstance(d, (str, os.PathLike)) else d for d in items]
-        return _sorted_by_position(datasets)
-    return [pydicom.dcmread(f, stop_before_pixels=stop_before_pixels) for f in files]
+        return _with_uids(_sorted_by_position(datasets))
+    return _with_uids([pydicom.dcmread(f, stop_before_pixels=stop_before_pixels) for f in files])
+
+
+def _with_uids(datasets: list[Any]) -> list[Any]:
+    """``datasets`` with the study, series, frame-of-reference and instance UIDs that the source lacks
+    (empty or missing, as in some anonymised exports) filled in, so a SEG or RTSTRUCT can reference
+    them; said in a warning. The UIDs are derived from the files' content, so a rerun gives the same."""
+    # lazy: pydicom costs ~0.15 s at start-up; only DICOM input and output need it
+    from pydicom.uid import generate_uid
+
+    if not datasets:
+        return datasets
+    seed = [str(datasets[0].get("FrameOfReferenceUID", "")), str(datasets[0].get("ImagePositionPatient", "")),
+            str(len(datasets))]
+    filled = []
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        if not all(str(ds.get(keyword, "") or "") for ds in datasets):
+            uid = next((str(ds.get(keyword)) for ds in datasets if ds.get(keyword)), None)
+            uid = uid or generate_uid(entropy_srcs=[keyword, *seed])
+            for ds in datasets:
+                setattr(ds, keyword, uid)
+            filled.append(keyword)
+    if not all(str(ds.get("SOPClassUID", "") or "") for ds in datasets) and _modality(datasets[0]) in ("CT", ""):
+        for ds in datasets:
+            ds.SOPClassUID = CT_IMAGE_STORAGE
+        filled.append("SOPClassUID (set to CT Image Storage)")
+    for k, ds in enumerate(datasets):
+        if not str(ds.get("SOPInstanceUID", "") or ""):
+            ds.SOPInstanceUID = generate_uid(entropy_srcs=["SOPInstanceUID", str(k), *seed])
+            if "SOPInstanceUID" not in filled:
+                filled.append("SOPInstanceUID")
+    if filled:
+        logger.warning("the source CT series lacks %s; generated UIDs so the SEG / RTSTRUCT can reference its slices "
+                       "(they will not match the original files in an archive)", ", ".join(filled))
+    return datasets
 
 
 def _sorted_by_position(datasets: list[Any]) -> list[Any]:
