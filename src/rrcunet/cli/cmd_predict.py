@@ -137,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(report: Any) -> int:
     """One line per failed case on stderr, a summary line on stdout; the exit status."""
-    for o in report.failed:
-        print(f"rrcunet predict: {o.path}: {o.message}", file=sys.stderr)
+    for o in report.failed:  # the reader's messages often start with the path already
+        message = o.message[len(f"{o.path}: "):] if o.message.startswith(f"{o.path}: ") else o.message
+        print(f"rrcunet predict: {o.path}: {message}", file=sys.stderr)
     again = [o for o in report.done if o.message.startswith("predicted again")]
     partial = [o for o in report.done if "not written:" in o.message]
     for o in partial:

@@ -2,8 +2,9 @@
 
 Sub-commands are discovered from :data:`COMMAND_MODULES`; a module that is not present yet (a
 pipeline stage still being built) is skipped, so the CLI always starts. User errors
-(:class:`rrcunet.errors.RRcUNetError`) are printed as one line, without a traceback, and give exit
-status 2.
+(:class:`rrcunet.errors.RRcUNetError`) and file-system errors on a named path (an output folder
+that cannot be written, a file in the way) are printed as one line, without a traceback (``-v``
+shows it), and give exit status 2; Ctrl-C, even during start-up, gives 130.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse  # noqa: E402
+import difflib  # noqa: E402
 import importlib  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from rrcunet import __version__  # noqa: E402
 from rrcunet.errors import RRcUNetError  # noqa: E402
@@ -62,7 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports the command modules (torch among them): a Ctrl-C may land here
+    except KeyboardInterrupt:
+        print("rrcunet: interrupted", file=sys.stderr)
+        return 130
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in commands:
+        close = difflib.get_close_matches(first, list(commands), n=1, cutoff=0.6)
+        hint = f"; did you mean `rrcunet {close[0]}`?" if close else f"; commands: {', '.join(commands)}"
+        print(f"rrcunet: error: unknown command {first!r}{hint}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -75,6 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except RRcUNetError as exc:
         print(f"rrcunet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None or args.verbose:
+            raise
+        # a folder that cannot be created or written (read-only, a file in the way, a missing drive)
+        where = Path(exc.filename)
+        if where.name.startswith(".") and ".part" in where.name:  # an atomic write's temporary file: name its folder
+            where = where.parent
+        print(f"rrcunet {args.command}: error: cannot use {where}: {exc.strerror or exc}; choose a path you "
+              "can write to for -o (a folder, not under a file), or check the input path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rrcunet {args.command}: interrupted", file=sys.stderr)

@@ -428,8 +428,10 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
         "mean_of_cases": summary.mean_of_cases.as_dict(),
         "voxel_pooled": summary.voxel_pooled.as_dict(),
         "dice_histogram": {**hist.as_dict(), "undefined": hist.n_nan},
-        "pairs": [{"case": p.case_id, "prediction": str(p.prediction), "ground_truth": str(p.ground_truth),
-                   "image": None if p.image is None else str(p.image)} for p in pairs],
+        # absolute paths: the report is read from anywhere, not from where the command ran
+        "pairs": [{"case": p.case_id, "prediction": str(p.prediction.resolve()),
+                   "ground_truth": str(p.ground_truth.resolve()),
+                   "image": None if p.image is None else str(Path(p.image).resolve())} for p in pairs],
         "unmatched_predictions": unmatched,
         "n_ground_truth_without_prediction": n_missing,
     }
@@ -446,7 +448,8 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     md = f"# {title}\n\n" + table(rows) + "\n" + "\n\n".join(notes) + "\n"
     files["summary_md"] = atomic_write_text(out / "summary.md", md)
     files["histogram"] = dice_histogram(_histogram_values(cases), out / "dice_histogram.png")
-    details = {"predictions": str(Path(pred_dir)), "ground truth": str(Path(gt_dir)), "cases": len(cases),
+    details = {"predictions": str(Path(pred_dir).resolve()), "ground truth": str(Path(gt_dir).resolve()),
+               "cases": len(cases),
                "surface Dice tolerance (mm)": tolerance_mm, "reference labels": mode, "HD95 infinite (missed / false alarm)": mc.n_hd95_infinite,
                "tumour absent in both (left out of tumour means)": mc.n_tumour_absent_in_both}
     if unmatched:

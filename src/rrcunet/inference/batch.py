@@ -475,13 +475,13 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose a folder path for -o")
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)  # a killed earlier run's half-written files
     out_resolved = out.resolve()
     cases = [c for c in discover_cases(inputs)
              if not (Path(c.path).resolve().parent == out_resolved and _OUTPUT_NAME.search(c.case_id))]
     if not cases:
         raise InputError(f"no input case left to predict in {', '.join(map(str, inputs))} (only earlier outputs)")
+    out.mkdir(parents=True, exist_ok=True)  # only now: an input error leaves no empty folder behind
+    remove_stale_temporaries(out)  # a killed earlier run's half-written files
     if rtstruct and not any(c.is_dicom for c in cases):
         logger.warning("--rtstruct is written only for DICOM inputs; none of the %d case(s) is DICOM", len(cases))
     labels = dict(predictor.meta.labels)
