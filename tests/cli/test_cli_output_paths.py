@@ -73,4 +73,5 @@ def test_a_failed_case_names_its_path_once(tmp_path, capsys):
     (tmp_path / "in" / "bad.nii.gz").write_bytes(b"not a NIfTI file")
     assert main(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"]) == 3
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("rrcunet predict:")]
-    assert line.count("bad.nii.gz") == 1, line
+    bad = tmp_path / "in" / "bad.nii.gz"
+    assert line.startswith(f"rrcunet predict: {bad}: ") and f"{bad}: {bad}:" not in line, line
