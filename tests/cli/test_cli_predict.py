@@ -161,6 +161,8 @@ def test_rerun_with_another_option_predicts_again_and_says_so(cli_model, cli_che
     assert _predict(inp, "-o", out, "--model", cli_model, "--min-tumour-ml", "7") == 0
     captured = capsys.readouterr()
     assert "1 predicted, 0 already complete (skipped), 0 failed; 1 predicted again" in captured.out
+    (line,) = [ln for ln in captured.out.splitlines() if ln.startswith("good: ")]  # one line per case
+    assert "lesion(s)" in line and "mL tumour" in line and "predicted again" in line
     assert json.loads((out / "good.json").read_text())["postprocessing"]["min_tumour_ml"] == 7.0
     assert _predict(inp, "-o", out, "--model", cli_model, "--min-tumour-ml", "7") == 0
     assert "0 predicted, 1 already complete (skipped)" in capsys.readouterr().out

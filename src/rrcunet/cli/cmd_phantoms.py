@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from rrcunet.cli.cmd_predict import quiet_dicom_logs
 from rrcunet.errors import ConfigError
 
 
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     # lazy: keeps `rrcunet --help` fast
     from rrcunet.synthetic.config import PhantomConfig
     from rrcunet.synthetic.dataset import write_phantom_dataset
+
+    quiet_dicom_logs(args)
 
     def progress(i: int, n: int, case: str) -> None:
         print(f"[{i}/{n}] {case}", flush=True)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from rrcunet.cli.cmd_convert import add_ct_read_arguments, ct_read_options
@@ -135,8 +137,31 @@ def run(args: argparse.Namespace) -> int:
     return print_report(report)
 
 
+def case_line(out_dir: Path, outcome: Any) -> str | None:
+    """``<case>: N lesion(s), V mL tumour, largest D mm[; flags]`` from the case's JSON (None without one)."""
+    try:
+        doc = json.loads((Path(out_dir) / f"{outcome.case_id}.json").read_text(encoding="utf-8"))
+        tumour = doc["tumour"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    diameters = [les.get("longest_axial_diameter_mm") or 0.0 for les in tumour.get("lesions", [])]
+    text = f"{outcome.case_id}: {tumour['n_lesions']} lesion(s), {tumour['volume_ml']:.1f} mL tumour"
+    text += f", largest {max(diameters):.0f} mm across" if diameters else ""
+    flags = [f"{len(doc['postprocessing']['removed'])} small or outside-lung component(s) removed"
+             if doc.get("postprocessing", {}).get("removed") else "",
+             "unchanged, already complete" if outcome.status == "skipped" else "",
+             "predicted again (model or options changed)" if outcome.message.startswith("predicted again") else "",
+             "a DICOM output is missing" if doc.get("output_errors") else ""]
+    return text + "".join(f"; {f}" for f in flags if f)
+
+
 def print_report(report: Any) -> int:
-    """One line per failed case on stderr, a summary line on stdout; the exit status."""
+    """One line per case (lesions, volume, flags) and a summary line naming the output folder on stdout,
+    one line per failed case on stderr; the exit status."""
+    for o in report.outcomes:
+        line = case_line(report.out_dir, o) if o.status != "failed" else None
+        if line:
+            print(line)
     for o in report.failed:  # the reader's messages often start with the path already
         message = o.message[len(f"{o.path}: "):] if o.message.startswith(f"{o.path}: ") else o.message
         print(f"rrcunet predict: {o.path}: {message}", file=sys.stderr)

@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", metavar="RUN_DIR", help="run folder to create")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last completed epoch (uses its config.json)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars, only warnings on the terminal (RUN_DIR/train.log keeps every line)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.set_defaults(func=run)
 
@@ -42,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     # lazy: keeps `rrcunet --help` fast
     from rrcunet.training import load_config, train
 
+    if args.quiet:
+        for handler in logging.getLogger().handlers:  # the terminal's; train.log keeps every line
+            if not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING)
+        args.overrides = [*args.overrides, "runtime.progress=false"]
     if args.resume:
         if args.config:
             raise ConfigError("--resume uses the run's own config.json; do not pass --config with it")

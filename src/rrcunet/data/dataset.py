@@ -181,7 +181,8 @@ def build_cache(dataset_dir: str | Path, case_ids: Sequence[str], *, preprocess_
             todo.append((case, sources, stamp, path))
     if todo:
         logger.info("preprocessing %d of %d cases into %s", len(todo), len(out), folder)
-        for case, sources, stamp, path in tqdm(todo, desc="preprocess", disable=not progress, leave=False):
+        for case, sources, stamp, path in tqdm(todo, desc="preprocess", disable=None if progress else True,
+                                                       leave=False):
             image, target, record = preprocess_case(sources, preprocess_config=preprocess_config, task=task,
                                                     lung_channel=lung_channel)
             meta = {"case_id": case.case_id, "task": task, "sources": json.dumps(stamp),

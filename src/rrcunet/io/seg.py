@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -312,22 +313,25 @@ def write_seg(
             algorithm_identification=algo if algorithm_name else None,
         ))
     try:
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=pixel,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
-            series_number=900,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer="rrcunet",
-            manufacturer_model_name="rrcunet",
-            software_versions=__version__,
-            device_serial_number="0",
-            series_description=series_description,
-            omit_empty_frames=False,
-        )
+        with warnings.catch_warnings():
+            # the source's PatientName (e.g. "LUNG1-001") is copied as it is; highdicom's style hint about it is noise
+            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
+            seg = hd.seg.Segmentation(
+                source_images=sources,
+                pixel_array=pixel,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=generate_uid(),
+                series_number=900,
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer="rrcunet",
+                manufacturer_model_name="rrcunet",
+                software_versions=__version__,
+                device_serial_number="0",
+                series_description=series_description,
+                omit_empty_frames=False,
+            )
     except (ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"{out_p}: highdicom refused to build the SEG ({exc})") from None
     with atomic_path(out_p) as tmp:

@@ -731,7 +731,7 @@ class Trainer:
         self.elapsed0 = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
         self.t_run = time.perf_counter()
         self.epoch_bar = tqdm(total=sched.epochs, initial=self.start_epoch, desc="epochs", unit="ep",
-                              disable=not self.show, dynamic_ncols=True)
+                              disable=None if self.show else True, dynamic_ncols=True)  # None: a terminal only
         try:
             for epoch in range(self.start_epoch + 1, sched.epochs + 1):
                 if self.stopped_early:
@@ -764,7 +764,8 @@ class Trainer:
                               batch_size=self.sched.batch_size, seed=derive_seed(rt.seed, epoch, ctx.rank, 3),
                               pin=self.device.type == "cuda")
         n_batches = len(loader)
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="case", leave=False, disable=not self.show,
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="case", leave=False,
+                   disable=None if self.show else True,
                    dynamic_ncols=True)
         batch_losses: list[float] = []
 
