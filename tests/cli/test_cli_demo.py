@@ -14,8 +14,9 @@ def test_demo_end_to_end(cli_model, tmp_path, capsys):
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
     html = out / "report" / "index.html"
-    assert f"Report: {html.resolve()}" in printed
-    assert "| Table 4 (tumour) | Dice tumour |" in printed
+    assert f"Report (every metric, figures): {html.resolve()}" in printed
+    assert "| tumour Dice |" in printed and "| tumour IoU |" in printed  # each Dice beside its own IoU
+    assert "Tumour Dice" in printed and "never trained on" not in printed  # --model: no claim about its data
     assert html.is_file() and (out / "report" / "summary.csv").is_file()
     assert sorted(p.name for p in (out / "predictions").glob("*_seg.nii.gz")) == [
         "phantom_0000_seg.nii.gz", "phantom_0001_seg.nii.gz"]

@@ -22,9 +22,7 @@ from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.volume import Volume
 from rrcunet.visualization._render import (
     DARK_BG,
-    GT_COLOR,
     MARKER_COLOR,
-    PRED_COLOR,
     TEXT_COLOR,
     new_figure,
     save_png,
@@ -54,6 +52,10 @@ _HALO = [patheffects.withStroke(linewidth=2.5, foreground="black")]
 # the two outlines coincide it shows as a blue rim around the orange line.
 _GT_LW = (1.3, 2.8)
 _PRED_LW = (0.8, 1.6)
+#: Lung and tumour told apart by colour (Okabe-Ito, colour-blind safe): blues/greens for the lung,
+#: orange/yellow for the tumour; ground truth and prediction by shade (and width).
+CONTOUR_COLORS = {("gt", "lung"): "#56B4E9", ("pred", "lung"): "#009E73",
+                  ("gt", "tumour"): "#E69F00", ("pred", "tumour"): "#F0E442"}
 
 
 def case_planes(ct: Volume, gt: Volume | None, pred: Volume | None, *,
@@ -200,10 +202,11 @@ def case_figure(ct: Volume, gt: Volume | None, pred: Volume, out_png: str | os.P
                   interpolation="bilinear", origin="upper", aspect="equal", zorder=0)
         # Lungs under tumours; within each, the (wider) ground truth under the prediction.
         for z, (structure, idx) in enumerate((("lung", 0), ("tumour", 1))):
-            for key, color, lws in (("gt", GT_COLOR, _GT_LW), ("pred", PRED_COLOR, _PRED_LW)):
+            for key, lws in (("gt", _GT_LW), ("pred", _PRED_LW)):
                 if f"{key}_{structure}" in mask_planes:
                     _draw_contour(ax, mask_planes[f"{key}_{structure}"][name].image, plane.pixel_mm,
-                                  color=color, lw=lws[idx], zorder=2 + z + (0.5 if key == "pred" else 0.0))
+                                  color=CONTOUR_COLORS[key, structure], lw=lws[idx],
+                                  zorder=2 + z + (0.5 if key == "pred" else 0.0))
         ax.set_xlim(0, w_mm)
         ax.set_ylim(h_mm, 0)
         ax.set_axis_off()
@@ -223,10 +226,10 @@ def case_figure(ct: Volume, gt: Volume | None, pred: Volume, out_png: str | os.P
 
     handles = []
     if gt is not None:
-        handles += [Line2D([], [], color=GT_COLOR, lw=_GT_LW[0], label="ground truth lung"),
-                    Line2D([], [], color=GT_COLOR, lw=_GT_LW[1], label="ground truth tumour")]
-    handles += [Line2D([], [], color=PRED_COLOR, lw=_PRED_LW[0], label="predicted lung"),
-                Line2D([], [], color=PRED_COLOR, lw=_PRED_LW[1], label="predicted tumour")]
+        handles += [Line2D([], [], color=CONTOUR_COLORS["gt", "lung"], lw=_GT_LW[0], label="ground truth lung"),
+                    Line2D([], [], color=CONTOUR_COLORS["gt", "tumour"], lw=_GT_LW[1], label="ground truth tumour")]
+    handles += [Line2D([], [], color=CONTOUR_COLORS["pred", "lung"], lw=_PRED_LW[0], label="predicted lung"),
+                Line2D([], [], color=CONTOUR_COLORS["pred", "tumour"], lw=_PRED_LW[1], label="predicted tumour")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8,
                labelcolor=TEXT_COLOR, bbox_to_anchor=(0.5, 0.02 / fig_h), handlelength=2.2)
     return save_png(fig, out_png, dpi=dpi)
