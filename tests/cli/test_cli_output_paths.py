@@ -75,3 +75,9 @@ def test_a_failed_case_names_its_path_once(tmp_path, capsys):
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("rrcunet predict:")]
     bad = tmp_path / "in" / "bad.nii.gz"
     assert line.startswith(f"rrcunet predict: {bad}: ") and f"{bad}: {bad}:" not in line, line
+
+
+def test_rtstruct_for_a_nifti_case_is_said_not_written(inputs, tmp_path, caplog):
+    assert main(["predict", str(inputs / "ct.nii.gz"), "-o", str(tmp_path / "out"), "--rtstruct",
+                 "--no-progress", "--on-empty-lung", "full"]) == 0
+    assert "--rtstruct is written only for DICOM inputs" in caplog.text and "get none: ct" in caplog.text

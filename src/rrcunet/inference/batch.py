@@ -482,8 +482,10 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         raise InputError(f"no input case left to predict in {', '.join(map(str, inputs))} (only earlier outputs)")
     out.mkdir(parents=True, exist_ok=True)  # only now: an input error leaves no empty folder behind
     remove_stale_temporaries(out)  # a killed earlier run's half-written files
-    if rtstruct and not any(c.is_dicom for c in cases):
-        logger.warning("--rtstruct is written only for DICOM inputs; none of the %d case(s) is DICOM", len(cases))
+    not_dicom = [c.case_id for c in cases if not c.is_dicom]
+    if rtstruct and not_dicom:
+        logger.warning("--rtstruct is written only for DICOM inputs (it references the CT's slices); %d of %d case(s) "
+                       "are not DICOM and get none: %s", len(not_dicom), len(cases), ", ".join(not_dicom[:10]))
     labels = dict(predictor.meta.labels)
     outcomes: list[CaseOutcome] = []
     bar = tqdm(cases, unit="case", desc="predict", disable=None if progress else True, dynamic_ncols=True)
