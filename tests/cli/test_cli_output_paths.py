@@ -81,3 +81,27 @@ def test_rtstruct_for_a_nifti_case_is_said_not_written(inputs, tmp_path, caplog)
     assert main(["predict", str(inputs / "ct.nii.gz"), "-o", str(tmp_path / "out"), "--rtstruct",
                  "--no-progress", "--on-empty-lung", "full"]) == 0
     assert "--rtstruct is written only for DICOM inputs" in caplog.text and "get none: ct" in caplog.text
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
+    import rrcunet.cli.main as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["predict", "x", "-o", "y"]) == 130
+    assert capsys.readouterr().err.strip() == "rrcunet: interrupted"
+
+
+def test_a_seg_of_a_single_word_patient_name_warns_nothing(tmp_path, recwarn):
+    from rrcunet.io import read_image, write_ct_series, write_seg
+
+    g = Geometry((16, 16, 4), (1.0, 1.0, 2.0))
+    hu = np.full(g.shape, -800, np.int16)
+    write_ct_series(Volume(hu, g, "image"), tmp_path / "ct", patient_id="LUNG1-001", patient_name="LUNG1-001")
+    ct = read_image(tmp_path / "ct")
+    labels = ct.with_array(np.zeros(g.shape, np.uint8), kind="label")
+    labels.array[4:8, 4:8, 1:3] = 2
+    write_seg(labels, ct.meta["dicom"], tmp_path / "seg.dcm")
+    assert not [w for w in recwarn if "person name" in str(w.message)]
