@@ -9,9 +9,14 @@ Prints one row per (variant, dtype, memory layout):
   (after one untimed warm-up pass); ``CPU s`` the median process CPU time of the same passes
   (all threads): on an unloaded machine about ``threads × fwd s``; much less means the run was
   starved by other processes and its wall time is inflated;
-* ``GFLOP/s`` and ``eff.``: achieved FLOP/s, and that divided by the FLOP/s of one large 3×3×3
-  Conv3d (64 → 64 channels on 64×64×32 voxels) timed with the same dtype, layout and threads —
-  i.e. how close the network gets to the machine's practical convolution speed;
+* ``GFLOP/s`` and ``eff.``: achieved FLOP/s, and that divided by the **peak reference**: the best
+  FLOP/s of the network's own 3×3×3 convolutions run alone — one C → C Conv3d per level, at that
+  level's width (base·2^i channels) and size (the input halved i times), with the same dtype, layout
+  and threads, each repeated until it has run for at least 0.2 s. So ``eff.`` cannot exceed 1 by
+  a timing accident, and it says how close the network gets to what its own convolutions reach;
+* ``conv s`` and ``×conv`` (``--profile``): the time :mod:`torch.profiler` attributes to the
+  convolutions in one profiled pass, and the pass's total time divided by it (1 = nothing but
+  convolutions; issue 23's goal is ≤ 2);
 * ``peak MiB`` / ``Δ MiB``: CPU: the process's ``ru_maxrss`` high-water mark at the end, and its
   growth during the forward passes (each row runs in a fresh subprocess, so rows do not share a
   high-water mark); CUDA: ``torch.cuda.max_memory_allocated``.
@@ -53,7 +58,31 @@ from pathlib import Path
 VARIANTS = ("rrcunet", "rrcunet-unfused", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
 DTYPES = ("fp32", "bf16")
 LAYOUTS = ("contiguous", "cl3d")
-REF_CONV = {"channels": 64, "spatial": (64, 64, 32)}
+REF_MIN_SECONDS = 0.2
+#: Profiler events that are convolution work (self time), for ``--profile``.
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_overrideable", "aten::slow_conv3d_forward",
+            "aten::_slow_conv2d_forward", "aten::cudnn_convolution", "aten::mkldnn_convolution_backward",
+            "aten::convolution_backward", "aten::slow_conv_transpose3d", "aten::mkldnn_convolution_transpose")
+
+
+def reference_convs(shape: list[int], base: int, levels: int) -> list[tuple[int, tuple[int, int, int]]]:
+    """(channels, spatial size) of the network's own C → C 3×3×3 convolution at each level: its width at
+    that level's size, but never smaller than 32×32×16 (or the input), so every reference is large."""
+    floor = [min(s, f) for s, f in zip(shape[2:], (32, 32, 16))]
+    return [(base * 2**i, tuple(max(f, s // 2**i) for s, f in zip(shape[2:], floor))) for i in range(levels)]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), printed with every result: speeds compare only within a run."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,9 +147,7 @@ def worker(job: dict) -> dict:
     fmt = torch.channels_last_3d if layout == "cl3d" else torch.contiguous_format
 
     if job["variant"] == "ref-conv":
-        c = REF_CONV["channels"]
-        shape = (1, c, *REF_CONV["spatial"])
-        make = lambda: torch.nn.Conv3d(c, c, 3, padding=1, bias=False)  # noqa: E731
+        return reference_worker(job, fmt)
     else:
         shape = tuple(job["shape"])
         make = lambda: _build(job["variant"], shape[1], job["base"], job["levels"])  # noqa: E731
@@ -166,6 +193,15 @@ def worker(job: dict) -> dict:
 
     run()  # warm-up: oneDNN primitive creation, allocator growth
     times, cpu_times = _timed(run, job["repeats"], device)
+    conv_seconds = total_seconds = None
+    if job.get("profile"):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        events = prof.key_averages()
+        conv_seconds = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / 1e6
+        total_seconds = sum(e.self_cpu_time_total for e in events) / 1e6
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
         delta = peak
@@ -173,7 +209,37 @@ def worker(job: dict) -> dict:
         peak = _maxrss_mib()
         delta = peak - rss_before
     return {"params": params, "flops": flops, "seconds": statistics.median(times), "times": times,
-            "cpu_seconds": statistics.median(cpu_times), "peak_mib": peak, "delta_mib": delta}
+            "cpu_seconds": statistics.median(cpu_times), "peak_mib": peak, "delta_mib": delta,
+            "conv_seconds": conv_seconds, "profiled_seconds": total_seconds}
+
+
+def reference_worker(job: dict, fmt) -> dict:
+    """The best FLOP/s of the network's own per-level 3×3×3 convolutions, each run ≥ REF_MIN_SECONDS."""
+    import contextlib
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    best = {"flops_per_s": 0.0}
+    for channels, spatial in reference_convs(job["shape"], job["base"], job["levels"]):
+        conv = torch.nn.Conv3d(channels, channels, 3, padding=1, bias=False).eval().to(memory_format=fmt)
+        x = torch.randn(1, channels, *spatial).contiguous(memory_format=fmt)
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            conv(x)
+        flops = counter.get_total_flops()
+        autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if job["dtype"] == "bf16"
+                    else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            conv(x)  # warm-up
+            runs, t0 = 0, time.perf_counter()
+            while runs == 0 or time.perf_counter() - t0 < REF_MIN_SECONDS:
+                conv(x)
+                runs += 1
+            seconds = (time.perf_counter() - t0) / runs
+        if flops / seconds > best["flops_per_s"]:
+            best = {"flops_per_s": flops / seconds, "channels": channels, "spatial": list(spatial),
+                    "seconds": seconds, "runs": runs}
+    return best
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time a training step (forward + backward, train mode) instead of inference")
     parser.add_argument("--checkpointing", action="store_true",
                         help="with --train: turn on activation checkpointing in our models")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one pass: time in convolutions and the total as a multiple of it")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -240,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpointing and not args.train:
         parser.error("--checkpointing only applies with --train")
 
+    print(f"# CPU: {cpu_model()}")
     print(f"# input {tuple(args.shape)}, base {args.base}, {args.levels} levels, {args.threads} thread(s), "
           f"device {args.device}, median of {args.repeats}; THP_MEM_ALLOC_ENABLE=1; "
           f"load average at start {os.getloadavg()[0]:.1f}; torch {_torch_version()}"
@@ -248,23 +317,24 @@ def main(argv: list[str] | None = None) -> int:
     ref: dict[tuple[str, str], float] = {}
     for dtype in dtypes:
         for layout in layouts:
-            r = run_job({**common, "variant": "ref-conv", "dtype": dtype, "layout": layout,
-                         "repeats": max(args.repeats, 3)}, args.timeout)
-            ref[(dtype, layout)] = r["flops"] / r["seconds"] if "error" not in r else float("nan")
-            print(f"# reference Conv3d 64->64 k3 on {REF_CONV['spatial']}: {dtype}/{layout}: "
-                  f"{ref[(dtype, layout)] / 1e9:.1f} GFLOP/s"
-                  + (f" ({r['error']})" if "error" in r else f" (CPU {r['cpu_seconds']:.2f} s, wall {r['seconds']:.2f} s)"))
+            r = run_job({**common, "variant": "ref-conv", "dtype": dtype, "layout": layout, "shape": args.shape,
+                         "base": args.base, "levels": args.levels}, args.timeout)
+            ref[(dtype, layout)] = r.get("flops_per_s", float("nan"))
+            print(f"# peak reference {dtype}/{layout}: {ref[(dtype, layout)] / 1e9:.1f} GFLOP/s"
+                  + (f" ({r['error']})" if "error" in r else
+                     f", the best of the per-level 3x3x3 C->C convolutions: {r['channels']} channels on "
+                     f"{tuple(r['spatial'])}, {r['seconds'] * 1e3:.1f} ms x {r['runs']} runs"))
 
-    header = ["variant", "dtype", "layout", "params", "GFLOP", "step s" if args.train else "fwd s", "CPU s", "GFLOP/s", "eff.", "peak MiB",
-              "Δ MiB"]
+    header = ["variant", "dtype", "layout", "params", "GFLOP", "step s" if args.train else "fwd s", "CPU s", "GFLOP/s",
+              "eff.", "peak MiB", "Δ MiB"] + (["conv s", "×conv"] if args.profile else [])
     print("| " + " | ".join(header) + " |")
-    print("|" + "|".join(["---"] * 3 + ["---:"] * 8) + "|")
+    print("|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
     for variant in variants:
         for dtype in dtypes:
             for layout in layouts:
                 job = {**common, "variant": variant, "dtype": dtype, "layout": layout, "shape": args.shape,
                        "base": args.base, "levels": args.levels, "train": args.train,
-                       "checkpointing": args.checkpointing}
+                       "checkpointing": args.checkpointing, "profile": args.profile}
                 r = run_job(job, args.timeout)
                 if "error" in r:
                     print(f"| {variant} | {dtype} | {layout} | error: {r['error']} |" + " |" * 7, flush=True)
@@ -273,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                 cells = [variant, dtype, layout, f"{r['params'] / 1e6:.2f} M", f"{r['flops'] / 1e9:.1f}",
                          f"{r['seconds']:.3f}", f"{r['cpu_seconds']:.2f}", f"{rate / 1e9:.1f}", f"{rate / ref[(dtype, layout)]:.2f}",
                          f"{r['peak_mib']:.0f}", f"{r['delta_mib']:.0f}"]
+                if args.profile:
+                    cells += [f"{r['conv_seconds']:.3f}", f"{r['profiled_seconds'] / r['conv_seconds']:.1f}"]
                 print("| " + " | ".join(cells) + " |", flush=True)
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
     return 0
