@@ -80,3 +80,24 @@ def test_the_header_reader_checks_the_version_for_meta_alone(tmp_path):
               metadata={"format": MODEL_FORMAT, "format_version": "99", "rrcunet": "{}"})
     with pytest.raises(InputError, match="format version '99' is not supported"):
         read_model_meta(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: t.fill_(float("nan")), "hold NaN or infinite values"),
+    (lambda t: t.fill_(float("inf")), "hold NaN or infinite values"),
+    ("int8", "weights stored as torch.int8"),
+    ("bool", "weights stored as torch.bool"),
+])
+def test_weights_that_would_give_an_all_background_mask_are_refused(tmp_path, damage, message):
+    net = build_model("rrcunet", **KW)
+    path = save_model(tmp_path / "m.safetensors", net, model_name="rrcunet", model_kwargs=KW,
+                      preprocess_config=PreprocessConfig(target_shape=(16, 16, 8)))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        header, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    key = "head.weight"
+    tensors[key] = damage(tensors[key].clone()) if callable(damage) else tensors[key].to(getattr(torch, damage))
+    save_file(tensors, str(path), metadata=header)
+    with pytest.raises(InputError, match=message):
+        load_model(path)

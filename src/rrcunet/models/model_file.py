@@ -338,7 +338,8 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], *, source: 
 
 
 def check_weights(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], *, source: str) -> None:
-    """Refuse (:class:`InputError`) ``tensors`` whose keys or shapes differ from ``expected``."""
+    """Refuse (:class:`InputError`) ``tensors`` whose keys or shapes differ from ``expected``, that are not
+    floating point where the network's are, or that hold NaN or infinite values."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
@@ -352,3 +353,15 @@ def check_weights(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Te
             detail.append("wrong shape " + ", ".join(
                 f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong[:3]))
         raise InputError(f"{source}: weights do not fit the network: {'; '.join(detail)}")
+    # A network of NaN, infinite or integer weights runs and returns an all-background mask with
+    # exit 0; refuse it here, before it can.
+    not_float = sorted(k for k, v in tensors.items() if expected[k].is_floating_point() and not v.is_floating_point())
+    if not_float:
+        raise InputError(f"{source}: weights stored as {tensors[not_float[0]].dtype} ({', '.join(not_float[:3])}"
+                         f"{' …' if len(not_float) > 3 else ''}); expected floating-point weights. The file was not "
+                         "written by rrcunet's trainer or save_model, or was converted wrongly")
+    not_finite = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if not_finite:
+        raise InputError(f"{source}: {len(not_finite)} weight tensor(s) hold NaN or infinite values "
+                         f"({', '.join(not_finite[:3])}{' …' if len(not_finite) > 3 else ''}); the training diverged "
+                         "or the file is damaged: use an earlier checkpoint or retrain")
