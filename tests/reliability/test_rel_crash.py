@@ -170,7 +170,7 @@ def test_sigkill_during_import_then_rerun(tmp_path):
 def _plant(folder: Path, final_name: str) -> Path:
     """A half-written temporary as :func:`rrcunet.io.atomic_path` names it, for ``folder/final_name``."""
     stem, _, suffix = final_name.partition(".")
-    p = folder / f".{stem}.k1ll3d.part.{suffix}"
+    p = folder / f".{stem}.rrcunet-999999999-k1ll3d.part.{suffix}"  # a process that is gone
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(b"\x1f\x8b half-written")
     return p

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, make_split
 from rrcunet.errors import InputError
-from rrcunet.io.atomic import atomic_path
+from rrcunet.io.atomic import atomic_path, temporary_prefix
 from rrcunet.io.image import image_suffix
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def place_file(src: Path, dest: Path, *, link: str = "auto", reuse_copies: bool 
                 return "kept"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if link in ("auto", "hardlink"):
-        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
+        tmp = dest.parent / f"{temporary_prefix(dest.name)}{uuid.uuid4().hex[:8]}.part"
         try:
             os.link(src, tmp)
             os.replace(tmp, dest)

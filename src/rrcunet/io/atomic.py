@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -45,7 +46,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     final_p.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(final_p.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_p.name.split('.')[0]}.", suffix=".part" + suffix,
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(final_p.name.split(".")[0]), suffix=".part" + suffix,
                                     dir=final_p.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -79,14 +80,39 @@ def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(final, text.encode("utf-8"))
 
 
+#: ``.<name>.rrcunet-<pid>-<random>.part<suffix>``: a temporary of :func:`atomic_path`, by the process <pid>.
+_TEMPORARY = re.compile(r"^\..*\.rrcunet-(\d+)-[A-Za-z0-9_]+\.part")
+
+
+def temporary_prefix(stem: str) -> str:
+    """The start of every temporary file name rrcunet writes: it names rrcunet and the writing process,
+    so :func:`remove_stale_temporaries` can tell its own leftovers from a user's files and from the
+    temporaries of another run that is still writing."""
+    return f".{stem}.rrcunet-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the ``.*.part*`` temporaries that :func:`atomic_path` left in ``folder`` when a run was
-    killed mid-write (never a final file); return what was removed. Used when a run restarts."""
+    """Delete the temporaries that :func:`atomic_path` left in ``folder`` when a run was killed
+    mid-write; return what was removed. Only files named by :func:`temporary_prefix` whose writing
+    process is gone are touched: a user's ``.notes.part2`` and a live run's temporaries stay."""
     removed = []
     folder_p = Path(folder)
     if folder_p.is_dir():
-        for p in folder_p.glob(".*.part*"):
-            if p.is_file():
+        for p in folder_p.iterdir():
+            match = _TEMPORARY.match(p.name)
+            if match and p.is_file() and not _alive(int(match.group(1))):
                 with contextlib.suppress(OSError):
                     p.unlink()
                     removed.append(p)
