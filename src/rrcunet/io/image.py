@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,10 @@ def read_image(
     if p.is_dir():
         vol = read_dicom_series(p, max_voxels=max_voxels, spacing_range=spacing_range, **dicom_options)
         return _finish(vol, p, kind, check_intensity)
+    if not p.is_file():  # a FIFO, a device, a socket: reading it may block forever or never end
+        raise InputError(f"{p}: not a regular file (a pipe, device or socket); expected an image file or a DICOM folder")
     if image_suffix(p) is not None:
+        check_detached_data(p)
         vol = _read_itk(p, kind=kind, max_voxels=max_voxels, spacing_range=spacing_range)
         return _finish(vol, p, kind, check_intensity)
     if is_dicom_file(p) or p.suffix.lower() in (".dcm", ".ima", ".dicom"):
@@ -291,6 +295,34 @@ def _read_dicom_file(path: Path, *, kind: str, check_intensity: bool, max_voxels
     vol = read_dicom_series(path.parent, series_uid=series_uid, max_voxels=max_voxels,
                             spacing_range=spacing_range, recursive=False, **dicom_options)
     return _finish(vol, path, kind, check_intensity)
+
+
+#: The header keys that name a separate data file: MetaImage (``.mha``/``.mhd``) and NRRD (``.nrrd``/``.nhdr``).
+_DATA_FILE_KEY = re.compile(rb"^\s*(ElementDataFile\s*=|data ?file\s*:)\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def check_detached_data(path: Path) -> None:
+    """Refuse a MetaImage or NRRD header whose pixel data lives in a file that is not a plain file beside
+    it: an absolute path, ``..``, a sub-folder, a list or pattern of files, or a file that is not there.
+    Otherwise SimpleITK reads whatever the header names (``/bin/ls``, ``../../../etc/passwd``) as voxels."""
+    if image_suffix(path) not in (".mha", ".mhd", ".nrrd", ".nhdr"):
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if image_suffix(path) in (".nrrd", ".nhdr"):
+        head = head.split(b"\n\n", 1)[0]  # the NRRD header ends at the first blank line
+    for match in _DATA_FILE_KEY.finditer(head):
+        name = match.group(2).decode("latin-1").strip()
+        if name.upper() == "LOCAL":
+            continue
+        target = path.parent / name
+        plain = (name and " " not in name and "%" not in name and name.upper() != "LIST"
+                 and Path(name).name == name and name not in (".", ".."))
+        if not plain or not target.is_file():
+            raise InputError(f"{path}: its header reads the voxels from {name!r}; expected a data file beside the "
+                             f"header (a plain name in {path.parent}, no folder, no '..', no list), found "
+                             f"{'a path outside the header folder' if not plain else 'no such file'}. Keep the header "
+                             "and its data file together, or convert the image to .nii.gz")
 
 
 def _verify_written(tmp: Path, final: Path, image: Any) -> None:
