@@ -101,3 +101,17 @@ def test_weights_that_would_give_an_all_background_mask_are_refused(tmp_path, da
     save_file(tensors, str(path), metadata=header)
     with pytest.raises(InputError, match=message):
         load_model(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labels": {"0": "background", "1": "lung", "2": "lung"}}, "must be unique"),
+    ({"labels": {"0": "background", "1": "lung", "2": "ground-glass"}}, "are not usable"),
+    ({"labels": {"0": "background", "1": "lu\x1bng", "2": "tumour"}}, "are not usable"),
+    ({"labels": {"0": "background", "1": "lung", "2": "t" * 65}}, "are not usable"),
+    ({"preprocess": {"target_shape": [4096, 4096, 4096]}}, "at most 67,108,864 are accepted"),
+    ({"model_kwargs": {**KW, "t": 5000}}, r"t=5000 is invalid: expected an integer <= 16"),
+])
+def test_a_model_file_asking_for_too_much_or_for_unsafe_names_is_refused(tmp_path, change, message):
+    path, _ = _old_file(tmp_path / "bad.safetensors", **change)
+    with pytest.raises(InputError, match=message):
+        load_model(path)

@@ -325,7 +325,9 @@ def test_model_file_claiming_a_huge_network_is_refused_before_allocating(tmp_pat
     proc = run_python(_HUGE_MODEL_SCRIPT, str(model_file), str(tmp_path / "huge.safetensors"), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["outcome"].startswith("InputError") and "do not fit" in result["outcome"], result
+    # refused by the architecture bounds (base 8192 > 4096), or, within them, by the weights' shapes
+    assert result["outcome"].startswith("InputError") and ("do not fit" in result["outcome"]
+                                                          or "expected an integer <=" in result["outcome"]), result
     assert result["grown_mb"] < 200, result
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ from rrcunet.io.atomic import atomic_path
 from rrcunet.models.registry import build_model
 from rrcunet.preprocessing import PreprocessConfig
 from rrcunet.tasks import TASKS, get_task
+
+#: Class names name output files and DICOM segments: letters, digits and '_', unique, up to 64 characters.
+LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+#: The largest network grid a model file may ask for (512×512×256), checked before anything is allocated.
+MAX_NETWORK_VOXELS = 512 * 512 * 256
 
 MODEL_FORMAT = "rrcunet-model"
 CHECKPOINT_FORMAT = "rrcunet-checkpoint"
@@ -100,6 +106,16 @@ class ModelMeta:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"model task {self.task!r} is not one of {sorted(TASKS)}")
+        names = list(self.labels.values())
+        bad = [n for n in names if not LABEL_NAME.fullmatch(n)]
+        if bad or len({n.lower() for n in names}) != len(names):
+            raise ConfigError(f"labels {names!r} are not usable: each class name must be unique and match "
+                              f"{LABEL_NAME.pattern} (letters, digits, '_'; up to 64 characters), because it names "
+                              "output files and DICOM segments")
+        shape = None if self.preprocess is None else self.preprocess.target_shape
+        if shape is not None and math.prod(shape) > MAX_NETWORK_VOXELS:
+            raise ConfigError(f"preprocess.target_shape {tuple(shape)} has {math.prod(shape):,} voxels; at most "
+                              f"{MAX_NETWORK_VOXELS:,} are accepted (the paper's grid has 3,145,728)")
         axes = self.mirror_axes
         if axes is not None:
             if len(set(axes)) != len(axes) or not all(0 <= a <= 2 for a in axes):

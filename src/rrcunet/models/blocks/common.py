@@ -102,10 +102,19 @@ def conv_norm_act(
     return unit
 
 
+#: Upper bounds of the architecture options, checked before anything is built, so that a model file or a
+#: config cannot ask for a network that takes hours or exhausts memory (the paper: 5 levels, t=2, 32..512).
+MAX_OPTION = {"levels": 8, "t": 16, "base_filters": 1024, "filters": 4096}
+
+
 def check_positive_int(name: str, value: int, *, minimum: int = 1) -> int:
-    """Return ``value`` as int or raise :class:`ConfigError` naming the option."""
+    """Return ``value`` as int or raise :class:`ConfigError` naming the option (and its bound, if any)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"model option {name}={value!r} is invalid: expected an integer >= {minimum}")
+    maximum = MAX_OPTION.get(name)
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"model option {name}={value!r} is invalid: expected an integer <= {maximum} (the bound "
+                          "that keeps a network's size and run time reasonable)")
     return value
 
 
