@@ -160,3 +160,22 @@ def test_a_shape_the_network_cannot_take_is_refused_when_the_config_is_loaded():
     with pytest.raises(ConfigError, match=r"data.patch_size \(30, 32, 16\) must be divisible by 4"):
         load_config(None, ["model.levels=3", "data.patch_size=30,32,16"])
     assert load_config(None, ["model.levels=3", "data.patch_size=32,32,16"]).data.patch_size == (32, 32, 16)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=inf", "optim.lr must be a number, not 'inf'"),
+    ("optim.lr=1e300", r"optim.lr must be in \(0, 10\]"),
+    ("optim.weight_decay=nan", "optim.weight_decay must be a number, not 'nan'"),
+    ("optim.eps=nan", "optim.eps must be a number, not 'nan'"),
+    ("optim.eps=-1", r"optim.eps must be in \(0, 1\]"),
+    ("optim.min_lr=nan", "optim.min_lr must be a number"),
+    ("runtime.seed=1e23", "runtime.seed must be an integer"),
+    ("model.kwargs.base_filters=1e9", "base_filters=1000000000.0 is invalid"),
+    ("model.levels=50", "levels=50 is invalid: expected an integer <= 8"),
+    ("runtime.num_threads=100000", r"runtime.num_threads must be in \[1, 1024\]"),
+    ("data.patch_size=4096,4096,4096", "is larger than preprocess.target_shape"),
+])
+def test_values_that_would_break_the_run_are_refused_when_the_config_is_loaded(override, message):
+    # issue 22: each of these passed validation and failed at run time, leaving a run folder behind
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

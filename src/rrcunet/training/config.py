@@ -22,14 +22,17 @@ Example::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
+
 from rrcunet.config import apply_overrides, config_from_dict, read_config_data
 from rrcunet.errors import ConfigError
 from rrcunet.losses import LossConfig
-from rrcunet.models.registry import check_divisible, input_divisor
+from rrcunet.models.registry import build_model, check_divisible, input_divisor
 from rrcunet.preprocessing import PreprocessConfig
 from rrcunet.tasks import Task, get_task
 
@@ -156,8 +159,12 @@ class OptimConfig:
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, not {self.lr}")
+        if not 0 < self.lr <= 10:
+            raise ConfigError(f"optim.lr must be in (0, 10], not {self.lr} (the paper: 3e-4)")
+        if not 0 < self.eps <= 1:
+            raise ConfigError(f"optim.eps must be in (0, 1], not {self.eps}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"optim.min_lr must be in [0, optim.lr={self.lr}], not {self.min_lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, not {self.weight_decay}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
@@ -314,8 +321,9 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"runtime.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ConfigError(f"runtime.num_threads must be >= 1 or null, not {self.num_threads}")
+        if self.num_threads is not None and not 1 <= self.num_threads <= 1024:
+            raise ConfigError(f"runtime.num_threads must be in [1, 1024] or null, not {self.num_threads} (this "
+                              f"machine has {os.cpu_count()} CPUs)")
 
 
 @dataclass(frozen=True)
@@ -352,11 +360,18 @@ class TrainConfig:
                     f"model.kwargs.{key}={self.model.kwargs[key]} contradicts task {self.task!r}, which needs "
                     f"{key}={expected}; remove it from model.kwargs (the task sets it)"
                 )
-        # The network's input-size rule, checked now rather than at the first forward pass after
-        # the whole dataset has been preprocessed.
+        # The network's options and input-size rule, checked now rather than at the first forward pass
+        # after the whole dataset has been preprocessed: the model is built on the meta device (no memory).
+        with torch.device("meta"):
+            build_model(self.model.name, **{**self.model.kwargs, "in_channels": self.in_channels,
+                                            "out_channels": self.out_channels})
         divisor = input_divisor(self.model.name, self.model.kwargs)
         check_divisible(self.preprocess.target_shape, divisor, "preprocess.target_shape")
         check_divisible(self.data.patch_size, divisor, "data.patch_size")
+        shape, patch = self.preprocess.target_shape, self.data.patch_size
+        if shape is not None and patch is not None and any(p > s for p, s in zip(patch, shape)):
+            raise ConfigError(f"data.patch_size {tuple(patch)} is larger than preprocess.target_shape {tuple(shape)}, "
+                              "the grid the patches are cut from; use a smaller data.patch_size")
 
     @property
     def spec(self) -> Task:
