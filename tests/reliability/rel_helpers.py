@@ -192,7 +192,9 @@ def write_pickle_payload(path: Path, marker: Path, kind: str = "pickle") -> Path
 # ---------------------------------------------------------------------------------------------
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # this checkout's src first, so the subprocess tests the code under test, not an installed copy
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep)
     return env
 
 
