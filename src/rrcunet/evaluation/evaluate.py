@@ -309,26 +309,22 @@ def reference_mode(pairs: Sequence[EvaluationPair], gt_dir: Path, requested: str
 
     ``"auto"``: a prepared dataset (``manifest.json``) is ``"lung+tumour"``; otherwise, when no reference
     holds a label 2, the references are tumour-only masks and that is said in a warning; else
-    ``"lung+tumour"``, with a warning naming the references that hold no tumour label at all.
+    ``"lung+tumour"`` (the scan stops at the first reference with a tumour label).
     """
     if requested not in REFERENCE_LABELS:
         raise ConfigError(f"--reference-labels must be one of {', '.join(REFERENCE_LABELS)}, not {requested!r}")
     if requested != "auto" or (gt_dir / "manifest.json").is_file():
         return "lung+tumour" if requested == "auto" else requested
-    no_tumour = [p.case_id for p in pairs if int(np.max(read_image(p.ground_truth, kind="label").array)) < 2]
-    if len(no_tumour) == len(pairs):
-        logger.warning("no reference in %s has label 2 (tumour): read as tumour-only masks (non-zero = tumour, lung "
-                       "not scored); pass --reference-labels lung+tumour if their label 1 means lung", gt_dir)
-        return "tumour"
-    if no_tumour:
-        logger.warning("%d of %d references hold no tumour label (2): %s; their tumour scores follow the empty-mask "
-                       "convention (docs/metrics.md)", len(no_tumour), len(pairs), ", ".join(no_tumour[:10]))
-    return "lung+tumour"
+    if any(int(np.max(read_image(p.ground_truth, kind="label").array)) >= TUMOUR_LABEL for p in pairs):
+        return "lung+tumour"
+    logger.warning("no reference in %s has label 2 (tumour): read as tumour-only masks (non-zero = tumour, lung "
+                   "not scored); pass --reference-labels lung+tumour if their label 1 means lung", gt_dir)
+    return "tumour"
 
 
-def _tumour_only(volume: Any, tumour_values: Sequence[int]) -> Any:
-    """``volume`` with the values ``tumour_values`` as tumour (2) and everything else background (0)."""
-    return volume.with_array(np.where(np.isin(np.asarray(volume.array), tumour_values), 2, 0).astype(np.uint8))
+def _tumour_only(volume: Any, tumour: np.ndarray) -> Any:
+    """``volume`` with the voxels of ``tumour`` as tumour (2) and everything else background (0)."""
+    return volume.with_array(np.where(tumour, TUMOUR_LABEL, 0).astype(np.uint8))
 
 
 def _histogram_values(cases: Sequence[CaseMetrics]) -> list[float]:
@@ -385,7 +381,8 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
         gt = validate_label(read_image(pair.ground_truth, kind="label"), pair.ground_truth)
         _check_grids(pair, gt.geometry, pred.geometry)
         if mode == "tumour":
-            gt, pred = _tumour_only(gt, list(range(1, 256))), _tumour_only(pred, [TUMOUR_LABEL])
+            gt = _tumour_only(gt, np.asarray(gt.array) > 0)
+            pred = _tumour_only(pred, np.asarray(pred.array) == TUMOUR_LABEL)
         metrics = evaluate_volumes(pred, gt, case_id=pair.case_id, tolerance_mm=tolerance_mm)
         cases.append(metrics)
         if not figures:
@@ -405,6 +402,11 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
         pngs.append(surface_figure(pred, fig_dir / f"{pair.case_id}_3d.png", gt=gt, title=pair.case_id, dice=dice))
         case_figures[pair.case_id] = pngs
 
+    no_tumour = [m.case_id for m in cases if m.tumour_volume_gt_ml == 0]
+    guessed = reference_labels == "auto" and not (Path(gt_dir) / "manifest.json").is_file()
+    if no_tumour and mode == "lung+tumour" and guessed:  # named from the scores, not from a second read
+        logger.warning("%d of %d references hold no tumour label (2): %s; their tumour scores follow the empty-mask "
+                       "convention (docs/metrics.md)", len(no_tumour), len(cases), ", ".join(no_tumour[:10]))
     summary = summarize(cases)
     rows = summary_rows(summary)
     per_case = [_case_row(m) for m in cases]
