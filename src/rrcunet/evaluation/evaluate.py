@@ -452,7 +452,8 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     files["histogram"] = dice_histogram(_histogram_values(cases), out / "dice_histogram.png")
     details = {"predictions": str(Path(pred_dir).resolve()), "ground truth": str(Path(gt_dir).resolve()),
                "cases": len(cases),
-               "surface Dice tolerance (mm)": tolerance_mm, "reference labels": mode, "HD95 infinite (missed / false alarm)": mc.n_hd95_infinite,
+               "surface Dice tolerance (mm)": tolerance_mm, "reference labels": mode,
+               "HD95 infinite (missed / false alarm)": mc.n_hd95_infinite,
                "tumour absent in both (left out of tumour means)": mc.n_tumour_absent_in_both}
     if unmatched:
         details["predictions without ground truth (not scored)"] = ", ".join(unmatched)
