@@ -41,6 +41,7 @@ from rrcunet.errors import InputError, RRcUNetError
 from rrcunet.inference.predictor import PredictionResult, Predictor
 from rrcunet.io import read_image, write_rtstruct, write_seg, write_volume
 from rrcunet.io.atomic import atomic_path, atomic_write_text, json_safe, remove_stale_temporaries
+from rrcunet.io.convert import safe_filename
 from rrcunet.io.dicom_series import list_dicom_series
 from rrcunet.io.image import ITK_SUFFIXES, image_suffix, is_dicom_file
 from rrcunet.io.volume import Geometry, Volume
@@ -149,7 +150,7 @@ def _dicom_cases(folder: Path, *, recursive: bool, only: Path | None = None) -> 
         group.sort(key=lambda s: (s.study_date, s.series_number, s.series_uid))
         for k, s in enumerate(group, start=1):
             where = Path(os.path.commonpath([str(Path(f).parent) for f in s.files]))
-            base = _clean_id(pid) if pid else _folder_case_id(where)
+            base = safe_filename(pid) if pid else _folder_case_id(where)
             base = base if modality == "CT" else f"{base}_{_clean_id(modality or 'image')}"
             uid = None if s.series_uid.startswith("<") else s.series_uid  # "<no SeriesInstanceUID ...>"
             cases.append(CaseInput(base if len(group) == 1 else f"{base}_{k}", where, True, uid))
@@ -236,10 +237,10 @@ def _flat(outputs: dict[str, Any]) -> list[str]:
     return names
 
 
-def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> bool:
-    """True when ``<case>.json`` is a finished rrcunet prediction record and every output it and
-    ``outputs`` name exists."""
-    doc = _read_own_json(out_dir / f"{case.case_id}.json")
+def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any], doc: dict[str, Any] | None = None) -> bool:
+    """True when ``<case>.json`` (``doc``, read here when not given) is a finished rrcunet prediction record
+    and every output it and ``outputs`` name exists."""
+    doc = doc if doc is not None else _read_own_json(out_dir / f"{case.case_id}.json")
     if doc is None or doc.get("status") == "started":
         return False
     recorded = doc.get("outputs", {})
@@ -260,14 +261,18 @@ def result_settings(doc: dict[str, Any]) -> dict[str, Any]:
             "min_tumour_ml": post.get("min_tumour_ml"), "keep_outside_lung": post.get("keep_outside_lung")}
 
 
-def changed_settings(js: Path, predictor: Predictor) -> list[str]:
-    """The settings of ``predictor`` that differ from those recorded in the prediction JSON ``js``,
-    as ``"name old -> new"`` (model hashes shortened); empty when the recorded result is this one's."""
-    recorded = result_settings(_read_own_json(js) or {})
-    now = result_settings(json_safe({
+def predictor_settings(predictor: Predictor) -> dict[str, Any]:
+    """:func:`result_settings` of the predictions ``predictor`` makes (the same for every case)."""
+    return result_settings(json_safe({
         "model": predictor.describe(), "inference": predictor.config.to_dict(),
         "postprocessing": {"min_tumour_ml": predictor.config.postprocess.min_tumour_ml,
                            "keep_outside_lung": predictor.config.postprocess.keep_outside_lung}}))
+
+
+def changed_settings(doc: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The settings ``now`` (:func:`predictor_settings`) that differ from those recorded in the prediction
+    JSON ``doc``, as ``"name old -> new"`` (model hashes shortened); empty when the recorded result is this one's."""
+    recorded = result_settings(doc)
     short = {"model", "lung model"}
     return [f"{k} {str(recorded[k])[:12] if k in short else recorded[k]} -> {str(v)[:12] if k in short else v}"
             for k, v in now.items() if recorded[k] != v]
@@ -287,7 +292,8 @@ def _geometry_dict(geometry: Geometry) -> dict[str, Any]:
             "direction": list(geometry.direction)}
 
 
-def prediction_json(case: CaseInput, ct: Volume, result: PredictionResult, predictor: Predictor, outputs: dict[str, Any],
+def prediction_json(case: CaseInput, ct: Volume, result: PredictionResult, predictor: Predictor,
+                    outputs: dict[str, Any],
                     runtime: dict[str, float]) -> dict[str, Any]:
     """The ``<case>.json`` document (schema ``rrcunet-prediction`` v1, docs/inference.md)."""
     info = ct.meta.get("dicom")
@@ -487,13 +493,15 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         logger.warning("--rtstruct is written only for DICOM inputs (it references the CT's slices); %d of %d case(s) "
                        "are not DICOM and get none: %s", len(not_dicom), len(cases), ", ".join(not_dicom[:10]))
     labels = dict(predictor.meta.labels)
+    now = predictor_settings(predictor)
     outcomes: list[CaseOutcome] = []
     bar = tqdm(cases, unit="case", desc="predict", disable=None if progress else True, dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.case_id, refresh=False)
         expected = case_outputs(case, label_names=labels, save_probabilities=save_probabilities, rtstruct=rtstruct)
-        complete = not overwrite and is_complete(case, out, expected)
-        changed = changed_settings(out / f"{case.case_id}.json", predictor) if complete else []
+        doc = None if overwrite else _read_own_json(out / f"{case.case_id}.json")  # read once per case
+        complete = doc is not None and is_complete(case, out, expected, doc)
+        changed = changed_settings(doc, now) if doc is not None and complete else []
         if complete and not changed:
             outcome = CaseOutcome(case.case_id, case.path, "skipped", "outputs complete; pass --overwrite to redo",
                                   expected)
