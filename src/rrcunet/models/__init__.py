@@ -24,7 +24,6 @@ from rrcunet.models.registry import (
     build_model,
     check_divisible,
     get_spec,
-    input_divisor,
     list_models,
     model_defaults,
 )
@@ -42,7 +41,6 @@ __all__ = [
     "check_divisible",
     "count_parameters",
     "get_spec",
-    "input_divisor",
     "list_models",
     "load_model",
     "model_defaults",

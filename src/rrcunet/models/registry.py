@@ -107,12 +107,6 @@ def model_defaults(name: str) -> dict[str, Any]:
     return get_spec(name).options()
 
 
-def input_divisor(name: str, options: dict[str, Any]) -> int:
-    """Every spatial input size of model ``name`` built with ``options`` must be a multiple of this
-    (``2 ** (levels - 1)``), known from the config alone, before the network or any data exists."""
-    return 2 ** (int({**model_defaults(name), **options}.get("levels", 1)) - 1)
-
-
 def check_divisible(shape: Any, divisor: int, option: str) -> None:
     """Refuse (:class:`ConfigError`) a spatial ``shape`` that is not a multiple of ``divisor``; the
     message gives the nearest larger shape in the form of ``option`` (``--roi-size`` or a config

@@ -32,7 +32,7 @@ import torch
 from rrcunet.config import apply_overrides, config_from_dict, read_config_data
 from rrcunet.errors import ConfigError
 from rrcunet.losses import LossConfig
-from rrcunet.models.registry import build_model, check_divisible, input_divisor
+from rrcunet.models.registry import build_model, check_divisible
 from rrcunet.preprocessing import PreprocessConfig
 from rrcunet.tasks import Task, get_task
 
@@ -363,9 +363,9 @@ class TrainConfig:
         # The network's options and input-size rule, checked now rather than at the first forward pass
         # after the whole dataset has been preprocessed: the model is built on the meta device (no memory).
         with torch.device("meta"):
-            build_model(self.model.name, **{**self.model.kwargs, "in_channels": self.in_channels,
-                                            "out_channels": self.out_channels})
-        divisor = input_divisor(self.model.name, self.model.kwargs)
+            net = build_model(self.model.name, **{**self.model.kwargs, "in_channels": self.in_channels,
+                                                  "out_channels": self.out_channels})
+        divisor = int(getattr(net, "divisor", 1))
         check_divisible(self.preprocess.target_shape, divisor, "preprocess.target_shape")
         check_divisible(self.data.patch_size, divisor, "data.patch_size")
         shape, patch = self.preprocess.target_shape, self.data.patch_size
