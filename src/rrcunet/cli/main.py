@@ -95,8 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.filename is None or args.verbose:
             raise
         # a folder that cannot be created or written (read-only, a file in the way, a missing drive)
+        # lazy: rrcunet.io loads numpy and the readers; only this error path needs it
+        from rrcunet.io.atomic import is_temporary
+
         where = Path(exc.filename)
-        if where.name.startswith(".") and ".part" in where.name:  # an atomic write's temporary file: name its folder
+        if is_temporary(where.name):  # an atomic write's temporary file: name its folder
             where = where.parent
         print(f"rrcunet {args.command}: error: cannot use {where}: {exc.strerror or exc}; choose a path you "
               "can write to for -o (a folder, not under a file), or check the input path", file=sys.stderr)

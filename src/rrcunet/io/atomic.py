@@ -91,6 +91,11 @@ def temporary_prefix(stem: str) -> str:
     return f".{stem}.rrcunet-{os.getpid()}-"
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary of :func:`atomic_path` (named by :func:`temporary_prefix`)."""
+    return _TEMPORARY.match(name) is not None
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -17,8 +17,6 @@ from rrcunet.errors import InputError
 from rrcunet.io.atomic import atomic_path
 
 # Okabe–Ito colour-blind-safe palette: sky blue for the reference, orange for the model.
-GT_COLOR = "#56B4E9"
-PRED_COLOR = "#E69F00"
 TUMOUR_FILL = "#D55E00"
 LUNG_FILL = "#bcd9ef"
 DARK_BG = "#000000"
