@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,9 @@ EXIT_CASE_FAILED = 3
 def device_arg(text: str) -> str:
     """``--device``: one of :data:`rrcunet.inference.config.DEVICES` or ``cuda:N`` (as ``rrcunet train``)."""
     # lazy: rrcunet.inference imports torch; importing this command module stays light
-    from rrcunet.inference.config import DEVICES
+    from rrcunet.inference.config import is_device
 
-    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
+    if is_device(text):
         return text
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N (e.g. cuda:1), not {text!r}")
 

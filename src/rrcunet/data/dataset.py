@@ -55,8 +55,9 @@ DEFAULT_CACHE_NAME = ".rrcunet_cache"
 
 def cache_key(preprocess_config: PreprocessConfig, task: str, lung_channel: str = "dataset") -> str:
     """Short hash naming the cache folder of a preprocessing config and task input mode."""
-    inputs = get_task(task).input_description + (", lung from the extractor" if task == "tumour" and lung_channel == "extractor"
-                                  else "")
+    spec = get_task(task)
+    extractor = spec.crop_to_lungs and lung_channel == "extractor"
+    inputs = spec.input_description + (", lung from the extractor" if extractor else "")
     payload = json.dumps({"format": CACHE_FORMAT, "inputs": inputs,
                           "preprocess": config_to_dict(preprocess_config)}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

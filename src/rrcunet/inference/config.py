@@ -23,6 +23,11 @@ from rrcunet.lungmask import LUNGMASK_METHODS
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def is_device(text: str) -> bool:
+    """Whether ``text`` names a device: one of :data:`DEVICES` or ``cuda:N``."""
+    return text in DEVICES or re.fullmatch(r"cuda:\d+", text) is not None
+
+
 @dataclass(frozen=True, kw_only=True)
 class PostprocessConfig:
     """Clean-up of the predicted tumour (label 2) after the network, on the original CT grid.
@@ -115,7 +120,7 @@ class InferenceConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
+        if not is_device(str(self.device)):
             raise ConfigError(f"device must be one of {DEVICES} or cuda:N (e.g. cuda:1), not {self.device!r}")
         if self.roi_size is not None:
             roi = tuple(self.roi_size)

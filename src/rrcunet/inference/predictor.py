@@ -45,7 +45,7 @@ from torch import nn
 from rrcunet.config import config_to_dict
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.inference.bundled import bundled_model_path
-from rrcunet.inference.config import InferenceConfig
+from rrcunet.inference.config import InferenceConfig, is_device
 from rrcunet.inference.measure import Lesion, measure_lesions, tumour_components
 from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
 from rrcunet.io.volume import Volume
@@ -77,10 +77,11 @@ FLIP_COMBINATIONS: tuple[tuple[int, ...], ...] = flip_combinations()
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` / ``"cuda:N"`` without that GPU is a :class:`ConfigError`."""
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` / ``"cuda:N"`` without that GPU is a
+    :class:`ConfigError`."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
+    if not is_device(device):
         raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {device!r}")
     if device.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -226,7 +227,7 @@ class Predictor:
         model_path = Path(path) if path is not None else bundled_model_path("tumour")
         model, meta = load_model(model_path, device=resolve_device(config.device))
         extractor = (make_lung_extractor(config.lung_method, config.lung_model, config=config)
-                     if meta.task == "tumour" else ClassicalLungExtractor())
+                     if get_task(meta.task).crop_to_lungs else ClassicalLungExtractor())
         return cls(model=model, meta=meta, config=config, model_path=model_path, lung_extractor=extractor)
 
     def _base_preprocess_config(self) -> PreprocessConfig:

@@ -342,7 +342,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
                          f"described has {n_in}")
     del skeleton
     model = build_model(meta.model_name, **meta.model_kwargs)
-    load_weights(model, tensors, source=str(path))
+    model.load_state_dict(tensors, strict=True)  # checked against the skeleton above
     return model.to(device).eval(), meta
 
 

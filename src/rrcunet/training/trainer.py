@@ -613,7 +613,7 @@ class Trainer:
 
         _on_rank0_first(ctx, lambda: cache_all(self.show), "preprocess the dataset")
         cached = cache_all(False)
-        with_lung, patch = config.task == "tumour", config.data.patch_size
+        with_lung, patch = config.spec.crop_to_lungs, config.data.patch_size
         self.train_tf = build_transform(config.augment, train=True, with_lung=with_lung, patch_size=patch,
                                         patch_target_prob=config.data.patch_target_prob,
                                         patch_sampling=config.data.patch_sampling)
