@@ -23,6 +23,10 @@ so its peak memory is that process's own ``ru_maxrss``. Sections:
    thinner slices), NIfTI in → NIfTI out, to check that the cost grows no faster than linearly
    with N (the network input is always 256×256×48, so its time is constant).
 
+``--model-files A B …`` runs the end-to-end section with those model files instead (e.g. the bundled
+model against the previous one, in the same run: issue 17's ≤ 15 s / ≤ 3 GB check); a file's name
+labels its rows.
+
 ``--profile`` adds a :mod:`torch.profiler` table of one end-to-end run (stages are labelled
 ``rrcunet::<stage>``).
 
@@ -32,6 +36,8 @@ Run from the repository root (about 10 minutes on 2 loaded cores)::
 
     python benchmarks/inference_speed.py --threads 2
     python benchmarks/inference_speed.py --skip-model --slices 60 150 300 600 --profile
+    python benchmarks/inference_speed.py --skip-model --slices --dtypes fp32 \
+        --model-files old_tumour.safetensors src/rrcunet/weights/demo_tumour.safetensors
 """
 
 from __future__ import annotations
@@ -238,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", action="store_true",
                         help="end-to-end and slice rows with `rrcunet predict --channels-last`")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one end-to-end run")
+    parser.add_argument("--model-files", nargs="+", metavar="FILE",
+                        help="end to end: run these model files instead of a random base-32 RRc-UNet")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                        help="end to end: which precisions (default both)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
     parser.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -250,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, list] = {"model": [], "e2e": [], "slices": []}
     common = {"threads": args.threads, "base": args.base, "levels": args.levels, "repeats": args.repeats}
+    print(f"# CPU: {_model_speed().cpu_model()}")
     print(f"# {args.threads} thread(s); torch {torch.__version__}; THP_MEM_ALLOC_ENABLE=1; "
           f"load average at start {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs visible")
     with tempfile.TemporaryDirectory(prefix="rrcunet_bench_") as tmp_s:
@@ -297,31 +308,35 @@ def main(argv: list[str] | None = None) -> int:
             write_volume(ct, nifti)
             e2e = {"kind": "e2e", "threads": args.threads, "model": str(model_path),
                    "channels_last": args.channels_last}
-            header = ("| input | dtype | read | lung | preproc | model | invert | post | measure | write | total s "
+            models = ([(Path(f).name, str(Path(f).resolve())) for f in args.model_files] if args.model_files
+                      else [(f"random RRc-UNet base {args.base}", str(model_path))])
+            header = ("| model | input | dtype | read | lung | preproc | model | invert | post | measure | write | total s "
                       "| CPU s | peak MiB |")
-            rule = "|---|---|" + "---:|" * 11
+            rule = "|---|---|---|" + "---:|" * 11
 
             if not args.skip_e2e:
-                print(f"\n## End to end (read → write), {name} {'x'.join(map(str, ct.shape))}, RRc-UNet base "
-                      f"{args.base} at 256x256x48\n")
+                what = (", ".join(m for m, _ in models) if args.model_files
+                        else f"RRc-UNet base {args.base} at 256x256x48")
+                print(f"\n## End to end (read → write), {name} {'x'.join(map(str, ct.shape))}, {what}\n")
                 print(header)
                 print(rule)
                 inputs = ([("DICOM → NIfTI + SEG", dicom_dir)] if dicom_dir is not None else []) + [("NIfTI → NIfTI", nifti)]
-                for label, path in inputs:
-                    for dtype in ("fp32", "bf16"):
-                        r = run_job({**e2e, "input": str(path), "out": str(tmp / "out_e2e"), "dtype": dtype},
-                                    args.timeout)
-                        results["e2e"].append({"input": label, "dtype": dtype, **r})
-                        if "error" in r:
-                            print(f"| {label} | {dtype} | error: {r['error']} |", flush=True)
-                            continue
-                        print(f"| {label} | {dtype} | " + " | ".join(_fmt_stages(r["runtime"]))
-                              + f" | {r['cpu_seconds']:.1f} | {r['peak_mib']:.0f} |", flush=True)
+                for model_label, model_file in models:
+                    for label, path in inputs:
+                        for dtype in args.dtypes:
+                            r = run_job({**e2e, "model": model_file, "input": str(path), "out": str(tmp / "out_e2e"),
+                                         "dtype": dtype}, args.timeout)
+                            results["e2e"].append({"model": model_label, "input": label, "dtype": dtype, **r})
+                            if "error" in r:
+                                print(f"| {model_label} | {label} | {dtype} | error: {r['error']} |", flush=True)
+                                continue
+                            print(f"| {model_label} | {label} | {dtype} | " + " | ".join(_fmt_stages(r["runtime"]))
+                                  + f" | {r['cpu_seconds']:.1f} | {r['peak_mib']:.0f} |", flush=True)
 
             if args.slices:
                 print(f"\n## Slices: {name} resampled to 512x512xN, NIfTI → NIfTI, fp32\n")
-                print(header.replace("| input |", "| N |") + " total − model s |")
-                print(rule + "---:|")
+                print(header.replace("| model | input |", "| N |") + " total − model s |")
+                print("|---|---|" + "---:|" * 11 + "---:|")
                 for n in args.slices:
                     path = tmp / f"ct_{n}.nii.gz"
                     write_volume(_resampled(ct, n), path)

@@ -33,6 +33,7 @@ from rrcunet.errors import RRcUNetError  # noqa: E402
 COMMAND_MODULES: tuple[str, ...] = (
     "rrcunet.cli.cmd_demo",
     "rrcunet.cli.cmd_phantoms",
+    "rrcunet.cli.cmd_insert",
     "rrcunet.cli.cmd_convert",
     "rrcunet.cli.cmd_import",
     "rrcunet.cli.cmd_lungmask",
