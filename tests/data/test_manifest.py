@@ -59,3 +59,23 @@ def test_missing_and_malformed_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"version": 1, "cases": []}))
     with pytest.raises(InputError, match="malformed manifest"):
         DatasetManifest.load(tmp_path)
+
+
+def test_validation_split_equal_to_training_is_refused(tmp_path):
+    cases = _cases(6)
+    m = DatasetManifest(name="x", cases=tuple(cases), split=make_split(cases, seed=0))
+    data = json.loads(m.to_json())
+    data["split"]["val"] = list(data["split"]["train"])
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"in both train and val .*validation would score cases the network "
+                                         r"trained on"):
+        DatasetManifest.load(tmp_path)
+
+
+def test_a_patient_on_both_sides_is_warned(tmp_path, caplog):
+    cases = _cases(4, per_patient=2)
+    data = json.loads(DatasetManifest(name="x", cases=tuple(cases), split=make_split(cases, seed=0)).to_json())
+    data["split"]["train"], data["split"]["val"] = ["c0", "c2", "c3"], ["c1"]  # p0 on both sides
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    DatasetManifest.load(tmp_path)
+    assert "patient(s) ['p0'] have scans in train and in val/test" in caplog.text

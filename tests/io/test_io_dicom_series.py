@@ -71,6 +71,24 @@ def test_rescale_slope_gives_float(tmp_path):
     assert np.allclose(back.array, (ref.array.astype(np.float64) + 1024) * 0.5 - 1024)
 
 
+def test_rescale_slope_1e30_is_refused_as_no_ct_values(tmp_path):
+    write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    _edit(tmp_path / "s", RescaleSlope="1e30")
+    with pytest.raises(InputError, match=r"found intensities in .*e\+3\d.*Check the scan's RescaleSlope"):
+        read_image(tmp_path / "s")
+    assert read_image(tmp_path / "s", check_intensity=False).array.max() > 1e30  # the user's explicit choice
+
+
+def test_an_mr_slice_inside_a_ct_series_is_refused(tmp_path):
+    write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    odd = sorted((tmp_path / "s").iterdir())[3]
+    ds = pydicom.dcmread(odd)
+    ds.Modality = "MR"
+    ds.save_as(odd)
+    with pytest.raises(InputError, match=rf"{odd.name}: modality MR inside a CT series"):
+        read_image(tmp_path / "s")
+
+
 def test_folder_with_two_series_chooses_ct_with_most_slices(tmp_path, caplog):
     write_ct_series(_ct(shape=(20, 16, 8)), tmp_path / "d" / "a", patient_id="P1", series_description="long")
     write_ct_series(_ct(shape=(20, 16, 5), seed=1), tmp_path / "d" / "b", patient_id="P1", series_description="short")

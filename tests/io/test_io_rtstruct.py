@@ -185,3 +185,40 @@ def test_write_rtstruct_refuses_label_off_the_ct_grid(tmp_path, ct):
     wrong = Volume(np.zeros((20, 16, 7), np.uint8), Geometry((20, 16, 7), (1.0, 1.0, 2.0)), "label")
     with pytest.raises(InputError, match="is not on the source CT grid"):
         write_rtstruct(wrong, ct.meta["dicom"], tmp_path / "rs.dcm")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_contour_data_is_one_error_naming_the_roi(tmp_path, ct, value):
+    contour = _rect(2, 8, 2, 8, 4.0)
+    contour[3] = value
+    path = _make_rtstruct(tmp_path / "rs.dcm", ct, {"GTV": [contour]})
+    with pytest.raises(InputError, match=r"ROI 'GTV' has a contour whose ContourData holds NaN or Inf"):
+        read_rtstruct(path, ct)
+
+
+def test_empty_contour_data_is_one_error(tmp_path, ct):
+    path = _make_rtstruct(tmp_path / "rs.dcm", ct, {"GTV": [[]]})
+    with pytest.raises(InputError, match=r"0 ContourData values; expected at least 3"):
+        read_rtstruct(path, ct)
+
+
+@pytest.mark.parametrize("keyword", ["ROINumber", "ReferencedROINumber"])
+def test_missing_roi_number_is_one_error(tmp_path, ct, keyword):
+    path = _make_rtstruct(tmp_path / "rs.dcm", ct, {"GTV": [_rect(2, 8, 2, 8, 4.0)]})
+    ds = pydicom.dcmread(path)
+    seq = ds.StructureSetROISequence if keyword == "ROINumber" else ds.ROIContourSequence
+    del seq[0][keyword]
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match=rf"has {keyword} None; expected an integer"):
+        read_rtstruct(path, ct)
+    if keyword == "ROINumber":
+        with pytest.raises(InputError, match="ROINumber"):
+            list_rois(path)
+
+
+def test_a_10000_character_roi_name_makes_a_usable_file_name():
+    from rrcunet.io.convert import MAX_STEM, safe_filename
+
+    stem = safe_filename("G" * 10_000)
+    assert len(stem) == MAX_STEM
+    assert safe_filename("G" * 10_000, {stem.lower()}) == stem + "_2"

@@ -105,6 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rrcunet {args.command}: error: cannot use {where}: {exc.strerror or exc}; choose a path you "
               "can write to for -o (a folder, not under a file), or check the input path", file=sys.stderr)
         return 2
+    except RecursionError:
+        # an input nested past Python's recursion limit (a JSON nested 200,000 deep, thousands of nested
+        # folders): the input's shape, not a bug in the command; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"rrcunet {args.command}: error: an input is nested too deeply to read (a JSON document or a folder "
+              "tree thousands of levels deep); check the files you named, or run with -v to see where",
+              file=sys.stderr)
+        return 2
+    except MemoryError:
+        if args.verbose:
+            raise
+        print(f"rrcunet {args.command}: error: not enough memory for this input; use a smaller scan or grid "
+              "(predict: --target-spacing with coarser values, or --sliding-window), or a machine with more memory",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"rrcunet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -43,6 +43,7 @@ from rrcunet.data.manifest import CaseEntry, DatasetManifest
 from rrcunet.errors import InputError
 from rrcunet.io.atomic import atomic_path, atomic_write_text
 from rrcunet.io.image import read_image
+from rrcunet.io.validation import validate_label
 from rrcunet.lungmask import ClassicalLungExtractor
 from rrcunet.preprocessing import PreprocessConfig, preprocess
 from rrcunet.tasks import get_task
@@ -125,7 +126,8 @@ def preprocess_case(sources: dict[str, Path], *, preprocess_config: PreprocessCo
     """
     spec = get_task(task)
     ct = read_image(sources["image"], kind="image")
-    label = read_image(sources["label"], kind="label") if "label" in sources else None
+    label = (validate_label(read_image(sources["label"], kind="label"), sources["label"])
+             if "label" in sources else None)  # a label 7 is named with its file here, not deep in training
     lung = read_image(sources["lung"], kind="label") if "lung" in sources else None
     if spec.crop_to_lungs:
         if lung is None or lung_channel == "extractor":

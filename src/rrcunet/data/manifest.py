@@ -9,6 +9,7 @@ at arbitrary files.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -17,6 +18,8 @@ from typing import Any
 from rrcunet.config import config_from_dict, config_to_dict
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -153,6 +156,20 @@ class DatasetManifest:
         unknown = (set(split.train) | set(split.val) | set(split.test)) - set(ids)
         if unknown:
             raise InputError(f"{path}: split names unknown cases {sorted(unknown)[:5]}")
+        sides = {"train": set(split.train), "val": set(split.val), "test": set(split.test)}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            both = sides[a] & sides[b]
+            if both:
+                raise InputError(f"{path}: the split puts {len(both)} case(s) in both {a} and {b} "
+                                 f"({', '.join(sorted(both)[:5])}); expected each case on one side, or "
+                                 "validation would score cases the network trained on. Remake the split "
+                                 "(rrcunet experiment merge-datasets DATASET -o NEW) or fix manifest.json")
+        patient = {c.case_id: c.patient_id for c in cases}
+        train_patients = {patient[c] for c in sides["train"]}
+        leaked = sorted({patient[c] for c in sides["val"] | sides["test"]} & train_patients)
+        if leaked:
+            log.warning("%s: patient(s) %s have scans in train and in val/test; scores on them are optimistic",
+                        path, leaked[:5])
         return manifest
 
     def resolve(self, root: str | Path, rel: str) -> Path:

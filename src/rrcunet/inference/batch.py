@@ -20,6 +20,7 @@ Outputs of case ``<case>`` in ``OUT_DIR`` (schema of the JSON in docs/inference.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -40,9 +41,10 @@ from rrcunet import __version__
 from rrcunet.errors import InputError, RRcUNetError
 from rrcunet.inference.predictor import PredictionResult, Predictor
 from rrcunet.io import read_image, write_rtstruct, write_seg, write_volume
-from rrcunet.io.atomic import atomic_path, atomic_write_text, json_safe, remove_stale_temporaries
+from rrcunet.io.atomic import atomic_path, atomic_write_text, folder_lock, json_safe, remove_stale_temporaries
 from rrcunet.io.convert import safe_filename
 from rrcunet.io.dicom_series import list_dicom_series
+from rrcunet.io.dicom_series import walk_files
 from rrcunet.io.image import ITK_SUFFIXES, image_suffix, is_dicom_file
 from rrcunet.io.volume import Geometry, Volume
 
@@ -109,12 +111,21 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _has_dicom(folder: Path, *, recursive: bool) -> bool:
-    files = folder.rglob("*") if recursive else folder.iterdir()
+    files = walk_files(folder) if recursive else folder.iterdir()
     return any(p.is_file() and not p.name.startswith(".") and _is_dicom(p) for p in files)
 
 
+#: The longest case id: its outputs (``<case>_prob_<64-character class>.nii.gz``) and their temporaries
+#: stay within the 255 bytes a file name may have.
+MAX_CASE_ID = 120
+
+
 def _clean_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._") or "case"
+    """A file-safe case id; a longer one than :data:`MAX_CASE_ID` keeps its start and gets a hash of the rest."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._") or "case"
+    if len(clean) > MAX_CASE_ID:
+        clean = f"{clean[:MAX_CASE_ID - 9]}-{hashlib.sha1(clean.encode()).hexdigest()[:8]}"
+    return clean
 
 
 def _file_case_id(path: Path) -> str:
@@ -474,7 +485,8 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         a :class:`BatchReport`.
 
     Raises:
-        InputError: an input path is missing, a folder holds no case, or two cases share an id.
+        InputError: an input path is missing, a folder holds no case, two cases share an id, or
+            another live ``predict`` is writing into ``out_dir`` (:func:`rrcunet.io.atomic.folder_lock`).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -487,6 +499,13 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
     if not cases:
         raise InputError(f"no input case left to predict in {', '.join(map(str, inputs))} (only earlier outputs)")
     out.mkdir(parents=True, exist_ok=True)  # only now: an input error leaves no empty folder behind
+    with folder_lock(out, "predict"):  # one predict per output folder at a time
+        return _predict_cases(predictor, cases, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
+                              overwrite=overwrite, progress=progress, on_case=on_case, read_options=read_options)
+
+
+def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, save_probabilities: bool, rtstruct: bool,
+                   overwrite: bool, progress: bool, on_case: Any, read_options: Any) -> BatchReport:
     remove_stale_temporaries(out)  # a killed earlier run's half-written files
     not_dicom = [c.case_id for c in cases if not c.is_dicom]
     if rtstruct and not_dicom:

@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ from rrcunet.inference.bundled import bundled_model_path
 from rrcunet.inference.config import InferenceConfig, is_device
 from rrcunet.inference.measure import Lesion, measure_lesions, tumour_components
 from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
+from rrcunet.io.validation import DEFAULT_MAX_VOXELS
 from rrcunet.io.volume import Volume
 from rrcunet.lungmask import ClassicalLungExtractor, LungExtractor, check_method
 from rrcunet.models.model_file import ModelMeta, load_model
@@ -247,8 +249,17 @@ class Predictor:
             base = dataclasses.replace(base, on_empty_lung=cfg.on_empty_lung)
         if cfg.target_spacing is not None or (cfg.sliding_window and base.target_shape is not None):
             spacing = cfg.target_spacing
+            canonical = orientation_step(ct.geometry, base.canonical_direction).output_geometry
             if spacing is None:
-                spacing = orientation_step(ct.geometry, base.canonical_direction).output_geometry.spacing
+                spacing = canonical.spacing
+            # the size guard, before anything is allocated: the whole scan on the target grid (the lung
+            # crop only makes it smaller) must stay within the readers' bound
+            voxels = math.prod(n * s / t for n, s, t in zip(canonical.shape, canonical.spacing, spacing))
+            if voxels > DEFAULT_MAX_VOXELS:
+                raise InputError(
+                    f"resampling the {'x'.join(map(str, ct.shape))} scan to {tuple(spacing)} mm gives about "
+                    f"{voxels:.3g} voxels, above the bound of {DEFAULT_MAX_VOXELS} (RRCUNET_MAX_VOXELS); pass a "
+                    "coarser --target-spacing (e.g. 1 1 1)")
             return dataclasses.replace(base, target_shape=None, target_spacing=tuple(spacing))
         return base
 

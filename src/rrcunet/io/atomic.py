@@ -46,7 +46,8 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     final_p.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(final_p.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(final_p.name.split(".")[0]), suffix=".part" + suffix,
+    # the stem is cut so that a long final name (up to 255 bytes) still leaves room for the temporary's own parts
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(final_p.name.split(".")[0][:100]), suffix=".part" + suffix,
                                     dir=final_p.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -122,6 +123,45 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
                     p.unlink()
                     removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], command: str) -> Iterator[Path]:
+    """Hold ``FOLDER/.rrcunet-<command>.lock`` (holding this process's id) while a command writes there.
+
+    A second run of the same command into the same folder is refused while the first one's process
+    is alive (two runs writing one case's outputs at once would interleave them); a lock whose
+    process is gone (a killed run) is taken over. The lock file is removed on exit.
+
+    Raises:
+        InputError: another live process holds the lock (the message names it and the fix).
+    """
+    path = Path(folder) / f".rrcunet-{command}.lock"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text(encoding="ascii").split()[0])
+            except (OSError, ValueError, IndexError, UnicodeDecodeError):
+                pid = None
+            if pid is not None and _alive(pid):
+                raise InputError(f"{folder}: another `rrcunet {command}` (process {pid}) is writing into this folder; "
+                                 "wait for it to finish, or choose another -o folder") from None
+            with contextlib.suppress(OSError):  # a killed run's lock: ours to remove
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise InputError(f"{folder}: could not take {path.name}; another `rrcunet {command}` keeps starting there. "
+                         "Choose another -o folder")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def json_safe(value: Any) -> Any:

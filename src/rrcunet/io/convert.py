@@ -25,14 +25,19 @@ logger = logging.getLogger(__name__)
 _RESERVED = {"ct", "con", "prn", "aux", "nul"}
 
 
+MAX_STEM = 100
+
+
 def safe_filename(name: str, taken: set[str] | None = None) -> str:
     """A portable file stem for an ROI name (``"GTV 1/left"`` → ``"GTV_1_left"``), unique within ``taken``.
 
     Characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``; leading dots are
     removed; names reserved by us (``ct``) or by Windows get an ``roi_`` prefix; a clash with a name
-    in ``taken`` (compared case-insensitively) gets ``_2``, ``_3``…; ``taken`` is updated.
+    in ``taken`` (compared case-insensitively) gets ``_2``, ``_3``…; ``taken`` is updated. Stems
+    are cut to :data:`MAX_STEM` characters, so a 10,000-character ROI name still makes a file name
+    that every file system takes (255 bytes at most, with room for suffixes).
     """
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._") or "roi"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._")[:MAX_STEM] or "roi"
     if stem.lower() in _RESERVED:
         stem = f"roi_{stem}"
     taken = taken if taken is not None else set()

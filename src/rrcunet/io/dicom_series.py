@@ -33,7 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,42 @@ class SeriesSummary:
 # --------------------------------------------------------------------------------------------------
 # scanning and choosing
 # --------------------------------------------------------------------------------------------------
+#: How deep :func:`walk_files` descends (DICOM trees from PACS and TCIA are under 10 levels).
+MAX_FOLDER_DEPTH = 32
+
+
+def walk_files(folder: str | os.PathLike[str], *, max_depth: int = MAX_FOLDER_DEPTH) -> Iterator[Path]:
+    """Every file under ``folder``, iteratively (1,100 nested folders gave ``Path.rglob`` a
+    RecursionError), without following links to folders, skipping hidden folders, and at most
+    ``max_depth`` levels deep (deeper folders are skipped with a warning)."""
+    stack = [(Path(folder), 0)]
+    too_deep: list[Path] = []
+    while stack:  # depth first, files before sub-folders, both by name: the order of a sorted os.walk
+        here, depth = stack.pop()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError as exc:
+            logger.warning("%s: cannot list (%s); skipped", here, exc.strerror or exc)
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith("."):
+                    continue
+                if depth + 1 > max_depth:
+                    too_deep.append(Path(entry.path))
+                    continue
+                subfolders.append((Path(entry.path), depth + 1))
+            else:
+                yield Path(entry.path)
+        stack.extend(reversed(subfolders))
+    if too_deep:
+        logger.warning("%s: %d folder(s) more than %d levels deep were not searched (e.g. %s)", folder, len(too_deep),
+                       max_depth, too_deep[0])
+
+
 def _iter_files(folder: Path, recursive: bool) -> list[Path]:
-    it = folder.rglob("*") if recursive else folder.iterdir()
+    it = walk_files(folder) if recursive else folder.iterdir()
     files = []
     for f in it:
         if f.name.startswith(".") or f.name.upper() == "DICOMDIR":
@@ -343,7 +377,14 @@ def _plan_series(
         raise InputError(f"{first_path}: has no PixelSpacing; expected the in-plane voxel size of the CT")
     ps0 = _floats(ds0, "PixelSpacing", 2, first_path)
     entries = []
+    modality0 = _modality(ds0)
     for f, ds in items:
+        if _modality(ds) != modality0:
+            raise InputError(
+                f"{f}: modality {_modality(ds) or 'unknown'} inside a {modality0 or 'unknown'} series ({first_path}); "
+                "expected one modality for the whole series (a slice of another scan was saved into it). Remove "
+                "that file from the folder"
+            )
         if int(ds.get("Rows", -1)) != rows or int(ds.get("Columns", -1)) != cols:
             raise InputError(
                 f"{f}: slice size {ds.get('Columns')}×{ds.get('Rows')} differs from {cols}×{rows} in {first_path}; "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -104,16 +105,36 @@ def _contour_data(item: Any) -> np.ndarray:
             return np.asarray(value.replace(b"\x00", b" ").split(b"\\"), dtype=np.float64)
         except ValueError:
             pass
-    return np.asarray([float(v) for v in item.get("ContourData", [])], dtype=np.float64)
+    values = item.get("ContourData") or []  # an empty element reads as None
+    try:
+        return np.asarray([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.asarray([math.nan] * max(3, len(values)), dtype=np.float64)  # refused as non-finite by the caller
+
+
+def _roi_number(item: Any, keyword: str, path: Any) -> int:
+    """An ROI number attribute as an int, or one error line naming the file and the attribute."""
+    value = item.get(keyword)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: an RTSTRUCT item has {keyword} {value!r}; expected an integer that ties the "
+                         "ROI to its contours. Re-export the structure set from the planning system") from None
+
+
+def _roi_contours(ds: Any, path: Any) -> dict[int, Any]:
+    contours: dict[int, Any] = {}
+    for rc in ds.get("ROIContourSequence", []) or []:
+        contours[_roi_number(rc, "ReferencedROINumber", path)] = rc.get("ContourSequence", []) or []
+    return contours
 
 
 def _roi_infos(ds: Any) -> list[RoiInfo]:
-    contours: dict[int, Any] = {}
-    for rc in ds.get("ROIContourSequence", []) or []:
-        contours[int(rc.ReferencedROINumber)] = rc.get("ContourSequence", []) or []
+    path = getattr(ds, "filename", "RTSTRUCT")
+    contours = _roi_contours(ds, path)
     out = []
     for roi in ds.get("StructureSetROISequence", []) or []:
-        number = int(roi.ROINumber)
+        number = _roi_number(roi, "ROINumber", path)
         seq = contours.get(number, [])
         types = sorted({str(c.get("ContourGeometricType", "")) for c in seq})
         out.append(RoiInfo(number, str(roi.get("ROIName", f"ROI-{number}")),
@@ -317,9 +338,7 @@ def read_rtstruct(
                        sorted({n for n in names if names.count(n) > 1}))
     matched = set(match_rois(list(dict.fromkeys(names)), rois, path))
     selected = {k for k, r in zip(keys, infos) if r.name in matched}
-    contour_seqs: dict[int, Any] = {}
-    for rc in ds.get("ROIContourSequence", []) or []:
-        contour_seqs[int(rc.ReferencedROINumber)] = rc.get("ContourSequence", []) or []
+    contour_seqs = _roi_contours(ds, path)
     out: dict[str, Volume] = {}
     for key, info in zip(keys, infos):
         if key not in selected:
@@ -337,6 +356,10 @@ def read_rtstruct(
                     f"{path}: ROI {info.name!r} has a contour with {data.size} ContourData values; expected at "
                     "least 3 (x, y, z) points"
                 )
+            if not np.isfinite(data).all():
+                raise InputError(
+                    f"{path}: ROI {info.name[:64]!r} has a contour whose ContourData holds NaN or Inf; expected "
+                    "coordinates in mm. Fix or delete that contour in the planning system and export again")
             polys.append(data.reshape(-1, 3))
         if skipped_types:
             logger.warning("%s: ROI %r has %s contours, which have no inside; skipped", path, info.name,

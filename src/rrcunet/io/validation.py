@@ -17,6 +17,7 @@ The limits are module constants so that callers (and the CLI) can pass other val
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 
@@ -124,7 +125,9 @@ def check_ct_intensity(array: np.ndarray, path: str | os.PathLike[str]) -> None:
 
     * values all within [0, 255] — an 8-bit screenshot or an image already normalised to [0, 1];
     * no negative value at all — stored values without the rescale intercept (HU + 1024) or a
-      non-CT modality.
+      non-CT modality;
+    * values no CT stores: NaN or Inf, or beyond [−65536, 65535] (HU are 12- to 16-bit numbers; a
+      RescaleSlope of 1e30 gave values of 1e33).
 
     Pass ``check_intensity=False`` to the reader to skip this check (e.g. for a synthetic image).
     """
@@ -132,6 +135,13 @@ def check_ct_intensity(array: np.ndarray, path: str | os.PathLike[str]) -> None:
         return
     lo = float(np.min(array))
     hi = float(np.max(array))
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -65536.0 or hi > 65535.0:
+        raise InputError(
+            f"{path}: found intensities in [{lo:g}, {hi:g}]; expected CT in Hounsfield units, which scanners store "
+            "as 12- to 16-bit numbers (about −1024 to 3071, up to ±32768). Check the scan's RescaleSlope and "
+            "RescaleIntercept (or the NIfTI scl_slope), or pass --no-intensity-check (check_intensity=False in "
+            "Python) to use the values as they are"
+        )
     if lo >= 0.0 and hi <= 255.0:
         what = "[0, 1] (a normalised image)" if hi <= 1.0 else "[0, 255] (an 8-bit image)"
         raise InputError(

@@ -68,6 +68,10 @@ class TumourSpec:
             raise ConfigError(f"TumourSpec.side must be 'left', 'right' or None, not {self.side!r}")
 
 
+#: The size guard of a phantom (checked before anything is rendered).
+MAX_PHANTOM_VOXELS = 512 * 512 * 1024
+
+
 @dataclass(frozen=True, kw_only=True)
 class PhantomConfig:
     """Ranges the phantom sampler draws from. Use :meth:`preset` for the named presets.
@@ -163,6 +167,15 @@ class PhantomConfig:
                               f"not {self.vessel_min_radius_mm}")
         if self.airway_min_radius_mm <= 0:
             raise ConfigError(f"PhantomConfig.airway_min_radius_mm must be > 0, not {self.airway_min_radius_mm}")
+        if isinstance(self.padding_value, bool) or not isinstance(self.padding_value, (int, float)) \
+                or not -32768 <= self.padding_value <= 32767 or self.padding_value != int(self.padding_value):
+            raise ConfigError("PhantomConfig.padding_value must be a whole HU value that int16 holds "
+                              f"([-32768, 32767], e.g. -1024, -2048 or -3024), not {self.padding_value!r}")
+        voxels = self.matrix * self.matrix * int(max(self.n_slices))
+        if voxels > MAX_PHANTOM_VOXELS:
+            raise ConfigError(f"PhantomConfig: a {self.matrix}x{self.matrix}x{max(self.n_slices)} phantom has {voxels} "
+                              f"voxels, above the bound of {MAX_PHANTOM_VOXELS} (512x512x1024); choose a smaller "
+                              "matrix or n_slices (--set matrix=256, --set n_slices=[60,300])")
         if self.slab_slices < 1:
             raise ConfigError(f"PhantomConfig.slab_slices must be >= 1, not {self.slab_slices}")
         if self.tumours is not None:

@@ -42,7 +42,7 @@ import numpy as np
 from rrcunet.data.importers.base import Discovery, LoadedCase, SourceCase, escape_pattern
 from rrcunet.errors import InputError
 from rrcunet.io.convert import safe_filename
-from rrcunet.io.dicom_series import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES
+from rrcunet.io.dicom_series import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES, walk_files
 from rrcunet.io.image import read_image
 from rrcunet.io.rtstruct import list_rois, read_rtstruct
 from rrcunet.io.seg import list_segments, read_seg_segments
@@ -112,48 +112,46 @@ def _scan(src: Path) -> tuple[dict[str, _CtSeries], list[_Annotation]]:
     series: dict[str, _CtSeries] = {}
     annotations: list[_Annotation] = []
     n_files = 0
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
-            path = Path(root) / name
-            try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
-            except Exception as exc:  # any unreadable file is "not part of the tree"
-                logger.debug("ignoring %s: not readable as DICOM (%s)", path, exc)
-                continue
-            n_files += 1
-            sop = str(ds.get("SOPClassUID", ""))
-            modality = str(ds.get("Modality", "") or "").upper()
-            patient = _patient_of(ds, path, src)
-            if sop == RTSTRUCT_SOP_CLASS or modality == "RTSTRUCT":
-                refs, frames = set(), set()
-                for fr in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
-                    if fr.get("FrameOfReferenceUID"):
-                        frames.add(str(fr.FrameOfReferenceUID))
-                    for st in fr.get("RTReferencedStudySequence", []) or []:
-                        for se in st.get("RTReferencedSeriesSequence", []) or []:
-                            if se.get("SeriesInstanceUID"):
-                                refs.add(str(se.SeriesInstanceUID))
-                annotations.append(_annotation(ds, path, "RTSTRUCT", patient, refs, frames))
-            elif sop in SEG_SOP_CLASSES or modality == "SEG":
-                refs = {str(se.SeriesInstanceUID) for se in ds.get("ReferencedSeriesSequence", []) or []
-                        if se.get("SeriesInstanceUID")}
-                frames = {str(ds.FrameOfReferenceUID)} if ds.get("FrameOfReferenceUID") else set()
-                annotations.append(_annotation(ds, path, "SEG", patient, refs, frames))
-            elif (modality == "CT" or (not modality and sop in _CT_SOP_CLASSES)) and "Rows" in ds:
-                uid = str(ds.get("SeriesInstanceUID", "") or f"<no SeriesInstanceUID: {path.parent}>")
-                s = series.get(uid)
-                if s is None:
-                    try:
-                        number = int(ds.get("SeriesNumber", 0) or 0)
-                    except (TypeError, ValueError):
-                        number = 0
-                    s = series[uid] = _CtSeries(uid, patient, str(ds.get("StudyInstanceUID", "")),
-                                                str(ds.get("FrameOfReferenceUID", "")), str(ds.get("StudyDate", "")),
-                                                number)
-                s.files.append(path)
+    for path in walk_files(src):  # iterative: a deep folder tree is no RecursionError
+        name = path.name
+        if name.startswith(".") or name.upper() == "DICOMDIR":
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
+        except Exception as exc:  # any unreadable file is "not part of the tree"
+            logger.debug("ignoring %s: not readable as DICOM (%s)", path, exc)
+            continue
+        n_files += 1
+        sop = str(ds.get("SOPClassUID", ""))
+        modality = str(ds.get("Modality", "") or "").upper()
+        patient = _patient_of(ds, path, src)
+        if sop == RTSTRUCT_SOP_CLASS or modality == "RTSTRUCT":
+            refs, frames = set(), set()
+            for fr in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
+                if fr.get("FrameOfReferenceUID"):
+                    frames.add(str(fr.FrameOfReferenceUID))
+                for st in fr.get("RTReferencedStudySequence", []) or []:
+                    for se in st.get("RTReferencedSeriesSequence", []) or []:
+                        if se.get("SeriesInstanceUID"):
+                            refs.add(str(se.SeriesInstanceUID))
+            annotations.append(_annotation(ds, path, "RTSTRUCT", patient, refs, frames))
+        elif sop in SEG_SOP_CLASSES or modality == "SEG":
+            refs = {str(se.SeriesInstanceUID) for se in ds.get("ReferencedSeriesSequence", []) or []
+                    if se.get("SeriesInstanceUID")}
+            frames = {str(ds.FrameOfReferenceUID)} if ds.get("FrameOfReferenceUID") else set()
+            annotations.append(_annotation(ds, path, "SEG", patient, refs, frames))
+        elif (modality == "CT" or (not modality and sop in _CT_SOP_CLASSES)) and "Rows" in ds:
+            uid = str(ds.get("SeriesInstanceUID", "") or f"<no SeriesInstanceUID: {path.parent}>")
+            s = series.get(uid)
+            if s is None:
+                try:
+                    number = int(ds.get("SeriesNumber", 0) or 0)
+                except (TypeError, ValueError):
+                    number = 0
+                s = series[uid] = _CtSeries(uid, patient, str(ds.get("StudyInstanceUID", "")),
+                                            str(ds.get("FrameOfReferenceUID", "")), str(ds.get("StudyDate", "")),
+                                            number)
+            s.files.append(path)
     logger.info("%s: %d DICOM file(s): %d CT series, %d RTSTRUCT and %d SEG file(s)", src, n_files, len(series),
                 sum(a.kind == "RTSTRUCT" for a in annotations), sum(a.kind == "SEG" for a in annotations))
     if n_files == 0:

@@ -1,0 +1,150 @@
+"""Hostile inputs of issue 22's second round that are handled at the command line: each ends in one
+error line naming the problem and a fix, exit status 2, no traceback and nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from rrcunet.cli.main import main
+from rrcunet.io import write_volume
+from tests.reliability.rel_helpers import chest_ct
+
+
+def test_sliding_window_grid_above_the_bound_is_refused_before_allocating(tmp_path, capsys):
+    ct = tmp_path / "ct.nii.gz"
+    write_volume(chest_ct(), ct)
+    out = tmp_path / "out"
+    code = main(["predict", str(ct), "-o", str(out), "--sliding-window", "--target-spacing", "0.05", "0.05", "0.05",
+                 "--no-progress"])
+    err = capsys.readouterr()
+    assert code != 0
+    text = err.err + err.out
+    assert "coarser --target-spacing" in text and "above the bound" in text
+    assert "Traceback" not in text
+    assert not out.exists() or not list(out.rglob("*_seg.nii.gz"))
+
+
+def test_json_nested_200000_deep_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    code = main(["train", "--config", str(deep), "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nested too deeply" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import rrcunet.synthetic.dataset as dataset
+
+    def explode(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(dataset, "write_phantom_dataset", explode)
+    code = main(["phantoms", "-n", "1", "-o", str(tmp_path / "ph")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not enough memory" in err and "Traceback" not in err
+    with pytest.raises(MemoryError):  # -v keeps the traceback for a genuine bug
+        main(["-v", "phantoms", "-n", "1", "-o", str(tmp_path / "ph")])
+
+
+@pytest.mark.parametrize("setting,match", [
+    ("padding_value=1e30", "padding_value must be a whole HU value"),
+    ("padding_value=-1024.5", "padding_value must be a whole HU value"),
+    ("n_slices=[60,100000000]", "above the bound"),
+])
+def test_phantom_settings_beyond_their_bounds_are_refused(tmp_path, capsys, setting, match):
+    out = tmp_path / "ph"
+    assert main(["phantoms", "-n", "1", "--set", setting, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_second_predict_into_a_busy_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    ct = tmp_path / "ct.nii.gz"
+    write_volume(chest_ct(), ct)
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / ".rrcunet-predict.lock"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{live.pid}\n")
+        assert main(["predict", str(ct), "-o", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"another `rrcunet predict` (process {live.pid}) is writing into this folder" in err
+        assert "choose another -o folder" in err
+        assert not list(out.glob("*_seg.nii.gz")) and lock.read_text() == f"{live.pid}\n"
+    finally:
+        live.kill()
+        live.wait()
+    # the holder is gone (killed): the next run takes the lock over, completes and removes it
+    assert main(["predict", str(ct), "-o", str(out), "--no-progress"]) == 0
+    assert list(out.glob("*_seg.nii.gz")) and not lock.exists()
+
+
+def test_a_label_7_in_a_training_dataset_names_its_file(tmp_path):
+    import numpy as np
+
+    from rrcunet.data.dataset import build_cache
+    from rrcunet.errors import InputError
+    from rrcunet.io import read_image
+    from rrcunet.preprocessing import PreprocessConfig
+    from rrcunet.synthetic.dataset import write_phantom_dataset
+
+    manifest = write_phantom_dataset(tmp_path / "ds", 1, seed=3)
+    label_file = tmp_path / "ds" / manifest.cases[0].label
+    label = read_image(label_file, kind="label")
+    arr = np.asarray(label.array).copy()
+    arr[0, 0, 0] = 7
+    write_volume(label.with_array(arr), label_file, overwrite=True)
+    with pytest.raises(InputError, match=rf"{label_file}: found label values 7 \(1 voxels\)"):
+        build_cache(tmp_path / "ds", [manifest.cases[0].case_id], preprocess_config=PreprocessConfig(target_shape=(32, 32, 16)),
+                    task="tumour")
+
+
+def test_a_238_character_input_name_with_probabilities_completes_the_batch(tmp_path, capsys):
+    from rrcunet.inference.batch import MAX_CASE_ID
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    long_name = "a" * 238
+    write_volume(chest_ct(), inputs / f"{long_name}.nii.gz")
+    write_volume(chest_ct(seed=1), inputs / "b.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", str(inputs), "-o", str(out), "--save-probabilities", "--no-progress"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    long_seg = [n for n in names if n.startswith("aaaa") and n.endswith("_seg.nii.gz")]
+    assert len(long_seg) == 1 and len(long_seg[0]) - len("_seg.nii.gz") == MAX_CASE_ID
+    assert "b_seg.nii.gz" in names and all(len(n.encode()) <= 255 for n in names)
+    # the rerun takes nothing for a new case and skips both
+    assert main(["predict", str(inputs), "-o", str(out), "--save-probabilities", "--no-progress"]) == 0
+    assert "0 predicted, 2 already complete" in capsys.readouterr().out
+
+
+def test_1100_nested_empty_folders_beside_the_inputs(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_volume(chest_ct(), inputs / "a.nii.gz")
+    deep = inputs
+    for _ in range(1100):  # one at a time: os.makedirs itself recurses
+        deep = deep / "d"
+        deep.mkdir()
+    assert main(["predict", str(inputs), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert (tmp_path / "out" / "a_seg.nii.gz").is_file()
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    # a DICOM folder holding the same deep tree: convert reads the series beside it
+    from rrcunet.io import write_ct_series
+
+    dicom = tmp_path / "dicom"
+    write_ct_series(chest_ct(), dicom / "ct", patient_id="P1")
+    deep = dicom
+    for _ in range(1100):
+        deep = deep / "d"
+        deep.mkdir()
+    assert main(["convert", str(dicom), "-o", str(tmp_path / "conv")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
