@@ -511,3 +511,20 @@ def test_huge_declared_grid_is_refused_before_allocating(tmp_path, header):
     if header == "nifti1":
         assert "1,073,676,289,000 voxels exceeds the limit" in result["outcome"]
     assert result["grown_kb"] < 50 * 1024, result
+
+
+def test_float64_grid_within_the_voxel_bound_but_above_the_data_bound_is_refused(tmp_path):
+    """512×512×2048 float64 (4.3 GB of data) in a small file: refused from the header, no allocation."""
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((512, 512, 2048))
+    hdr.set_data_dtype(np.float64)
+    hdr.set_zooms((0.7, 0.7, 0.5))
+    path = write_nifti(tmp_path / "big.nii", hdr.binaryblock + b"\0" * 4)
+    proc = run_python(_MEMORY_SCRIPT, str(path), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["outcome"].startswith("InputError"), result
+    assert "512×512×2048 voxels of 64-bit float (4.3 GB of data); the bound is 2.1 GB" in result["outcome"]
+    assert result["grown_kb"] < 50 * 1024, result

@@ -125,26 +125,38 @@ def test_a_238_character_input_name_with_probabilities_completes_the_batch(tmp_p
     assert "0 predicted, 2 already complete" in capsys.readouterr().out
 
 
+def _nest(top, depth=1100):
+    """``depth`` nested folders ``top/d/d/...`` made one at a time (os.makedirs itself recurses)."""
+    made = []
+    deep = top
+    for _ in range(depth):
+        deep = deep / "d"
+        deep.mkdir()
+        made.append(deep)
+    return made
+
+
+def _unnest(made):
+    """Remove them deepest first: shutil.rmtree (pytest's tmp_path cleanup) recurses and would fail."""
+    for folder in reversed(made):
+        folder.rmdir()
+
+
 def test_1100_nested_empty_folders_beside_the_inputs(tmp_path, capsys):
+    from rrcunet.io import write_ct_series
+
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_volume(chest_ct(), inputs / "a.nii.gz")
-    deep = inputs
-    for _ in range(1100):  # one at a time: os.makedirs itself recurses
-        deep = deep / "d"
-        deep.mkdir()
-    assert main(["predict", str(inputs), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
-    assert (tmp_path / "out" / "a_seg.nii.gz").is_file()
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    # a DICOM folder holding the same deep tree: convert reads the series beside it
-    from rrcunet.io import write_ct_series
-
     dicom = tmp_path / "dicom"
     write_ct_series(chest_ct(), dicom / "ct", patient_id="P1")
-    deep = dicom
-    for _ in range(1100):
-        deep = deep / "d"
-        deep.mkdir()
-    assert main(["convert", str(dicom), "-o", str(tmp_path / "conv")]) == 0
-    assert "Traceback" not in capsys.readouterr().err
+    made = _nest(inputs) + _nest(dicom)
+    try:
+        assert main(["predict", str(inputs), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+        assert (tmp_path / "out" / "a_seg.nii.gz").is_file()
+        assert "Traceback" not in capsys.readouterr().err
+        # a DICOM folder holding the same deep tree: convert reads the series beside it
+        assert main(["convert", str(dicom), "-o", str(tmp_path / "conv")]) == 0
+        assert "Traceback" not in capsys.readouterr().err
+    finally:
+        _unnest(made)

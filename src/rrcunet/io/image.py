@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from rrcunet.io.atomic import atomic_path, check_output_path
 from rrcunet.io.dicom_series import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES, dcmread_checked, read_dicom_series
 from rrcunet.io.seg import read_seg
 from rrcunet.io.validation import (
+    DEFAULT_MAX_VOXELS,
     DEFAULT_SPACING_RANGE,
     check_ct_intensity,
     check_finite,
@@ -157,6 +160,7 @@ def _read_itk(path: Path, *, kind: str, max_voxels: int | None, spacing_range: t
     check_header(path, size=size, spacing=reader.GetSpacing(), components=reader.GetNumberOfComponents(),
                  max_voxels=max_voxels, spacing_range=spacing_range)
     _check_direction(path, reader.GetDirection())
+    _check_data_bytes(path, size, sitk.GetPixelIDValueAsString(reader.GetPixelID()))
     if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_data(path)
     try:
@@ -168,6 +172,22 @@ def _read_itk(path: Path, *, kind: str, max_voxels: int | None, spacing_range: t
             "interrupted download). Re-export or re-download it"
         ) from None
     return Volume.from_sitk(image, kind="image", meta={"source": str(path)})
+
+
+#: The most voxel data a file may declare: the largest accepted grid (:data:`DEFAULT_MAX_VOXELS`) in
+#: float32. A 4 MB ``.nii.gz`` declaring 512×512×2048 float64 voxels (4.3 GB, 13 GB at peak) is refused.
+MAX_DATA_BYTES = 4 * DEFAULT_MAX_VOXELS
+
+
+def _check_data_bytes(path: Path, size: Sequence[int], pixel_type: str) -> None:
+    """The size guard on the declared voxel data (ITK's pixel type, e.g. ``"64-bit float"``), before reading."""
+    match = re.search(r"(\d+)-bit", pixel_type)
+    n_bytes = math.prod(int(s) for s in size) * (int(match.group(1)) // 8 if match else 8)
+    if n_bytes > MAX_DATA_BYTES:
+        raise InputError(
+            f"{path}: declares {'×'.join(map(str, size))} voxels of {pixel_type} ({n_bytes / 1e9:.1f} GB of data); "
+            f"the bound is {MAX_DATA_BYTES / 1e9:.1f} GB. Store the CT as int16 or float32 (e.g. with "
+            "`rrcunet convert`, or SimpleITK's Cast), or crop it")
 
 
 def _check_nifti_data(path: Path, *, finite: bool = True) -> None:
