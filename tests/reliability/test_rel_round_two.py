@@ -160,3 +160,49 @@ def test_1100_nested_empty_folders_beside_the_inputs(tmp_path, capsys):
         assert "Traceback" not in capsys.readouterr().err
     finally:
         _unnest(made)
+
+
+def test_convert_after_a_kill_and_onto_a_folder(tmp_path, capsys):
+    """A killed convert's temporary is removed by the rerun; a mask name that is an existing folder is
+    refused even with --overwrite, before anything is written."""
+    import os
+
+    from rrcunet.io.atomic import temporary_prefix
+
+    ct = tmp_path / "ct_in.nii.gz"
+    write_volume(chest_ct(), ct)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    stale = out / f"{temporary_prefix('ct').replace(str(os.getpid()), str(dead))}abc.part.nii.gz"
+    stale.write_bytes(b"half")
+    assert main(["convert", str(ct), "-o", str(out)]) == 0
+    assert not stale.exists() and (out / "ct.nii.gz").is_file()
+    (out / "ct.nii.gz").unlink()
+    (out / "ct.nii.gz").mkdir()
+    assert main(["convert", str(ct), "-o", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, where a file must be written" in err and "Traceback" not in err
+    assert (out / "ct.nii.gz").is_dir()
+
+
+def test_evaluate_rerun_removes_a_killed_runs_temporary_table(tmp_path):
+    import os
+
+    import numpy as np
+
+    from rrcunet.io.atomic import temporary_prefix
+
+    ref = chest_ct()
+    labels = ref.with_array((np.asarray(ref.array) > -500).astype(np.uint8), kind="label")
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+    write_volume(labels, tmp_path / "pred" / "a_seg.nii.gz")
+    write_volume(labels, tmp_path / "gt" / "a.nii.gz")
+    report = tmp_path / "report"
+    report.mkdir()
+    dead = 2**22 + 12345
+    stale = report / f"{temporary_prefix('cases').replace(str(os.getpid()), str(dead))}xyz.part.csv"
+    stale.write_text("half a table")
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o", str(report), "--no-progress"]) == 0
+    assert not stale.exists() and (report / "summary.json").is_file()

@@ -47,7 +47,7 @@ from rrcunet.evaluation.metrics import CaseMetrics, EvaluationSummary, evaluate_
 from rrcunet.evaluation.metrics import dice_histogram as histogram_counts
 from rrcunet.formatting import table
 from rrcunet.io import read_image, validate_label
-from rrcunet.io.atomic import atomic_write_text, json_safe
+from rrcunet.io.atomic import atomic_write_text, json_safe, remove_stale_temporaries
 from rrcunet.io.image import ITK_SUFFIXES, image_suffix
 from rrcunet.tasks import TUMOUR_LABEL
 
@@ -373,6 +373,8 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     mode = reference_mode(pairs, Path(gt_dir), reference_labels)
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
+    for folder in (out, fig_dir):
+        remove_stale_temporaries(folder)  # a killed earlier evaluate's half-written tables and figures
 
     cases: list[CaseMetrics] = []
     case_figures: dict[str, list[Path]] = {}

@@ -30,6 +30,9 @@ def check_output_path(out: str | os.PathLike[str], *, inputs: Iterable[str | os.
     for inp in inputs:
         if Path(inp).resolve() == resolved:
             raise InputError(f"output {out_p} is the same file as an input; choose another output path")
+    if out_p.is_dir():  # even --overwrite never replaces a folder with a file
+        raise InputError(f"output {out_p} is a folder, where a file must be written; rename or remove that folder, "
+                         "or choose another -o")
     if out_p.exists() and not overwrite:
         raise InputError(f"output {out_p} already exists; pass --overwrite to replace it")
     return out_p

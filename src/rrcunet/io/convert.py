@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rrcunet.errors import InputError
-from rrcunet.io.atomic import check_output_path
+from rrcunet.io.atomic import check_output_path, remove_stale_temporaries
 from rrcunet.io.image import read_image, write_volume
 from rrcunet.io.rtstruct import read_rtstruct
 from rrcunet.io.seg import read_seg_segments
@@ -114,6 +114,7 @@ def convert(
     inputs = [p for p in (input_path, rtstruct, seg) if p is not None]
     for _, _, path in plan:  # refuse before writing anything
         check_output_path(path, inputs=inputs, overwrite=overwrite)
+    remove_stale_temporaries(out)  # a killed earlier convert's half-written files
     written: dict[str, Path] = {}
     for name, vol, path in plan:
         written[name] = write_volume(vol, path, overwrite=overwrite)
