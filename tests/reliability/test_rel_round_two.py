@@ -206,3 +206,19 @@ def test_evaluate_rerun_removes_a_killed_runs_temporary_table(tmp_path):
     stale.write_text("half a table")
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o", str(report), "--no-progress"]) == 0
     assert not stale.exists() and (report / "summary.json").is_file()
+
+
+def test_fifos_and_devices_are_refused_or_skipped_without_blocking(tmp_path, capsys, caplog):
+    import os
+
+    fifo = tmp_path / "in" / "x.nii.gz"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/null"):
+        assert main(["predict", str(path), "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+        assert "not a regular file (a pipe, device or socket)" in capsys.readouterr().err
+    # in a batch folder: skipped with a warning, the real case beside it is predicted
+    write_volume(chest_ct(), tmp_path / "in" / "y.nii.gz")
+    assert main(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert (tmp_path / "out" / "y_seg.nii.gz").is_file()
+    assert "named like images that are not regular files (pipes, devices or sockets): x.nii.gz" in caplog.text

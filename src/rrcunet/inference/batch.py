@@ -171,6 +171,9 @@ def _dicom_cases(folder: Path, *, recursive: bool, only: Path | None = None) -> 
 def _discover_one(path: Path) -> list[CaseInput]:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
+    if not path.is_file() and not path.is_dir():  # read before any byte: a FIFO would block the batch
+        raise InputError(f"{path}: not a regular file (a pipe, device or socket); expected an image file or a "
+                         "DICOM folder")
     if path.is_file():
         if image_suffix(path):
             return [CaseInput(_file_case_id(path), path, False)]
@@ -179,8 +182,12 @@ def _discover_one(path: Path) -> list[CaseInput]:
         raise InputError(f"{path}: not an image file (expected {', '.join(ITK_SUFFIXES)}, a DICOM file or a folder)")
     if (path / "manifest.json").is_file() and (path / "images").is_dir():  # a prepared dataset
         return _discover_one(path / "images")
-    cases = [CaseInput(_file_case_id(child), child, False) for child in sorted(path.iterdir())
-             if not child.name.startswith(".") and child.is_file() and image_suffix(child)]
+    children = [c for c in sorted(path.iterdir()) if not c.name.startswith(".") and image_suffix(c)]
+    odd = [c.name for c in children if not c.is_file() and not c.is_dir()]
+    if odd:
+        logger.warning("%s: skipped %d entr%s named like images that are not regular files (pipes, devices or "
+                       "sockets): %s", path, len(odd), "y" if len(odd) == 1 else "ies", ", ".join(odd[:5]))
+    cases = [CaseInput(_file_case_id(child), child, False) for child in children if child.is_file()]
     if _has_dicom(path, recursive=True):
         cases += _dicom_cases(path, recursive=True)
     if not cases:
