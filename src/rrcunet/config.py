@@ -190,7 +190,7 @@ def parse_scalar(text: str) -> Any:
         return low == "true"
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # not JSON (or absurdly nested): taken as text below
         pass
     if "," in text:
         return [parse_scalar(part) for part in text.split(",") if part.strip()]
@@ -310,6 +310,9 @@ def read_config_data(source: str | Path) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{origin}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise ConfigError(f"{origin}: JSON nested too deeply to be a config; expected an object of sections "
+                          "(see the packaged configs, `rrcunet train --config cpu_tumour`)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: a config must be a JSON object, found {type(data).__name__}")
     data.pop("_comment", None)

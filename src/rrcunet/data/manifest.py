@@ -138,6 +138,9 @@ class DatasetManifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise InputError(f"{path}: JSON nested too deeply to be a manifest; recreate it with `rrcunet import` "
+                             "or `rrcunet phantoms`") from None
         if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
             raise InputError(f"{path}: expected manifest version {MANIFEST_VERSION}, "
                              f"found {data.get('version') if isinstance(data, dict) else type(data).__name__}")

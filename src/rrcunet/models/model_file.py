@@ -236,6 +236,9 @@ def read_safetensors(path: str | Path, *, expect: tuple[str, ...], device: str =
         meta = json.loads(header[META_KEY])
     except (KeyError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: metadata header {META_KEY!r} missing or not JSON ({exc})") from exc
+    except RecursionError:
+        raise InputError(f"{path}: metadata header {META_KEY!r} is nested too deeply to be a model description; "
+                         "the file is not a model written by rrcunet") from None
     if not isinstance(meta, dict):
         raise InputError(f"{path}: metadata header {META_KEY!r} is not a JSON object")
     return data, meta
