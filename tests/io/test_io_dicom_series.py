@@ -218,3 +218,26 @@ def test_file_truncated_in_its_header_counts_as_a_missing_slice(tmp_path):
     files[4].write_bytes(files[4].read_bytes()[:200])  # preamble + a few bytes: unreadable
     with pytest.raises(InputError, match=r"≈1 missing slice\(s\) after CT_0004.dcm"):
         read_image(tmp_path / "s")
+
+
+def test_a_deflated_file_that_inflates_past_the_bound_is_skipped_or_refused(tmp_path, monkeypatch, caplog):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    import rrcunet.io.dicom_series as dicom_series
+
+    write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    bomb = pydicom.dcmread(sorted((tmp_path / "s").iterdir())[0])
+    bomb.SOPInstanceUID = pydicom.uid.generate_uid()
+    bomb.SeriesInstanceUID = pydicom.uid.generate_uid()
+    bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    bomb.add_new(0x00091010, "OB", b"\0" * (3 * 2**20))  # 3 MiB of zeros: a few kB deflated
+    path = tmp_path / "s" / "zz_bomb.dcm"
+    bomb.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(dicom_series, "MAX_INFLATED_BYTES", 2**20)
+    with caplog.at_level(logging.WARNING, logger="rrcunet.io.dicom_series"):
+        vol = read_image(tmp_path / "s")
+    assert vol.shape == _ct().shape
+    assert "inflates to more than 1 MiB" in caplog.text
+    with pytest.raises(InputError, match="inflates to more than 1 MiB"):
+        read_image(path)

@@ -184,7 +184,7 @@ def _scan(folder: Path, recursive: bool) -> dict[str, list[tuple[Path, Any]]]:
             ds = dcmread_checked(f, stop_before_pixels=True)
         except (InvalidDicomError, Exception) as exc:  # any unreadable file is "not part of a series"
             n_bad += 1
-            logger.debug("skipping %s: not readable as DICOM (%s)", f, exc)
+            (logger.warning if isinstance(exc, InputError) else logger.debug)("skipping %s: %s", f, exc)
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or f"<no SeriesInstanceUID: {f.parent}>")
         groups.setdefault(uid, []).append((f, ds))
@@ -291,16 +291,56 @@ def _choose_series(folder: Path, groups: dict[str, list[tuple[Path, Any]]], seri
 # --------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------
+#: The most a deflated DICOM file may inflate to (pydicom inflates it whole in memory, even to read
+#: the header): far above any CT slice or SEG, far below the 1 GiB private element of a hostile file.
+MAX_INFLATED_BYTES = 256 * 1024 * 1024
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _check_inflated_size(path: Any) -> None:
+    """The size guard of a deflated-transfer-syntax file: stream-inflate it (bounded memory) and
+    refuse it when it grows past :data:`MAX_INFLATED_BYTES`, before pydicom inflates it whole."""
+    import zlib
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(144)
+            if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
+                return  # no standard file meta: pydicom decides
+            meta_len = int.from_bytes(head[140:144], "little")
+            fh.seek(144)
+            meta = fh.read(meta_len)
+            if _DEFLATED.encode() not in meta:
+                return
+            inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            total = 0
+            while chunk := fh.read(1 << 20):
+                data = inflate.decompress(chunk, MAX_INFLATED_BYTES + 1 - total)
+                total += len(data)
+                while inflate.unconsumed_tail and total <= MAX_INFLATED_BYTES:
+                    data = inflate.decompress(inflate.unconsumed_tail, MAX_INFLATED_BYTES + 1 - total)
+                    total += len(data)
+                if total > MAX_INFLATED_BYTES:
+                    raise InputError(
+                        f"{path}: a deflated DICOM file that inflates to more than {MAX_INFLATED_BYTES // 2**20} MiB; "
+                        "expected a CT slice, RTSTRUCT or SEG (a few MB). Remove this file from the folder")
+    except (OSError, zlib.error):
+        return  # unreadable or not deflate data: pydicom's own error follows
+
+
 def dcmread_checked(path: Any, **kwargs: Any) -> Any:
     """``pydicom.dcmread`` that also decodes every element now.
 
     pydicom decodes elements lazily, so a corrupt element (an unknown VR, a bad length) would
     otherwise fail later, far from the ``try`` that turns read errors into :class:`InputError`.
-    Callers wrap this in that ``try``.
+    Callers wrap this in that ``try``. A deflated file is first checked against
+    :data:`MAX_INFLATED_BYTES` (:class:`InputError` when above).
     """
     # lazy: pydicom costs ~0.15 s at start-up; only DICOM input and output need it
     import pydicom
 
+    if isinstance(path, (str, os.PathLike)):
+        _check_inflated_size(path)
     ds = pydicom.dcmread(path, **kwargs)
     for _ in ds.iterall():
         pass
