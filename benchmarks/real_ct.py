@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"cases training or tuning saw, reported apart: {', '.join(real_case_names())}")
     parser.add_argument("--lung-method", default="classical", choices=["classical", "coordunet"])
     parser.add_argument("--min-tumour-ml", type=float, default=None, help="override the model's smallest tumour kept")
+    parser.add_argument("--keep-outside-lung", action="store_true",
+                        help="keep tumour components wholly outside the lung region (drop the outside-lung rule)")
     parser.add_argument("--figures", help="write one PNG per case into this folder")
     parser.add_argument("--figure-prefix", default="", help="prefix of the figure file names")
     parser.add_argument("--json", help="write the scores as JSON here")
@@ -58,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     from rrcunet.inference.postprocess import PostprocessConfig
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    post = PostprocessConfig() if args.min_tumour_ml is None else PostprocessConfig(min_tumour_ml=args.min_tumour_ml)
+    post = PostprocessConfig(min_tumour_ml=args.min_tumour_ml, keep_outside_lung=args.keep_outside_lung)
     config = InferenceConfig(device="cpu", bf16=args.bf16, lung_method=args.lung_method, postprocess=post)
     predictor = Predictor.from_file(args.model, config=config)
+    chosen = predictor.meta.postprocess.min_tumour_ml if predictor.meta.postprocess is not None else None
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}; model: {predictor.model_path}")
+    print(f"lung channel: {args.lung_method}; smallest tumour kept: "
+          f"{args.min_tumour_ml if args.min_tumour_ml is not None else chosen} mL "
+          f"({'--min-tumour-ml' if args.min_tumour_ml is not None else 'the model file'}); outside-lung rule: "
+          f"{'off' if args.keep_outside_lung else 'on'}")
     header = ("case", "trained", "tumour Dice", "lesions found", "FP n", "FP mL", "largest FP mL", "lung Dice",
               "pred mL", "ref mL", "s")
     print(" | ".join(header))
