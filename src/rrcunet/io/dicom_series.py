@@ -783,6 +783,7 @@ def write_ct_series(
             ds.SeriesInstanceUID = series_uid
             ds.FrameOfReferenceUID = for_uid
             ds.PositionReferenceIndicator = ""
+            ds.Laterality = ""  # General Series, Type 2C: a chest is unpaired, so empty
             ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
             ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
             ds.StudyID = "1"

@@ -375,7 +375,8 @@ def read_rtstruct(
 # --------------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------------
-_ROI_COLOURS = ((0, 180, 0), (220, 30, 30), (30, 90, 220), (230, 160, 0), (160, 0, 200), (0, 190, 190))
+#: Display colours of the ROIs (RTSTRUCT ROIDisplayColor; SEG RecommendedDisplayCIELabValue), by ROI number.
+ROI_COLOURS = ((0, 180, 0), (220, 30, 30), (30, 90, 220), (230, 160, 0), (160, 0, 200), (0, 190, 190))
 
 
 def _slice_contours(mask2d: np.ndarray) -> list[np.ndarray]:
@@ -444,6 +445,9 @@ def write_rtstruct(
     ds.SeriesNumber = 999
     ds.InstanceNumber = 1
     ds.SeriesDescription = "rrcunet RTSTRUCT"
+    ds.OperatorsName = ""  # RT Series module, Type 2
+    ds.FrameOfReferenceUID = str(ref0.FrameOfReferenceUID)  # Frame of Reference module (dciodvfy checks it)
+    ds.PositionReferenceIndicator = ref0.get("PositionReferenceIndicator", "") or ""
     ds.StructureSetLabel = structure_set_label
     ds.StructureSetDate = now.strftime("%Y%m%d")
     ds.StructureSetTime = now.strftime("%H%M%S")
@@ -477,7 +481,7 @@ def write_rtstruct(
         roi_seq.append(roi)
         rc = Dataset()
         rc.ReferencedROINumber = n
-        rc.ROIDisplayColor = list(_ROI_COLOURS[(n - 1) % len(_ROI_COLOURS)])
+        rc.ROIDisplayColor = list(ROI_COLOURS[(n - 1) % len(ROI_COLOURS)])
         contours = DSequence()
         for k in range(labels.shape[2]):
             sl = labels[:, :, k] == value

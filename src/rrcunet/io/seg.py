@@ -30,7 +30,7 @@ from rrcunet.io.dicom_series import (
     load_series_datasets,
     series_geometry,
 )
-from rrcunet.io.rtstruct import match_rois
+from rrcunet.io.rtstruct import ROI_COLOURS, match_rois
 from rrcunet.io.validation import to_label_array
 from rrcunet.io.volume import Geometry, Volume
 
@@ -311,6 +311,8 @@ def write_seg(
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if algorithm_name
             else hd.seg.SegmentAlgorithmTypeValues.MANUAL,
             algorithm_identification=algo if algorithm_name else None,
+            # the RTSTRUCT writer's colour of the same ROI, so both outputs look alike in a viewer
+            display_color=hd.color.CIELabColor.from_rgb(*ROI_COLOURS[(number - 1) % len(ROI_COLOURS)]),
         ))
     try:
         with warnings.catch_warnings():
@@ -334,6 +336,13 @@ def write_seg(
             )
     except (ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"{out_p}: highdicom refused to build the SEG ({exc})") from None
+    src0 = sources[0]
+    if str(getattr(seg, "PatientIdentityRemoved", "")).upper() == "YES":
+        # copied from the source by highdicom; then a method is required (Type 1C). TCIA's LUNG1-001 states
+        # YES without one, which dciodvfy reports as an error in every object derived from it.
+        if "DeidentificationMethodCodeSequence" in src0:
+            seg.DeidentificationMethodCodeSequence = src0.DeidentificationMethodCodeSequence
+        seg.DeidentificationMethod = str(src0.get("DeidentificationMethod") or "as stated by the source CT series")
     with atomic_path(out_p) as tmp:
         seg.save_as(tmp)
     logger.info("wrote SEG %s (%d segments: %s)", out_p, len(values), [segment_labels[v] for v in values])
