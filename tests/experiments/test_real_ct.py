@@ -91,7 +91,7 @@ def test_summary_leaves_trained_cases_out():
 
 
 def test_unknown_names_are_refused(tmp_path):
-    with pytest.raises(InputError, match="trained-on"):
+    with pytest.raises(InputError, match="trained_on"):
         run_real_benchmark(None, tmp_path, trained_on=["lung2"])
     with pytest.raises(InputError, match="unknown real case"):
         load_real_case(tmp_path, "nope")

@@ -110,7 +110,8 @@ def load_real_case(realdata: str | os.PathLike[str], folder: str) -> RealCase:
         raise InputError(f"unknown real case {folder!r}; choose one of {sorted(REAL_CASES)}")
     path = Path(realdata) / folder
     if not path.is_dir():
-        raise InputError(f"real case folder {path} not found; pass --realdata PATH (the shared realdata folder)")
+        raise InputError(f"real case folder {path} not found; pass the shared realdata folder (realdata=PATH in "
+                         "Python; benchmarks/real_ct.py takes it as an option)")
     return REAL_CASES[folder](path)
 
 
@@ -237,7 +238,7 @@ def run_real_benchmark(predictor: Any, realdata: str | os.PathLike[str], *, trai
     """
     unknown = sorted(set(trained_on) - set(real_case_names()))
     if unknown:
-        raise InputError(f"--trained-on {unknown}: not real case names; choose from {real_case_names()}")
+        raise InputError(f"trained_on {unknown}: not real case names; choose from {real_case_names()}")
     scores = []
     for folder in cases or list(REAL_CASES):
         if not (Path(realdata) / folder).is_dir():
