@@ -46,6 +46,7 @@ from rrcunet.errors import ConfigError, InputError
 from rrcunet.evaluation.metrics import CaseMetrics, EvaluationSummary, evaluate_volumes, summarize
 from rrcunet.evaluation.metrics import dice_histogram as histogram_counts
 from rrcunet.formatting import table
+from rrcunet.inference.measure import measure_lesions
 from rrcunet.io import read_image, validate_label
 from rrcunet.io.atomic import atomic_write_text, json_safe, remove_stale_temporaries
 from rrcunet.io.image import ITK_SUFFIXES, image_suffix
@@ -363,6 +364,7 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     """
     # lazy: rrcunet.visualization imports matplotlib (~0.4 s); `import rrcunet.evaluation` stays light
     from rrcunet.visualization import case_figure, dice_histogram, surface_figure, write_html_report
+    from rrcunet.visualization.viewer import write_viewer_page
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -397,6 +399,9 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
                 if ct.geometry.same_grid(gt.geometry):
                     pngs.append(case_figure(ct, gt, pred, fig_dir / f"{pair.case_id}_slices.png", title=pair.case_id,
                                             dice=dice))
+                    pngs.append(write_viewer_page(
+                        fig_dir / f"{pair.case_id}_view.html", ct, pred, title=f"{pair.case_id}: prediction",
+                        lesions=[x.to_dict() for x in measure_lesions(np.asarray(pred.array), pred.geometry)]).path)
                 else:
                     logger.warning("case %s: CT %s is not on the label grid; no slice figure", pair.case_id, pair.image)
             except InputError as exc:
@@ -463,7 +468,9 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
                  for r in per_case]
     files["html"] = write_html_report(out, summary_rows=rows, per_case_rows=html_rows,
                                       figures={c: [p.relative_to(out) for p in ps] for c, ps in case_figures.items()},
-                                      histogram_png=files["histogram"].relative_to(out), title=title, details=details)
+                                      histogram_png=files["histogram"].relative_to(out), title=title, details=details,
+                                      viewer=next((p.relative_to(out) for ps in case_figures.values() for p in ps
+                                                   if p.name.endswith("_view.html")), None))
     return FolderEvaluation(out_dir=out, pairs=pairs, cases=cases, summary=summary, files=files,
                             figures=case_figures, unmatched_predictions=unmatched,
                             n_ground_truth_without_prediction=n_missing)

@@ -27,6 +27,7 @@ _CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #222; background: #fff; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+iframe.viewer { width: 100%; height: 620px; border: 1px solid #ccc; }
 h2 { font-size: 1.15em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.6em 0; }
 th, td { border: 1px solid #d8d8d8; padding: 0.3em 0.6em; text-align: right; vertical-align: middle; }
@@ -98,7 +99,8 @@ def write_html_report(out_dir: str | os.PathLike[str], *, summary_rows: Sequence
                       histogram_png: str | os.PathLike[str] | None = None,
                       title: str = "rrcunet evaluation report",
                       details: Mapping[str, object] | None = None,
-                      case_key: str = "case", filename: str = "index.html") -> Path:
+                      case_key: str = "case", filename: str = "index.html",
+                      viewer: str | os.PathLike[str] | None = None) -> Path:
     """Write a static HTML page summarising an evaluation, with relative links to its figures.
 
     Args:
@@ -114,6 +116,9 @@ def write_html_report(out_dir: str | os.PathLike[str], *, summary_rows: Sequence
         details: optional run information shown as a list (model, checkpoint, dataset, …).
         case_key: name of the case-id column in ``per_case_rows``.
         filename: page name inside ``out_dir``.
+        viewer: an interactive viewer page (:func:`~rrcunet.visualization.viewer.write_viewer_page`)
+            inside ``out_dir`` to show at the top of the report (each case's own page is linked
+            from its row when it is one of the case's ``figures``).
 
     Returns:
         Path of the written page (atomic write).
@@ -158,6 +163,11 @@ def write_html_report(out_dir: str | os.PathLike[str], *, summary_rows: Sequence
         items = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(number(v))}</dd>"
                         for k, v in details.items())
         sections.append(f'<dl class="details">{items}</dl>')
+    if viewer is not None:
+        href = html.escape(_relative_link(out, viewer, "viewer page"), quote=True)
+        sections.append(f'<h2>Viewer</h2><iframe class="viewer" src="{href}" title="interactive viewer"></iframe>'
+                        f'<p class="note">Interactive viewer of one case (<a href="{href}">open it alone</a>); '
+                        "every case's viewer is linked from its row below.</p>")
     sections.append("<h2>Summary</h2>")
     sections.append(_table(summary_rows) if summary_rows else '<p class="note">No summary rows.</p>')
     sections.append(
