@@ -81,6 +81,7 @@ def test_monai_bundle_run_writes_label_maps(bundle):
 
     out, _, _ = bundle
     run(config_file=str(out / "configs" / "inference.json"), bundle_root=str(out))
+    assert torch.is_grad_enabled(), "the bundle must not switch autograd off in the caller's process"
     written = list((out / "eval").glob("*seg*.nii.gz"))
     assert len(written) == 1
 

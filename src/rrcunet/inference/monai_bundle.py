@@ -119,10 +119,10 @@ def inference_config(meta: ModelMeta) -> dict[str, Any]:
                  "output_dtype": "$np.uint8", "resample": False, "separate_folder": False},
             ],
         },
-        # a plain loop rather than MONAI's SupervisedEvaluator, which needs pytorch-ignite
-        "infer": "$lambda d: @postprocessing({'pred': monai.data.MetaTensor(@inferer(d['image'][None].to(@device), "
-                 "@network)[0], affine=d['image'].affine, meta=d['image'].meta)})",
-        "initialize": ["$torch.set_grad_enabled(False)"],
+        # a plain loop rather than MONAI's SupervisedEvaluator, which needs pytorch-ignite; no_grad around
+        # each case only (a global set_grad_enabled(False) would leak into the caller's process)
+        "infer": "$torch.no_grad()(lambda d: @postprocessing({'pred': monai.data.MetaTensor(@inferer("
+                 "d['image'][None].to(@device), @network)[0], affine=d['image'].affine, meta=d['image'].meta)}))",
         "run": ["$[@infer(d) for d in @dataset]"],
     }
 

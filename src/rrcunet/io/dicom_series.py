@@ -300,7 +300,7 @@ _DEFLATED = "1.2.840.10008.1.2.1.99"
 def _check_inflated_size(path: Any) -> None:
     """The size guard of a deflated-transfer-syntax file: stream-inflate it (bounded memory) and
     refuse it when it grows past :data:`MAX_INFLATED_BYTES`, before pydicom inflates it whole."""
-    import zlib
+    import zlib  # stdlib, but only deflated files need it
 
     try:
         with open(path, "rb") as fh:
