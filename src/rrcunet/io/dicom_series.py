@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -575,12 +576,23 @@ def read_dicom_series(
     return Volume(array, plan.geometry, "image", {"source": plan.info.folder, "dicom": plan.info})
 
 
+def _rescale_value(ds: Any, keyword: str, default: float, path: Path) -> float:
+    """RescaleSlope / RescaleIntercept as one finite number, or one error naming the file."""
+    value = ds.get(keyword, default)
+    try:
+        number = float(value if value not in (None, "") else default)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or (keyword == "RescaleSlope" and number == 0):
+        raise InputError(f"{path}: {keyword} is {value!r}; expected one finite number (the slice's HU scaling). "
+                         "The file is corrupt: re-export the series")
+    return number
+
+
 def _read_pixels(entries: list[tuple[float, np.ndarray, Path, Any]], rows: int, cols: int) -> np.ndarray:
     rescale = []
-    for _, _, _, ds in entries:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        rescale.append((slope, intercept))
+    for _, _, f, ds in entries:
+        rescale.append((_rescale_value(ds, "RescaleSlope", 1.0, f), _rescale_value(ds, "RescaleIntercept", 0.0, f)))
     integer = all(s == 1.0 and float(i).is_integer() for s, i in rescale)
     out = np.empty((cols, rows, len(entries)), dtype=np.int16 if integer else np.float32)
     for k, (_, _, f, hdr) in enumerate(entries):
