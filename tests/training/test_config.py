@@ -84,7 +84,7 @@ def test_json_round_trip_is_exact():
     assert back == cfg
 
 
-@pytest.mark.parametrize("name", ["paper", "cpu_tumour", "cpu_lung"])
+@pytest.mark.parametrize("name", ["paper", "cpu_tumour", "cpu_tumour_real", "cpu_lung"])
 def test_packaged_configs_load(name):
     assert name in packaged_configs()
     cfg = load_config(name)
