@@ -97,6 +97,7 @@ class CaseLesions:
     n_false_positive_components: int
     false_positive_voxels: int
     false_positive_ml: float
+    largest_false_positive_ml: float = 0.0
 
 
 def location_class(touches_chest_wall: bool | None, touches_mediastinum: bool | None) -> str:
@@ -239,7 +240,7 @@ def lesion_scores(pred_tumour: np.ndarray, gt_tumour: np.ndarray, spacing: Seque
     n_lesions = len(info)
     assigned = np.zeros(gt.shape, dtype=np.int32)  # lesion id of each predicted voxel (0 = false positive)
     pcomps, n_pred = ndimage.label(pred, structure=CONNECTIVITY_26)
-    n_fp = fp_vox = 0
+    n_fp = fp_vox = largest_fp = 0
     if n_pred:
         both = (pcomps > 0) & (lesion_map > 0)
         pairs = np.unique(np.stack([pcomps[both], lesion_map[both]]), axis=1) if both.any() else np.zeros((2, 0), int)
@@ -253,7 +254,9 @@ def lesion_scores(pred_tumour: np.ndarray, gt_tumour: np.ndarray, spacing: Seque
             lids = hit.get(p, [])
             if not lids:
                 n_fp += 1
-                fp_vox += int(comp.sum())
+                size = int(comp.sum())
+                fp_vox += size
+                largest_fp = max(largest_fp, size)
             elif len(lids) == 1:
                 assigned[sl][comp] = lids[0]
             else:
@@ -277,7 +280,8 @@ def lesion_scores(pred_tumour: np.ndarray, gt_tumour: np.ndarray, spacing: Seque
             kind=facts_l["kind"], n_tumours=int(facts_l["n_tumours"]),  # type: ignore[arg-type]
         ))
     return CaseLesions(case_id=case_id, lesions=lesions, n_false_positive_components=n_fp,
-                       false_positive_voxels=fp_vox, false_positive_ml=fp_vox * voxel_ml)
+                       false_positive_voxels=fp_vox, false_positive_ml=fp_vox * voxel_ml,
+                       largest_false_positive_ml=largest_fp * voxel_ml)
 
 
 # ---------------------------------------------------------------------------------------------

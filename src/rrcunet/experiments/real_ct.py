@@ -54,54 +54,54 @@ class RealCase:
     note: str
 
 
-def _lung1(folder: Path) -> RealCase:
+def _lung1(folder: Path, name: str) -> RealCase:
     ct = read_image(folder / "image")
     rois = read_rtstruct(folder / "mask_rtstruct" / "1-1.dcm", ct, rois=["GTV-1", "Lung-Left", "Lung-Right"])
     gtv = np.asarray(rois["GTV-1"].array) > 0
     lungs = (np.asarray(rois["Lung-Left"].array) > 0) | (np.asarray(rois["Lung-Right"].array) > 0) | gtv
-    return RealCase("lung1-001", ct, gtv, lungs, "NSCLC GTV-1 at the hilum (RTSTRUCT)")
+    return RealCase(name, ct, gtv, lungs, "NSCLC GTV-1 at the hilum (RTSTRUCT)")
 
 
-def _ibsi(folder: Path) -> RealCase:
+def _ibsi(folder: Path, name: str) -> RealCase:
     ct = read_image(next((folder / "nifti" / "image").glob("*.nii*")))
     mask = read_image(next((folder / "nifti" / "mask").glob("*.nii*")), kind="label")
     if not mask.geometry.same_grid(ct.geometry):
         raise InputError(f"{folder}: the reference mask's grid differs from the CT's")
-    return RealCase("ibsi", ct, np.asarray(mask.array) > 0, None, "cropped NSCLC GTV-1 on the chest wall")
+    return RealCase(name, ct, np.asarray(mask.array) > 0, None, "cropped NSCLC GTV-1 on the chest wall")
 
 
-def _lidc(folder: Path) -> RealCase:
+def _lidc(folder: Path, name: str) -> RealCase:
     ct = read_image(folder / "ct.nii.gz")
     readers = read_image(folder / "nodule_readers.nii.gz", kind="label")
     anatomy = read_image(folder / "anatomy_totalsegmentator.nii.gz", kind="label")
-    for other, name in ((readers, "nodule_readers"), (anatomy, "anatomy_totalsegmentator")):
+    for other, file in ((readers, "nodule_readers"), (anatomy, "anatomy_totalsegmentator")):
         if not other.geometry.same_grid(ct.geometry):
-            raise InputError(f"{folder / name}: grid differs from ct.nii.gz's")
+            raise InputError(f"{folder / file}: grid differs from ct.nii.gz's")
     nodule = np.asarray(readers.array) >= LIDC_MIN_READERS
     lungs = np.isin(np.asarray(anatomy.array), LIDC_LOBES) | nodule
-    return RealCase("lidc-0001", ct, nodule, lungs, f"nodule of >= {LIDC_MIN_READERS} of 4 readers")
+    return RealCase(name, ct, nodule, lungs, f"nodule of >= {LIDC_MIN_READERS} of 4 readers")
 
 
-def _unlabelled(file: str, name: str, note: str) -> Callable[[Path], RealCase]:
-    def load(folder: Path) -> RealCase:
+def _unlabelled(file: str, note: str) -> Callable[[Path, str], RealCase]:
+    def load(folder: Path, name: str) -> RealCase:
         return RealCase(name, read_image(folder / file), None, None, note)
     return load
 
 
-# folder → loader, in the order the benchmark prints them
-REAL_CASES: dict[str, Callable[[Path], RealCase]] = {
-    "nsclc-radiomics-lung1-001": _lung1,
-    "lidc-idri-0001": _lidc,
-    "ibsi-ct-radiomics-phantom": _ibsi,
-    "popi-4dct-phase00": _unlabelled("ct.nii.gz", "popi-phase00", "unlabelled whole chest"),
-    "totalseg-chest-cta-crop": _unlabelled("ct.nii.gz", "cta-crop", "unlabelled contrast CTA crop"),
+# folder → (short name, loader), in the order the benchmark prints them
+REAL_CASES: dict[str, tuple[str, Callable[[Path, str], RealCase]]] = {
+    "nsclc-radiomics-lung1-001": ("lung1-001", _lung1),
+    "lidc-idri-0001": ("lidc-0001", _lidc),
+    "ibsi-ct-radiomics-phantom": ("ibsi", _ibsi),
+    "popi-4dct-phase00": ("popi-phase00", _unlabelled("ct.nii.gz", "unlabelled whole chest")),
+    "totalseg-chest-cta-crop": ("cta-crop", _unlabelled("ct.nii.gz", "unlabelled contrast CTA crop")),
 }
 LABELLED = ("lung1-001", "lidc-0001", "ibsi")
 
 
 def real_case_names() -> list[str]:
     """The short names of :data:`REAL_CASES` (what ``trained_on`` takes)."""
-    return ["lung1-001", "lidc-0001", "ibsi", "popi-phase00", "cta-crop"]
+    return [name for name, _ in REAL_CASES.values()]
 
 
 def load_real_case(realdata: str | os.PathLike[str], folder: str) -> RealCase:
@@ -112,7 +112,8 @@ def load_real_case(realdata: str | os.PathLike[str], folder: str) -> RealCase:
     if not path.is_dir():
         raise InputError(f"real case folder {path} not found; pass the shared realdata folder (realdata=PATH in "
                          "Python; benchmarks/real_ct.py takes it as an option)")
-    return REAL_CASES[folder](path)
+    name, load = REAL_CASES[folder]
+    return load(path, name)
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -173,17 +174,6 @@ def score_real_case(case: str, labels: np.ndarray, spacing: Sequence[float], *, 
     if ref_t.shape != labels.shape:
         raise InputError(f"case {case}: reference shape {ref_t.shape} differs from the prediction's {labels.shape}")
     scored = lesion_scores(pred_t, ref_t, spacing, case_id=case)
-    largest = 0.0
-    if scored.n_false_positive_components:
-        from scipy import ndimage  # local: scipy's labelling only when there are false positives
-
-        comps, _ = ndimage.label(pred_t, structure=np.ones((3, 3, 3), bool))
-        hit = set(np.unique(comps[ref_t & pred_t]).tolist()) - {0}
-        sizes = np.bincount(comps.ravel())
-        sizes[0] = 0
-        for c in hit:
-            sizes[c] = 0
-        largest = float(sizes.max()) * voxel_ml
     lung_dice = math.nan
     if lungs is not None:
         lung_dice = _dice(labels > 0, np.asarray(lungs, bool))
@@ -192,7 +182,7 @@ def score_real_case(case: str, labels: np.ndarray, spacing: Sequence[float], *, 
         case=case, tumour_dice=float(tumour_dice), lesions=len(scored.lesions),
         lesions_found=sum(1 for lesion in scored.lesions if lesion.detected),
         fp_components=scored.n_false_positive_components, fp_ml=scored.false_positive_ml,
-        largest_fp_ml=largest, lung_dice=float(lung_dice), pred_tumour_ml=float(pred_t.sum()) * voxel_ml,
+        largest_fp_ml=scored.largest_false_positive_ml, lung_dice=float(lung_dice), pred_tumour_ml=float(pred_t.sum()) * voxel_ml,
         ref_tumour_ml=float(ref_t.sum()) * voxel_ml, trained_on=trained_on)
 
 
