@@ -52,6 +52,14 @@ def _uid(*parts: Any) -> str:
     return generate_uid(entropy_srcs=["rrcunet.synthetic", *map(str, parts)])
 
 
+def write_case_volumes(out: Path, cid: str, image: Any, label: Any, lungs: Any, *, overwrite: bool) -> dict[str, str]:
+    """Write one case's CT, label map and lung region in the prepared layout; return their relative paths."""
+    rel = {d: f"{d}/{cid}.nii.gz" for d in ("images", "labels", "lungs")}
+    for key, volume in zip(("images", "labels", "lungs"), (image, label, lungs)):
+        write_volume(volume, out / rel[key], overwrite=overwrite)
+    return rel
+
+
 def _existing_outputs(out: Path) -> list[Path]:
     found = []
     if (out / MANIFEST_NAME).exists():
@@ -141,10 +149,7 @@ def write_phantom_dataset(out_dir: str | Path, n: int, *, seed: int = 0, size: s
         s = case_seed(seed, i)
         t0 = time.perf_counter()
         ph = generate_phantom(s, config=config)
-        rel = {d: f"{d}/{cid}.nii.gz" for d in ("images", "labels", "lungs")}
-        write_volume(ph.image, out / rel["images"], overwrite=overwrite)
-        write_volume(ph.label, out / rel["labels"], overwrite=overwrite)
-        write_volume(ph.lungs, out / rel["lungs"], overwrite=overwrite)
+        rel = write_case_volumes(out, cid, ph.image, ph.label, ph.lungs, overwrite=overwrite)
         facts = ph.facts.to_dict()
         source: dict[str, Any] = {"dataset": "rrcunet-phantoms", "case_index": i, "dataset_seed": int(seed), **facts}
         if config != PRESETS.get(config.name):

@@ -50,9 +50,10 @@ from skimage.morphology import convex_hull_image
 
 from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, make_split
 from rrcunet.errors import ConfigError, InputError
-from rrcunet.io import Volume, read_image, write_volume
+from rrcunet.io import Volume, read_image
 from rrcunet.lungmask import ClassicalLungExtractor
 from rrcunet.synthetic.config import TumourSpec
+from rrcunet.synthetic.dataset import write_case_volumes
 from rrcunet.synthetic.raster import GridFrame, raster_segments
 from rrcunet.synthetic.tumours import TumourShape, make_shape
 
@@ -360,10 +361,7 @@ def write_insertion_dataset(out_dir: str | Path, backgrounds: Sequence[str | Pat
             case_seed = int(np.random.SeedSequence([int(seed), b_index, i]).generate_state(1)[0])
             k = 0 if negative else int(np.random.default_rng(case_seed).choice(len(weights), p=weights / weights.sum()))
             res = insert_lesions(ct, lung, seed=case_seed, n_lesions=k)
-            rel = {d: f"{d}/{cid}.nii.gz" for d in ("images", "labels", "lungs")}
-            write_volume(res.image, out / rel["images"], overwrite=overwrite)
-            write_volume(res.label, out / rel["labels"], overwrite=overwrite)
-            write_volume(res.lungs, out / rel["lungs"], overwrite=overwrite)
+            rel = write_case_volumes(out, cid, res.image, res.label, res.lungs, overwrite=overwrite)
             source = {"dataset": "rrcunet-insert-lesions", "background": str(bg), "seed": case_seed,
                       "negative": negative, "tumours": [asdict(x) for x in res.lesions]}
             cases.append(CaseEntry(case_id=cid, image=rel["images"], label=rel["labels"], lung=rel["lungs"],
