@@ -258,7 +258,7 @@ def _flat(outputs: dict[str, Any]) -> list[str]:
 def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any], doc: dict[str, Any] | None = None) -> bool:
     """True when ``<case>.json`` (``doc``, read here when not given) is a finished rrcunet prediction record
     and every output it and ``outputs`` name exists."""
-    doc = doc if doc is not None else _read_own_json(out_dir / f"{case.case_id}.json")
+    doc = doc if doc is not None else read_prediction_json(out_dir / f"{case.case_id}.json")
     if doc is None or doc.get("status") == "started":
         return False
     recorded = doc.get("outputs", {})
@@ -416,11 +416,11 @@ def _claim_outputs(case: CaseInput, out_dir: Path) -> None:
     atomic_write_text(out_dir / f"{case.case_id}.json", dumps_json(doc))
 
 
-def _read_own_json(path: Path) -> dict[str, Any] | None:
+def read_prediction_json(path: Path) -> dict[str, Any] | None:
     """``<case>.json`` when it is an rrcunet prediction record, else ``None``."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     return doc if isinstance(doc, dict) and doc.get("schema") == SCHEMA else None
 
@@ -433,7 +433,7 @@ def foreign_outputs(case: CaseInput, out_dir: Path, outputs: dict[str, Any]) -> 
     ``<case>_seg.nii.gz``, a BIDS ``<case>.json`` sidecar) belongs to the user and must not be
     replaced without ``--overwrite``.
     """
-    if _read_own_json(out_dir / f"{case.case_id}.json") is not None:
+    if read_prediction_json(out_dir / f"{case.case_id}.json") is not None:
         return []
     names = _flat(outputs) + [f"{case.case_id}.json"]
     return [n for n in names if (out_dir / n).exists()]
@@ -525,7 +525,7 @@ def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, s
     for case in bar:
         bar.set_postfix_str(case.case_id, refresh=False)
         expected = case_outputs(case, label_names=labels, save_probabilities=save_probabilities, rtstruct=rtstruct)
-        doc = None if overwrite else _read_own_json(out / f"{case.case_id}.json")  # read once per case
+        doc = None if overwrite else read_prediction_json(out / f"{case.case_id}.json")  # read once per case
         complete = doc is not None and is_complete(case, out, expected, doc)
         changed = changed_settings(doc, now) if doc is not None and complete else []
         if complete and not changed:

@@ -249,16 +249,14 @@ def write_prediction_pages(pred_dir: str | Path, *, cases: list[str] | None = No
     Raises:
         InputError: no prediction in the folder, an unknown ``cases`` id, or a CT or mask that cannot be read.
     """
+    from rrcunet.inference.batch import read_prediction_json  # the batch module loads the predictor; only this needs it
     from rrcunet.io import read_image  # the readers load SimpleITK and pydicom; only pages from files need them
 
     folder = Path(pred_dir)
     docs = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            continue
-        if isinstance(doc, dict) and doc.get("schema") == "rrcunet-prediction" and doc.get("outputs"):
+        doc = read_prediction_json(path)
+        if doc is not None and doc.get("outputs"):
             docs[str(doc.get("case") or path.stem)] = doc
     if not docs:
         raise InputError(f"{folder}: holds no prediction (<case>.json written by `rrcunet predict`); pass the -o "
