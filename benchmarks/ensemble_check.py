@@ -51,7 +51,8 @@ def score(data: str, subset: str, models: list[str], cuts: list[float]) -> dict[
     from rrcunet.preprocessing import invert_probabilities, preprocess
 
     keep_all = PostprocessConfig(min_tumour_ml=0)
-    predictors = [Predictor.from_file(m, config=InferenceConfig(postprocess=keep_all)) for m in models]
+    # float32, as `rrcunet experiment postprocess` scores (its rows are compared with these)
+    predictors = [Predictor.from_file(m, config=InferenceConfig(bf16=False, postprocess=keep_all)) for m in models]
     for path, p in zip(models, predictors):
         if p.meta.task != "tumour":
             raise InputError(f"{path}: a {p.meta.task!r} model; expected a tumour model")

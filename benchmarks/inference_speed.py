@@ -145,9 +145,17 @@ def _e2e_worker(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from rrcunet.inference import InferenceConfig, Predictor
 
+    if job["dtype"] == "default":  # the predict default: the fast-path rule decides (docs/inference.md)
+        config = InferenceConfig(device="cpu")
+    elif job["dtype"] == "bf16-eager":  # bf16 channels-last with the fused kernel off
+        from rrcunet.models import kernels
+
+        kernels.set_enabled(False)
+        config = InferenceConfig(device="cpu", bf16=True, channels_last=True)
+    else:
+        config = InferenceConfig(device="cpu", bf16=job["dtype"] == "bf16", channels_last=bool(job.get("channels_last")))
     t0 = time.perf_counter()
-    predictor = Predictor.from_file(job["model"], config=InferenceConfig(
-        device="cpu", bf16=job["dtype"] == "bf16", channels_last=bool(job.get("channels_last"))))
+    predictor = Predictor.from_file(job["model"], config=config)
     load_s = time.perf_counter() - t0
     profiler = None
     if job.get("profile"):
@@ -246,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one end-to-end run")
     parser.add_argument("--model-files", nargs="+", metavar="FILE",
                         help="end to end: run these model files instead of a random base-32 RRc-UNet")
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
-                        help="end to end: which precisions (default both)")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "default", "bf16-eager"],
+                        help="end to end: which precisions (default fp32 bf16). fp32 = float32, contiguous unless "
+                             "--channels-last (the default of `rrcunet predict` before issue 23); bf16 = autocast, "
+                             "same layout rule; default = what `rrcunet predict` does now (bf16, channels-last and "
+                             "the fused kernel on a CPU with native bf16, else fp32); bf16-eager = bf16 channels-last "
+                             "with the fused kernel off")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
     parser.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -21,7 +21,9 @@ Prints one row per (variant, dtype, memory layout):
   growth during the forward passes (each row runs in a fresh subprocess, so rows do not share a
   high-water mark); CUDA: ``torch.cuda.max_memory_allocated``.
 
-``rrcunet-unfused`` is RRc-UNet 3D run as written, without the decoder's inference-time fusion of
+``rrcunet-eager`` is RRc-UNet 3D with the fused GroupNorm → PReLU CPU kernel off
+(``rrcunet.models.kernels``; it runs for bf16 channels-last tensors), so its gain is measured in
+the same run. ``rrcunet-unfused`` is RRc-UNet 3D run as written, without the decoder's inference-time fusion of
 upsampling and entry convolution (``rrcunet.models.fusion``), so the gain of the fusion is measured
 in the same run (training steps never fuse).
 
@@ -55,7 +57,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("rrcunet", "rrcunet-unfused", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
+VARIANTS = ("rrcunet", "rrcunet-eager", "rrcunet-unfused", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
 DTYPES = ("fp32", "bf16")
 LAYOUTS = ("contiguous", "cl3d")
 REF_MIN_SECONDS = 0.2
@@ -111,7 +113,8 @@ def _build(variant: str, in_channels: int, base: int, levels: int):
         )
     from rrcunet.models import build_model
 
-    return build_model(variant.removesuffix("-unfused"), in_channels=in_channels, base_filters=base, levels=levels)
+    return build_model(variant.removesuffix("-unfused").removesuffix("-eager"), in_channels=in_channels,
+                       base_filters=base, levels=levels)
 
 
 def _maxrss_mib() -> float:
@@ -157,6 +160,10 @@ def worker(job: dict) -> dict:
         from rrcunet.models import fusion
 
         fusion.set_enabled(False)  # the network as written, for the whole subprocess
+    if job["variant"].endswith("-eager"):
+        from rrcunet.models import kernels
+
+        kernels.set_enabled(False)  # GroupNorm and PReLU as separate eager modules
     with torch.device("meta"):
         meta_model = make().train(train)
     # the FLOPs of the pass that is timed: inference runs without autograd (fused decoder)

@@ -15,7 +15,7 @@ from rrcunet.inference import bundled as bundled_mod
 from rrcunet.io import Geometry, Volume, read_image, write_volume
 from tests.inference.helpers import oblique, save_tiny_model
 
-CPU = InferenceConfig(device="cpu")
+CPU = InferenceConfig(device="cpu", bf16=False)  # exact float32 comparisons below
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,12 @@ from rrcunet.models.blocks import (
 
 
 class _Affine(nn.Module):
-    """f(z) = 0.5 z + 1, a stand-in for the Conv-GN-PReLU unit so the recurrence is checkable by hand."""
+    """f(z) = 0.5 z + 1, a stand-in for the Conv-GN-PReLU unit so the recurrence is checkable by hand
+    (``residual`` is added to the output, as :class:`ConvNormAct` does)."""
 
-    def forward(self, z):
-        return 0.5 * z + 1.0
+    def forward(self, z, residual=None):
+        y = 0.5 * z + 1.0
+        return y if residual is None else y + residual
 
 
 @pytest.mark.parametrize(

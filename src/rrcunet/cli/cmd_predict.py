@@ -50,10 +50,15 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lung-model", metavar="PATH", help="lung model file for --lung-method coordunet")
     p.add_argument("--device", type=device_arg, metavar="{auto,cpu,cuda,cuda:N}",
                    help="where to run the network; cuda:N = GPU N (default: %(default)s = CUDA if available)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
-    p.add_argument("--channels-last", action="store_true",
-                   help="run the network in channels_last_3d memory layout (faster for the paper-size network "
-                        "on CPU, slower for the small demo model: docs/inference.md)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", dest="bf16", action="store_true",
+                           help="bfloat16 autocast for the network (default on a CPU with native bf16: AMX-BF16 or "
+                                "AVX512-BF16; docs/inference.md, 'Precision and the fast path')")
+    precision.add_argument("--fp32", dest="bf16", action="store_false",
+                           help="float32 network (default on other CPUs and on GPUs)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="run the network in channels_last_3d memory layout (default: on with bf16 on CPU, where the "
+                        "fused GroupNorm+PReLU kernel runs; off otherwise)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the softmax over the mirror combinations along the axes "
                         "the model was trained to flip (the bundled model: left-right, 2x slower; a model file "

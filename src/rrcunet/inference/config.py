@@ -74,7 +74,10 @@ class InferenceConfig:
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (GPU N) or ``"auto"`` (CUDA when available, else CPU).
         bf16: run the network under ``torch.autocast(dtype=torch.bfloat16)``; outputs are cast
-            back to float32 before the softmax.
+            back to float32 before the softmax. ``None`` (default) = the fast-path rule: True on a
+            CPU with native bf16 (AMX-BF16 or AVX512-BF16, :func:`rrcunet.models.kernels.cpu_has_native_bf16`),
+            False elsewhere (other CPUs, GPUs). The :class:`~rrcunet.inference.Predictor` resolves it,
+            and the prediction JSON records the value used.
         tta: test-time augmentation by mirroring: the softmax is averaged over every combination
             of flips along the axes the model was trained to mirror (identity included), as
             nnU-Net does: ``2 ** len(mirror_axes)`` network passes (the bundled model, trained
@@ -93,9 +96,9 @@ class InferenceConfig:
         sw_batch_size: windows per forward pass.
         target_spacing: network voxel size in mm along the canonical (LPS) axes for sliding-window
             inference; ``None`` = native resolution (the CT's spacing).
-        channels_last: feed the network in ``torch.channels_last_3d`` memory format (faster for some
-            CPU/GPU convolution kernels; off by default: the model's own CPU transposed-convolution
-            path is fastest with contiguous tensors).
+        channels_last: feed the network in ``torch.channels_last_3d`` memory format. ``None``
+            (default) = the same as the resolved ``bf16`` on CPU (bf16 channels-last is where the
+            fused GroupNorm → PReLU kernel of :mod:`rrcunet.models.kernels` runs), False on GPU.
         lung_method: lung-region extractor when no lung mask is given (``"classical"`` or
             ``"coordunet"``, the latter with ``lung_model``).
         lung_model: path of a Coordinate-UNet lung model file (task ``"lung"``) for
@@ -106,14 +109,14 @@ class InferenceConfig:
     """
 
     device: str = "auto"
-    bf16: bool = False
+    bf16: bool | None = None
     tta: bool = False
     sliding_window: bool = False
     roi_size: tuple[int, int, int] | None = None
     overlap: float = 0.25
     sw_batch_size: int = 1
     target_spacing: tuple[float, float, float] | None = None
-    channels_last: bool = False
+    channels_last: bool | None = None
     lung_method: str = "classical"
     lung_model: str | None = None
     on_empty_lung: Literal["error", "full"] | None = None

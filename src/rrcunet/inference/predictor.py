@@ -52,6 +52,7 @@ from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
 from rrcunet.io.validation import DEFAULT_MAX_VOXELS
 from rrcunet.io.volume import Volume
 from rrcunet.lungmask import ClassicalLungExtractor, LungExtractor, check_method
+from rrcunet.models.kernels import cpu_has_native_bf16
 from rrcunet.models.model_file import ModelMeta, load_model
 from rrcunet.models.registry import check_divisible
 from rrcunet.preprocessing import (
@@ -92,6 +93,16 @@ def resolve_device(device: str) -> torch.device:
             raise ConfigError(f"--device {device}: no CUDA device {index} (PyTorch sees {count} CUDA device(s), "
                               f"torch {torch.__version__}); use another index, --device cpu or auto")
     return torch.device(device)
+
+
+def resolve_precision(config: InferenceConfig, device: torch.device) -> InferenceConfig:
+    """``config`` with ``bf16`` and ``channels_last`` decided where they are ``None`` (the default):
+    bf16 autocast and channels-last on a CPU with native bf16, float32 and the contiguous layout
+    elsewhere (docs/inference.md, "Precision and the fast path")."""
+    native = device.type == "cpu" and cpu_has_native_bf16()
+    bf16 = native if config.bf16 is None else bool(config.bf16)
+    channels_last = (bf16 and device.type == "cpu") if config.channels_last is None else bool(config.channels_last)
+    return dataclasses.replace(config, bf16=bf16, channels_last=channels_last)
 
 
 @contextmanager
@@ -199,8 +210,9 @@ class Predictor:
             self.postprocess_source = "model file" if meta.postprocess is not None else "default"
         else:
             self.postprocess_source = "option"
-        self.config = config
         self.device = resolve_device(config.device)
+        config = resolve_precision(config, self.device)
+        self.config = config
         self.meta = meta
         self.model_path = None if model_path is None else Path(model_path)
         self.model_sha256 = model_sha256 or (file_sha256(model_path) if model_path is not None else None)

@@ -15,6 +15,10 @@ GroupNorm kernel is several times slower than the contiguous one for the few cha
 U-Net's top level, which made the channels-last network slower than the contiguous one even
 though its convolutions are 3-4× faster there (``benchmarks/layout_speed.py`` times the pieces,
 ``benchmarks/train_speed.py`` the whole step).
+
+The unit is :class:`ConvNormAct`, a MONAI ``Convolution`` whose forward sends GroupNorm → PReLU
+(and an optional residual addition) to :func:`rrcunet.models.kernels.norm_act`: one fused
+channels-last CPU kernel where it applies, the modules as written elsewhere.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from rrcunet.errors import ConfigError
+from rrcunet.models.kernels import norm_act
 
 T = TypeVar("T")
 
@@ -66,6 +71,22 @@ class LayoutGroupNorm(nn.GroupNorm):
         return super().forward(x)
 
 
+class ConvNormAct(Convolution):
+    """MONAI's ``Convolution`` (same children and state-dict keys) with an optional residual input.
+
+    ``unit(x, residual=r)`` is ``unit(x) + r``; without dropout, the GroupNorm → PReLU (→ + r) tail
+    goes through :func:`rrcunet.models.kernels.norm_act`, which fuses it for channels-last CPU
+    tensors. With dropout (the CGPD unit) it runs as MONAI wrote it.
+    """
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        adn = self.adn
+        if set(adn._modules) != {"N", "A"}:
+            y = super().forward(x)
+            return y if residual is None else y + residual
+        return norm_act(adn.N, adn.A, self.conv(x), residual)
+
+
 def conv_norm_act(
     in_channels: int,
     out_channels: int,
@@ -84,9 +105,10 @@ def conv_norm_act(
         dropout: if > 0, an ``nn.Dropout`` after the activation (the CGPD unit of §4.5).
 
     Returns:
-        a MONAI ``Convolution`` (an ``nn.Sequential`` with children ``conv`` and ``adn``).
+        a :class:`ConvNormAct`, i.e. a MONAI ``Convolution`` (an ``nn.Sequential`` with children
+        ``conv`` and ``adn``).
     """
-    unit = Convolution(
+    unit = ConvNormAct(
         spatial_dims=3,
         in_channels=in_channels,
         out_channels=out_channels,

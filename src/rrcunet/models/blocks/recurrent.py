@@ -51,10 +51,11 @@ class RecurrentUnit(nn.Module):
         self.unit = conv_norm_act(channels, channels, kernel_size=kernel_size, norm_groups=norm_groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.unit(x)
-        for _ in range(self.t - 1):
-            h = self.unit(x + h)
-        return h
+        # s_k = x + h_k is what the next application reads; the unit adds x itself (fused on CPU)
+        s = self.unit(x, residual=x if self.t > 1 else None)
+        for k in range(2, self.t + 1):
+            s = self.unit(s, residual=x if k < self.t else None)
+        return s
 
     def extra_repr(self) -> str:
         return f"t={self.t}"

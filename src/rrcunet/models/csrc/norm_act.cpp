@@ -1,0 +1,357 @@
+// Fused GroupNorm -> PReLU (-> + residual) over channels-last 3D tensors, forward and backward.
+//
+// Owner: rrcunet.models.fused (the Python side: loading, dispatch, autograd, fallback).
+//
+// Layout: a channels_last_3d tensor (N, C, D, H, W) is, in memory, N rows blocks of S = D*H*W
+// voxels, each voxel holding its C channels contiguously. Every kernel below walks that memory
+// once per pass, in voxel blocks spread over ATen's thread pool; per-channel sums are taken in
+// float per block and added into double, so the statistics do not lose precision over millions of
+// voxels. Values are stored as float or bfloat16; all arithmetic is float.
+//
+// Forward (two passes):   z = (x - mean_g) * rstd_g * gamma_c + beta_c
+//                          y = (z > 0 ? z : a * z) [+ r]
+// Backward (two passes):   dz = dy * (z > 0 ? 1 : a);  da = sum(dy * z, z <= 0)
+//                          dgamma_c = sum(dz * xhat), dbeta_c = sum(dz)
+//                          dx = rstd_g * (gamma_c * dz - (A_g + xhat * B_g) / n_g)
+//                          A_g = sum_{c in g} gamma_c * dbeta_c,  B_g = sum_{c in g} gamma_c * dgamma_c
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 2048;  // voxels per work item
+constexpr int64_t kLanes = 512;   // floats per inner strip: whole voxels, so lane j is channel j % C
+
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline float load(const at::BFloat16* p, int64_t i) {
+  uint32_t bits = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(p)[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline void store(float* p, int64_t i, float v) { p[i] = v; }
+inline void store(at::BFloat16* p, int64_t i, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  // round to nearest even; a NaN stays a (quiet) NaN
+  const uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
+  const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+  reinterpret_cast<uint16_t*>(p)[i] = static_cast<uint16_t>((nan ? (bits | 0x00400000u) : rounded) >> 16);
+}
+
+// The voxels of one sample are walked in strips of R = kLanes / C whole voxels (L = R * C floats),
+// with per-lane copies of the per-channel constants and accumulators, so every inner loop is a
+// plain unit-stride loop over L lanes that the compiler vectorises whatever C is.
+struct Strips {
+  int64_t C, R, L;
+  explicit Strips(int64_t channels) : C(channels), R(std::max<int64_t>(1, kLanes / channels)), L(R * channels) {}
+  std::vector<float> lanes(const std::vector<float>& per_channel) const {
+    std::vector<float> out(L);
+    for (int64_t j = 0; j < L; ++j) out[j] = per_channel[j % C];
+    return out;
+  }
+};
+
+// Per-channel shifted sums over S voxels of one sample: sum(x - k_c), sum((x - k_c)^2), with
+// k_c = x[voxel 0, c] (the shift keeps E[x^2] - E[x]^2 from cancelling when |mean| >> std).
+template <typename T>
+void channel_sums(const T* x, int64_t S, const Strips& st, std::vector<double>& s1, std::vector<double>& s2,
+                  std::vector<float>& shift) {
+  const int64_t C = st.C, L = st.L, R = st.R;
+  for (int64_t c = 0; c < C; ++c) shift[c] = load(x, c);
+  const std::vector<float> k = st.lanes(shift);
+  const int64_t blocks = (S + kBlock - 1) / kBlock;
+  std::vector<double> part1(blocks * C, 0.0), part2(blocks * C, 0.0);
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> a1(L), a2(L);
+    for (int64_t b = b0; b < b1; ++b) {
+      std::fill(a1.begin(), a1.end(), 0.f);
+      std::fill(a2.begin(), a2.end(), 0.f);
+      const int64_t v0 = b * kBlock, v1 = std::min(S, (b + 1) * kBlock);
+      int64_t v = v0;
+      for (; v + R <= v1; v += R) {
+        const T* row = x + v * C;
+        for (int64_t j = 0; j < L; ++j) {
+          const float d = load(row, j) - k[j];
+          a1[j] += d;
+          a2[j] += d * d;
+        }
+      }
+      for (; v < v1; ++v) {
+        const T* row = x + v * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const float d = load(row, c) - k[c];
+          a1[c] += d;
+          a2[c] += d * d;
+        }
+      }
+      for (int64_t j = 0; j < L; ++j) {
+        part1[b * C + j % C] += a1[j];
+        part2[b * C + j % C] += a2[j];
+      }
+    }
+  });
+  std::fill(s1.begin(), s1.end(), 0.0);
+  std::fill(s2.begin(), s2.end(), 0.0);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      s1[c] += part1[b * C + c];
+      s2[c] += part2[b * C + c];
+    }
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& a,
+                  const c10::optional<at::Tensor>& residual, int64_t groups, double eps, at::Tensor& y,
+                  at::Tensor& mean, at::Tensor& rstd) {
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), Cg = C / groups;
+  const Strips st(C);
+  const int64_t L = st.L, R = st.R;
+  const float* g = gamma.data_ptr<float>();
+  const float* bt = beta.data_ptr<float>();
+  const float slope = a.data_ptr<float>()[0];
+  float* mean_p = mean.data_ptr<float>();
+  float* rstd_p = rstd.data_ptr<float>();
+  std::vector<double> s1(C), s2(C);
+  std::vector<float> shift(C), scale(C), offset(C);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xn = x.data_ptr<T>() + n * S * C;
+    T* yn = y.data_ptr<T>() + n * S * C;
+    const T* rn = residual.has_value() ? residual->data_ptr<T>() + n * S * C : nullptr;
+    channel_sums(xn, S, st, s1, s2, shift);
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      // group moments (in double) from the channels' shifted sums: m_c = k_c + s1_c / S
+      const double count = static_cast<double>(S) * Cg;
+      double sum = 0.0, sumsq = 0.0;
+      for (int64_t c = gi * Cg; c < (gi + 1) * Cg; ++c) {
+        const double mc = shift[c] + s1[c] / S;
+        const double vc = std::max(0.0, s2[c] / S - (s1[c] / S) * (s1[c] / S));
+        sum += mc * S;
+        sumsq += (vc + mc * mc) * S;
+      }
+      const double m = sum / count;
+      const double var = std::max(0.0, sumsq / count - m * m);
+      const double r = 1.0 / std::sqrt(var + eps);
+      mean_p[n * groups + gi] = static_cast<float>(m);
+      rstd_p[n * groups + gi] = static_cast<float>(r);
+      for (int64_t c = gi * Cg; c < (gi + 1) * Cg; ++c) {
+        scale[c] = static_cast<float>(r * g[c]);
+        offset[c] = static_cast<float>(bt[c] - m * r * g[c]);
+      }
+    }
+    const std::vector<float> sc = st.lanes(scale), of = st.lanes(offset);
+    const int64_t strips = (S + R - 1) / R;
+    at::parallel_for(0, strips, kBlock / R, [&](int64_t p0, int64_t p1) {
+      // local restrict copies: without them GCC cannot prove the stores leave the constants alone
+      const float* __restrict sc_p = sc.data();
+      const float* __restrict of_p = of.data();
+      const float a_l = slope;
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t width = std::min(R, S - p * R) * C;
+        const T* __restrict row = xn + p * L;
+        T* __restrict out = yn + p * L;
+        if (rn) {
+          const T* __restrict res = rn + p * L;
+          for (int64_t j = 0; j < width; ++j) {
+            const float z = load(row, j) * sc_p[j] + of_p[j];
+            store(out, j, (z > 0.f ? z : a_l * z) + load(res, j));
+          }
+        } else {
+          for (int64_t j = 0; j < width; ++j) {
+            const float z = load(row, j) * sc_p[j] + of_p[j];
+            store(out, j, z > 0.f ? z : a_l * z);
+          }
+        }
+      }
+    });
+  }
+}
+
+// Backward pass 1 over one strip: per-lane sums of dz, dz * xhat and (for the PReLU slope) dy * z.
+template <typename T>
+inline void grad_sums(const T* __restrict row, const T* __restrict grow, int64_t width, const float* __restrict mu,
+                      const float* __restrict rs, const float* __restrict g, const float* __restrict b, float slope,
+                      float* __restrict ada, float* __restrict adb, float* __restrict adg) {
+  for (int64_t j = 0; j < width; ++j) {
+    const float xh = (load(row, j) - mu[j]) * rs[j];
+    const float z = xh * g[j] + b[j];
+    const float gy = load(grow, j);
+    const bool pos = z > 0.f;
+    const float dz = pos ? gy : slope * gy;
+    ada[j] += pos ? 0.f : gy * z;
+    adb[j] += dz;
+    adg[j] += dz * xh;
+  }
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                   const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& a, int64_t groups,
+                   at::Tensor& dx, at::Tensor& dgamma, at::Tensor& dbeta, at::Tensor& da) {
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), Cg = C / groups;
+  const Strips st(C);
+  const int64_t L = st.L, R = st.R;
+  const float* g = gamma.data_ptr<float>();
+  const float* bt = beta.data_ptr<float>();
+  const float slope = a.data_ptr<float>()[0];
+  const float* mean_p = mean.data_ptr<float>();
+  const float* rstd_p = rstd.data_ptr<float>();
+  double* dg = dgamma.data_ptr<double>();
+  double* db = dbeta.data_ptr<double>();
+  double da_total = 0.0;
+  const int64_t strips = (S + R - 1) / R;
+  const int64_t per_item = std::max<int64_t>(1, kBlock / R);
+  const int64_t items = (strips + per_item - 1) / per_item;
+  std::vector<float> mu(C), rs(C), gc(C), bc(C), ka(C), kb(C);
+  for (int64_t c = 0; c < C; ++c) {
+    gc[c] = g[c];
+    bc[c] = bt[c];
+  }
+  const std::vector<float> gl = st.lanes(gc), bl = st.lanes(bc);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xn = x.data_ptr<T>() + n * S * C;
+    const T* dyn = dy.data_ptr<T>() + n * S * C;
+    T* dxn = dx.data_ptr<T>() + n * S * C;
+    for (int64_t c = 0; c < C; ++c) {
+      mu[c] = mean_p[n * groups + c / Cg];
+      rs[c] = rstd_p[n * groups + c / Cg];
+    }
+    const std::vector<float> mul = st.lanes(mu), rsl = st.lanes(rs);
+    std::vector<double> part_db(items * C, 0.0), part_dg(items * C, 0.0), part_da(items, 0.0);
+    at::parallel_for(0, items, 1, [&](int64_t i0, int64_t i1) {
+      std::vector<float> adb(L), adg(L), ada(L);
+      float* __restrict adb_p = adb.data();
+      float* __restrict adg_p = adg.data();
+      float* __restrict ada_p = ada.data();
+      const float* __restrict mu_p = mul.data();
+      const float* __restrict rs_p = rsl.data();
+      const float* __restrict g_p = gl.data();
+      const float* __restrict b_p = bl.data();
+      const float a_l = slope;
+      for (int64_t it = i0; it < i1; ++it) {
+        std::fill(adb.begin(), adb.end(), 0.f);
+        std::fill(adg.begin(), adg.end(), 0.f);
+        std::fill(ada.begin(), ada.end(), 0.f);
+        const int64_t p1 = std::min(strips, (it + 1) * per_item);
+        for (int64_t p = it * per_item; p < p1; ++p) {
+          const int64_t width = std::min(R, S - p * R) * C;
+          const T* __restrict row = xn + p * L;
+          const T* __restrict grow = dyn + p * L;
+          grad_sums(row, grow, width, mu_p, rs_p, g_p, b_p, a_l, ada_p, adb_p, adg_p);
+        }
+        double sa = 0.0;
+        for (int64_t j = 0; j < L; ++j) {
+          part_db[it * C + j % C] += adb[j];
+          part_dg[it * C + j % C] += adg[j];
+          sa += ada[j];
+        }
+        part_da[it] = sa;
+      }
+    });
+    std::vector<double> sdb(C, 0.0), sdg(C, 0.0);
+    for (int64_t it = 0; it < items; ++it) {
+      for (int64_t c = 0; c < C; ++c) {
+        sdb[c] += part_db[it * C + c];
+        sdg[c] += part_dg[it * C + c];
+      }
+      da_total += part_da[it];
+    }
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      double A = 0.0, B = 0.0;
+      for (int64_t c = gi * Cg; c < (gi + 1) * Cg; ++c) {
+        A += g[c] * sdb[c];
+        B += g[c] * sdg[c];
+      }
+      const double count = static_cast<double>(S) * Cg;
+      for (int64_t c = gi * Cg; c < (gi + 1) * Cg; ++c) {
+        ka[c] = static_cast<float>(A / count);
+        kb[c] = static_cast<float>(B / count);
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      dg[c] += sdg[c];
+      db[c] += sdb[c];
+    }
+    const std::vector<float> kal = st.lanes(ka), kbl = st.lanes(kb);
+    at::parallel_for(0, strips, per_item, [&](int64_t p0, int64_t p1) {
+      const float* __restrict mu_p = mul.data();
+      const float* __restrict rs_p = rsl.data();
+      const float* __restrict g_p = gl.data();
+      const float* __restrict b_p = bl.data();
+      const float* __restrict ka_p = kal.data();
+      const float* __restrict kb_p = kbl.data();
+      const float a_l = slope;
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t width = std::min(R, S - p * R) * C;
+        const T* __restrict row = xn + p * L;
+        const T* __restrict grow = dyn + p * L;
+        T* __restrict out = dxn + p * L;
+        for (int64_t j = 0; j < width; ++j) {
+          const float xh = (load(row, j) - mu_p[j]) * rs_p[j];
+          const float z = xh * g_p[j] + b_p[j];
+          const float gy = load(grow, j);
+          const float dz = z > 0.f ? gy : a_l * gy;
+          store(out, j, rs_p[j] * (g_p[j] * dz - ka_p[j] - xh * kb_p[j]));
+        }
+      }
+    });
+  }
+  da.data_ptr<double>()[0] = da_total;
+}
+
+void check_input(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), name, " must be on the CPU");
+  TORCH_CHECK(x.dim() == 5, name, " must be 5-D (N, C, D, H, W)");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast3d), name, " must be channels_last_3d");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, name, " must be float32 or bfloat16");
+}
+
+std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                                const at::Tensor& a, const c10::optional<at::Tensor>& residual, int64_t groups,
+                                double eps) {
+  check_input(x, "x");
+  TORCH_CHECK(x.size(1) % groups == 0, "channels must divide into groups");
+  TORCH_CHECK(a.numel() == 1, "one PReLU slope expected");
+  if (residual.has_value()) {
+    check_input(*residual, "residual");
+    TORCH_CHECK(residual->sizes() == x.sizes() && residual->scalar_type() == x.scalar_type(),
+                "residual must match x in shape and dtype");
+  }
+  auto y = at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
+  auto opts = x.options().dtype(at::kFloat);
+  auto mean = at::empty({x.size(0), groups}, opts);
+  auto rstd = at::empty({x.size(0), groups}, opts);
+  auto gc = gamma.to(at::kFloat).contiguous(), bc = beta.to(at::kFloat).contiguous(), ac = a.to(at::kFloat).contiguous();
+  if (x.scalar_type() == at::kFloat)
+    forward_impl<float>(x, gc, bc, ac, residual, groups, eps, y, mean, rstd);
+  else
+    forward_impl<at::BFloat16>(x, gc, bc, ac, residual, groups, eps, y, mean, rstd);
+  return {y, mean, rstd};
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& dy_in, const at::Tensor& x, const at::Tensor& mean,
+                                 const at::Tensor& rstd, const at::Tensor& gamma, const at::Tensor& beta,
+                                 const at::Tensor& a, int64_t groups) {
+  check_input(x, "x");
+  auto dy = dy_in.to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast3d);
+  auto dx = at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
+  auto dopts = x.options().dtype(at::kDouble);
+  auto dgamma = at::zeros({x.size(1)}, dopts), dbeta = at::zeros({x.size(1)}, dopts), da = at::zeros({1}, dopts);
+  auto gc = gamma.to(at::kFloat).contiguous(), bc = beta.to(at::kFloat).contiguous(), ac = a.to(at::kFloat).contiguous();
+  if (x.scalar_type() == at::kFloat)
+    backward_impl<float>(dy, x, mean, rstd, gc, bc, ac, groups, dx, dgamma, dbeta, da);
+  else
+    backward_impl<at::BFloat16>(dy, x, mean, rstd, gc, bc, ac, groups, dx, dgamma, dbeta, da);
+  return {dx, dgamma, dbeta, da};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "fused GroupNorm -> PReLU (-> + residual), channels_last_3d");
+  m.def("backward", &backward, "backward of forward: dx, dgamma, dbeta, da (float64 sums)");
+}

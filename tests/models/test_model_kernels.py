@@ -1,0 +1,150 @@
+"""The fused GroupNorm → PReLU (→ + residual) CPU kernel against the eager modules it replaces."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rrcunet.models import kernels
+from rrcunet.models.blocks.common import conv_norm_act
+from rrcunet.models.registry import build_model
+
+CL = torch.channels_last_3d
+
+
+@pytest.fixture(scope="module")
+def ext():
+    if kernels.extension() is None:
+        pytest.skip(f"the fused kernel could not be built here: {kernels.failure()}")
+    return kernels.extension()
+
+
+def _modules(channels: int, groups: int, seed: int = 0) -> tuple[nn.GroupNorm, nn.PReLU]:
+    g = torch.Generator().manual_seed(seed)
+    norm = nn.GroupNorm(groups, channels)
+    act = nn.PReLU()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(channels, generator=g))
+        norm.bias.copy_(torch.randn(channels, generator=g))
+        act.weight.fill_(0.3)
+    return norm, act
+
+
+@pytest.mark.parametrize(("channels", "groups", "shape"), [(16, 8, (2, 20, 18, 9)), (6, 3, (1, 7, 5, 3)),
+                                                             (48, 8, (1, 9, 8, 6))])
+@pytest.mark.parametrize("residual", [False, True])
+def test_float32_forward_and_gradients_match_the_modules_in_float64(ext, channels, groups, shape, residual):
+    """Against the eager modules run in float64; odd sizes too (a voxel count that is no multiple of the
+    kernel's strips, C not a power of two). The kernel's statistics are taken in double, so it is closer
+    to float64 than eager float32 GroupNorm (8e-4 off here at a mean of 40)."""
+    n, *spatial = shape
+    g = torch.Generator().manual_seed(1)
+    # a large offset: the statistics must not cancel (mean 40, std 3)
+    x = (torch.randn(n, channels, *spatial, generator=g) * 3 + 40).contiguous(memory_format=CL)
+    r = torch.randn(n, channels, *spatial, generator=g).contiguous(memory_format=CL) if residual else None
+    gy = torch.randn(n, channels, *spatial, generator=g).contiguous(memory_format=CL)
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        norm, act = _modules(channels, groups)
+        norm, act = norm.to(dtype), act.to(dtype)
+        xi = x.to(dtype, copy=True).requires_grad_()
+        ri = r.to(dtype, copy=True).requires_grad_() if residual else None
+        y = kernels.norm_act(norm, act, xi, ri)
+        assert y.dtype == dtype
+        y.backward(gy.to(dtype))
+        grads = [xi.grad, norm.weight.grad, norm.bias.grad, act.weight.grad] + ([ri.grad] if residual else [])
+        results.append((y.detach().double(), [t.double() for t in grads]))
+    (y_f, g_f), (y_e, g_e) = results
+    torch.testing.assert_close(y_f, y_e, atol=1e-4, rtol=1e-4)
+    for a, b in zip(g_f, g_e):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
+
+
+def test_bfloat16_stays_bfloat16_and_agrees_within_bf16_rounding(ext):
+    norm, act = _modules(16, 8)
+    x = torch.randn(1, 16, 24, 20, 12, generator=torch.Generator().manual_seed(2)).bfloat16().contiguous(memory_format=CL)
+    y = kernels.norm_act(norm, act, x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=CL)
+    expected = act(norm(x.float()))
+    # one bf16 rounding of the output: relative 2**-8
+    torch.testing.assert_close(y.float(), expected, atol=2e-2, rtol=2 ** -7)
+
+
+def test_only_channels_last_cpu_tensors_take_the_fused_path(ext):
+    norm, act = _modules(8, 4)
+    x = torch.randn(1, 8, 6, 6, 4)
+    assert not kernels.fusable(norm, act, x)  # contiguous
+    assert kernels.fusable(norm, act, x.contiguous(memory_format=CL))
+    assert not kernels.fusable(norm, nn.PReLU(num_parameters=8), x.contiguous(memory_format=CL))
+    assert not kernels.fusable(nn.GroupNorm(4, 8, affine=False), act, x.contiguous(memory_format=CL))
+    with kernels.disabled():
+        assert not kernels.fusable(norm, act, x.contiguous(memory_format=CL))
+    assert kernels.enabled()
+
+
+def test_a_unit_with_dropout_runs_as_monai_wrote_it(ext):
+    unit = conv_norm_act(4, 8, dropout=0.5).eval()
+    calls = []
+    original = kernels._NormAct.apply
+    try:
+        kernels._NormAct.apply = lambda *a: calls.append(1) or original(*a)
+        unit(torch.randn(1, 4, 6, 6, 4).bfloat16().contiguous(memory_format=CL).float())
+    finally:
+        kernels._NormAct.apply = original
+    assert not calls
+
+
+def test_the_network_in_bf16_channels_last_matches_its_eager_run(ext):
+    """RRc-UNet 3D under bf16 autocast, channels-last: the fused run against the eager run of the same
+    weights (inference and one training gradient)."""
+    torch.manual_seed(0)
+    net = build_model("rrcunet", in_channels=2, out_channels=3, base_filters=8, levels=3, dropout=0.0)
+    net = net.to(memory_format=CL)
+    x = torch.randn(1, 2, 32, 32, 16, generator=torch.Generator().manual_seed(3)).contiguous(memory_format=CL)
+    calls = []
+    original = kernels._NormAct.apply
+    kernels._NormAct.apply = lambda *a: calls.append(1) or original(*a)
+    try:
+        outs, grads = {}, {}
+        for fused in (True, False):
+            with (warnings.catch_warnings() if fused else kernels.disabled()):
+                net.eval()
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    outs[fused] = torch.softmax(net(x).float(), 1)
+                net.train()
+                net.zero_grad()
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = net(x).float().square().mean()
+                loss.backward()
+                grads[fused] = torch.cat([p.grad.flatten() for p in net.parameters()])
+    finally:
+        kernels._NormAct.apply = original
+    assert calls, "the fused path never ran"
+    assert (outs[True] - outs[False]).abs().max() < 0.05
+    assert F.cosine_similarity(grads[True], grads[False], dim=0) > 0.999
+
+
+def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setattr(kernels, "_EXTENSION", None)
+    monkeypatch.setattr(kernels, "_FAILURE", None)
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: g++ not found")
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
+    with pytest.warns(RuntimeWarning, match="could not be built.*g\\+\\+ not found"):
+        assert kernels.extension() is None
+    assert not kernels.available() and "g++ not found" in kernels.failure()
+    norm, act = _modules(8, 4)
+    x = torch.randn(1, 8, 6, 6, 4).contiguous(memory_format=CL)
+    torch.testing.assert_close(kernels.norm_act(norm, act, x), act(norm(x)))
+
+
+def test_the_build_name_changes_with_the_cpu(monkeypatch):
+    name = kernels.build_name()
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: "flags : fpu sse2 avx2")
+    assert kernels.build_name() != name and kernels.build_name().startswith("rrcunet_norm_act_")
