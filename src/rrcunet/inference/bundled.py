@@ -17,18 +17,20 @@ from rrcunet.errors import ConfigError
 #: task -> file name inside ``rrcunet/weights``.
 BUNDLED_MODELS: dict[str, str] = {"tumour": "demo_tumour.safetensors", "lung": "demo_lung.safetensors"}
 
-#: How to make the bundled files (the training recipe of docs/training.md, "CPU recipe").
+#: How to make the bundled files (the training recipe of docs/training.md, "CPU recipe"). They were trained
+#: before the fused GroupNorm -> PReLU kernel existed, so the commands turn it off (RRCUNET_FUSED_KERNELS=0)
+#: to repeat the same arithmetic; with it on, training is faster and the weights differ by rounding.
 MAKE_COMMANDS: dict[str, str] = {
     "tumour": ("rrcunet phantoms -n 200 --seed 1 --size small --val-fraction 0 "
                "--set kind_weights=[0.15,0.15,0.2,0.25,0.25] --set n_tumours_weights=[0.05,0.35,0.35,0.25] "
                "-o data/subsolid_multi200 && "
                "rrcunet phantoms -n 250 --seed 0 --size small -o data/phantoms250 && "
-               "rrcunet train --config cpu_tumour -o runs/demo_tumour data.dataset=data/subsolid_multi200 "
+               "RRCUNET_FUSED_KERNELS=0 rrcunet train --config cpu_tumour -o runs/demo_tumour data.dataset=data/subsolid_multi200 "
                "data.val_dataset=data/phantoms250 && "
                "rrcunet experiment postprocess runs/demo_tumour --data data/phantoms250 --subset val "
                "-o runs/demo_tumour/postprocess --write-model runs/demo_tumour/demo_tumour.safetensors && "
                "cp runs/demo_tumour/demo_tumour.safetensors src/rrcunet/weights/demo_tumour.safetensors"),
-    "lung": ("rrcunet phantoms -n 48 --seed 0 --size small -o data/phantoms && rrcunet train --config cpu_lung -o runs/demo_lung "
+    "lung": ("rrcunet phantoms -n 48 --seed 0 --size small -o data/phantoms && RRCUNET_FUSED_KERNELS=0 rrcunet train --config cpu_lung -o runs/demo_lung "
              "data.dataset=data/phantoms && cp runs/demo_lung/best.safetensors "
              "src/rrcunet/weights/demo_lung.safetensors"),
 }
