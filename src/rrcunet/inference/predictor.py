@@ -163,7 +163,8 @@ class PredictionResult:
     def summary(self) -> dict[str, Any]:
         """The measurement part of the prediction JSON (schema in docs/inference.md)."""
         voxel_ml = self.labels.geometry.voxel_volume_ml
-        counts = np.bincount(np.asarray(self.labels.array).ravel(), minlength=len(self.label_names) or 3)
+        # one comparison, not np.bincount: that casts a 512x512x134 uint8 map to int64 first (0.55 s)
+        parenchyma = int(np.count_nonzero(np.asarray(self.labels.array) == 1))
         return {
             "tumour": {
                 "volume_ml": self.tumour_volume_ml,
@@ -173,7 +174,7 @@ class PredictionResult:
             },
             "lung": {
                 "region_volume_ml": self.lung_volume_ml,
-                "predicted_parenchyma_ml": float(counts[1]) * voxel_ml if counts.size > 1 else 0.0,
+                "predicted_parenchyma_ml": float(parenchyma) * voxel_ml,
             },
             "postprocessing": {"removed": [r.to_dict() for r in self.removed]},
         }

@@ -286,22 +286,34 @@ def write_seg(
             f"({geom.describe()}); expected the CT's own grid. Resample the labels onto the CT first"
         )
     labels = np.asarray(label_volume.array)
-    present = sorted(int(v) for v in np.unique(labels) if v != 0)
-    unnamed = [v for v in present if v not in segment_labels]
-    if unnamed:
+    if not np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_:
+        if labels.size and not np.array_equal(labels, np.rint(labels)):
+            raise InputError(f"{out_p}: the label map holds non-integer values ({labels.dtype}); expected integer "
+                             "label values")
+        labels = labels.astype(np.int64)
+    values = sorted(segment_labels)
+    # label value -> segment number through a lookup table, on the array's own layout (comparing the
+    # transposed view value by value, and np.unique, took 0.7 s for a 512x512x134 map)
+    top = int(labels.max()) if labels.size else 0
+    if labels.size and int(labels.min()) < 0:
+        raise InputError(f"{out_p}: the label map has negative values; expected label values >= 0")
+    lut = np.zeros(max(top, max(values)) + 1, dtype=np.uint8)
+    for number, value in enumerate(values, start=1):
+        lut[value] = number
+    numbers = lut[labels]
+    unnamed_voxels = (labels != 0) & (numbers == 0)
+    if unnamed_voxels.any():
+        unnamed = sorted(int(v) for v in np.unique(labels[unnamed_voxels]))
         raise InputError(
             f"{out_p}: label values {unnamed} have no segment label (segment_labels={segment_labels}); expected "
             "a name for every non-zero label value"
         )
-    values = sorted(segment_labels)
-    pixel = np.zeros(labels.shape[::-1], dtype=np.uint8)  # (slices, rows, cols)
-    labels_zyx = labels.transpose(2, 1, 0)
+    pixel = np.ascontiguousarray(numbers.transpose(2, 1, 0))  # (slices, rows, cols)
     if algorithm_name:
         algo = hd.AlgorithmIdentificationSequence(name=algorithm_name, version=__version__,
                                                   family=pydicom.sr.codedict.codes.DCM.ArtificialIntelligence)
     descriptions = []
     for number, value in enumerate(values, start=1):
-        pixel[labels_zyx == value] = number
         category, ptype = _coded_concepts(segment_labels[value])
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
