@@ -253,3 +253,30 @@ def test_a_missing_dataset_leaves_no_run_behind(tiny_dataset, tmp_path):
                                             (["augment.flip_prob=0"], []), (["augment.enabled=false"], [])])
 def test_mirror_axes_recorded_are_the_axes_training_flipped(overrides, axes):
     assert trained_mirror_axes(load_config(None, overrides)) == axes
+
+
+def test_init_from_starts_from_a_model_files_weights_and_refuses_another_network(tiny_dataset, tmp_path, monkeypatch):
+    """``model.init_from`` (fine-tuning): the run starts from the file's weights, not a fresh draw."""
+    from rrcunet.models.model_file import save_model
+    from rrcunet.training import trainer as trainer_module
+
+    opts = {"base_filters": 4, "levels": 3, "norm_groups": 2}
+    torch.manual_seed(123)
+    source = build_model("rrcunet", in_channels=2, out_channels=3, **opts)
+    path = save_model(tmp_path / "start.safetensors", source, model_name="rrcunet", model_kwargs=opts)
+    seen = {}
+    original = trainer_module.Trainer._init_from
+
+    def spy(self, model, p):
+        original(self, model, p)
+        seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    monkeypatch.setattr(trainer_module.Trainer, "_init_from", spy)
+    cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=(f"model.init_from={path}",)))
+    train(cfg, tmp_path / "run")
+    assert seen and all(torch.equal(seen[k], v) for k, v in source.state_dict().items())
+    # another network: one error naming the differing option and the fix
+    other = load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=(f"model.init_from={path}",
+                                                                           "model.base_filters=8")))
+    with pytest.raises(ConfigError, match=r"base_filters.*model\.base_filters=4"):
+        train(other, tmp_path / "run2")

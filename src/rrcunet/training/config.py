@@ -121,10 +121,16 @@ class ModelConfig:
             input/output channels come from the task and must not be set here. On the command
             line ``model.base_filters=8`` is short for ``model.kwargs.base_filters=8``. Missing
             options take the model's defaults, which are written into the run's ``config.json``.
+        init_from: a model file (``.safetensors`` of ``rrcunet train``, e.g. the bundled model) whose
+            weights start the training instead of a random initialisation (fine-tuning). Its network
+            must be this one (same name and options, same input and output channels); otherwise
+            the run stops with the differences. A resumed run continues from its checkpoint and
+            ignores it.
     """
 
     name: str = "rrcunet"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
     __config_kwargs_field__: ClassVar[str] = "kwargs"  # model.X=v sets model.kwargs.X (rrcunet.config)
 
 

@@ -63,7 +63,7 @@ from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
 from rrcunet.losses import DeepSupervision, build_loss
 from rrcunet.models import build_model, model_defaults
-from rrcunet.models.model_file import load_weights, make_model_meta, write_model_file
+from rrcunet.models.model_file import load_model, load_weights, make_model_meta, write_model_file
 from rrcunet.scores import confusion_counts, overlap_scores
 from rrcunet.training.checkpoint import (
     load_checkpoint,
@@ -640,6 +640,8 @@ class Trainer:
         config, rt, device = self.config, self.rt, self.device
         seed_everything(rt.seed)
         model = build_model(config.model.name, **config.model.kwargs).to(device)
+        if config.model.init_from:
+            self._init_from(model, config.model.init_from)
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         self.model = self.net = model
@@ -671,6 +673,24 @@ class Trainer:
         # Each rank's RNG stream (dropout, ...) starts from its own seed; the weights above do not
         # depend on the rank (and DDP broadcasts rank 0's anyway).
         seed_everything(derive_seed(rt.seed, 0, self.ctx.rank, 1))
+
+    def _init_from(self, model: nn.Module, path: str) -> None:
+        """Load a model file's weights into ``model`` (``model.init_from``), refusing another network."""
+        source, meta = load_model(path)
+        config = self.config
+        given = {**model_defaults(meta.model_name), **meta.model_kwargs}
+        wanted = {**model_defaults(config.model.name), **config.model.kwargs}
+        differs = sorted(k for k in set(given) | set(wanted) if k not in ("in_channels", "out_channels")
+                         and given.get(k) != wanted.get(k))
+        if meta.model_name != config.model.name or differs:
+            raise ConfigError(
+                f"model.init_from={path}: that file holds {meta.model_name} with "
+                f"{ {k: given.get(k) for k in differs} }, this run builds {config.model.name} with "
+                f"{ {k: wanted.get(k) for k in differs} }; set the same model options (e.g. "
+                + " ".join(f"model.{k}={given.get(k)}" for k in differs) + ") or drop model.init_from")
+        load_weights(model, {k: v.to(self.device) for k, v in source.state_dict().items()}, source=path)
+        if self.ctx.is_main:
+            logger.info("starting from the weights of %s", path)
 
     def restore(self) -> None:
         """Continue from the run's last checkpoint, if it has one: weights, optimiser, scheduler,
