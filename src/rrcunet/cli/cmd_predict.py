@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,11 @@ def register(subparsers: Any) -> None:
                    help="also write <case>_prob_<class>.nii.gz (float32, one file per non-background class)")
     p.add_argument("--rtstruct", action="store_true", help="also write <case>_rtstruct.dcm for DICOM inputs")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs already exist")
+    p.add_argument("--num-parts", type=int, metavar="N",
+                   help="split the cohort into N parts balanced by slice count (the same split in every process) "
+                        "and predict one of them; with --part-id. Parts may share -o. Under torchrun the part is "
+                        "taken from RANK / WORLD_SIZE, and --device cuda uses GPU LOCAL_RANK")
+    p.add_argument("--part-id", type=int, metavar="I", help="which part, 0 to N-1 (with --num-parts)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_ct_read_arguments(p, series_uid=False)
     p.set_defaults(func=run)
@@ -132,12 +138,18 @@ def run(args: argparse.Namespace) -> int:
     # lazy: keeps `rrcunet --help` fast
     from rrcunet.inference import Predictor
 
+    from rrcunet.inference.batch import part_from_environment
+
     quiet_dicom_logs(args)
+    num_parts, part_id = part_from_environment(args.num_parts, args.part_id)
     config = inference_config(args)
+    local_rank = os.environ.get("LOCAL_RANK")
+    if config.device == "cuda" and local_rank is not None and local_rank.isdigit():
+        config = dataclasses.replace(config, device=f"cuda:{local_rank}")  # torchrun: one GPU per process
     predictor = Predictor.from_file(args.model, config=config)
     report = predictor.predict_paths(args.inputs, args.out_dir, save_probabilities=args.save_probabilities,
                                      rtstruct=args.rtstruct, overwrite=args.overwrite, progress=args.progress,
-                                     read_options=ct_read_options(args))
+                                     read_options=ct_read_options(args), num_parts=num_parts, part_id=part_id)
     return print_report(report)
 
 

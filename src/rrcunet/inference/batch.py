@@ -19,6 +19,7 @@ Outputs of case ``<case>`` in ``OUT_DIR`` (schema of the JSON in docs/inference.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -65,6 +66,7 @@ class CaseInput:
     path: Path
     is_dicom: bool
     series_uid: str | None = None
+    n_slices: int | None = None  # DICOM: files of the series (known at discovery); images: read on demand
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def _dicom_cases(folder: Path, *, recursive: bool, only: Path | None = None) -> 
             base = safe_filename(pid) if pid else _folder_case_id(where)
             base = base if modality == "CT" else f"{base}_{_clean_id(modality or 'image')}"
             uid = None if s.series_uid.startswith("<") else s.series_uid  # "<no SeriesInstanceUID ...>"
-            cases.append(CaseInput(base if len(group) == 1 else f"{base}_{k}", where, True, uid))
+            cases.append(CaseInput(base if len(group) == 1 else f"{base}_{k}", where, True, uid, len(s.files)))
     return cases
 
 
@@ -228,6 +230,83 @@ def discover_cases(inputs: Iterable[str | os.PathLike[str]]) -> list[CaseInput]:
         seen[case.case_id] = case
         unique.append(case)
     return unique
+
+
+# ---------------------------------------------------------------------------------------------
+# parts of a cohort (several processes, GPUs or nodes)
+
+
+def case_slices(case: CaseInput) -> int:
+    """Slices of a case, for balancing parts: the series' file count for DICOM, the image header's last
+    dimension otherwise (SimpleITK reads the header only); 1 when the header cannot be read (the case
+    then fails in its part with its own message)."""
+    if case.n_slices is not None:
+        return max(1, int(case.n_slices))
+    try:
+        import SimpleITK as sitk  # noqa: PLC0415 - lazy, as in rrcunet.io
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(case.path))
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        return max(1, int(size[2]) if len(size) > 2 else 1)
+    except Exception:  # noqa: BLE001 - an unreadable header must not stop the partition
+        return 1
+
+
+def split_parts(cases: Sequence[CaseInput], num_parts: int) -> list[list[CaseInput]]:
+    """Split cases into ``num_parts`` parts with balanced slice totals, the same in every process.
+
+    Greedy "largest first": cases sorted by slices (most first, then case id) go one by one to the
+    part with the fewest slices so far (the lowest part number on a tie). Every process that
+    discovers the same inputs computes the same parts, so parts never share a case. Within a part,
+    cases keep the discovery order.
+    """
+    if not isinstance(num_parts, int) or isinstance(num_parts, bool) or num_parts < 1:
+        raise InputError(f"--num-parts {num_parts!r}: expected a whole number >= 1")
+    order = {c.case_id: i for i, c in enumerate(cases)}
+    totals = [0] * num_parts
+    members: list[list[CaseInput]] = [[] for _ in range(num_parts)]
+    for case in sorted(cases, key=lambda c: (-case_slices(c), c.case_id)):
+        k = min(range(num_parts), key=lambda j: (totals[j], j))
+        totals[k] += case_slices(case)
+        members[k].append(case)
+    return [sorted(m, key=lambda c: order[c.case_id]) for m in members]
+
+
+def select_part(cases: Sequence[CaseInput], num_parts: int, part_id: int) -> list[CaseInput]:
+    """Part ``part_id`` (0-based) of :func:`split_parts`."""
+    if not isinstance(part_id, int) or isinstance(part_id, bool) or not 0 <= part_id < max(1, num_parts):
+        raise InputError(f"--part-id {part_id!r} with --num-parts {num_parts}: expected 0 to {num_parts - 1}")
+    return split_parts(cases, num_parts)[part_id]
+
+
+def part_from_environment(num_parts: int | None, part_id: int | None) -> tuple[int, int]:
+    """``(num_parts, part_id)``: as given, else from torchrun's ``WORLD_SIZE`` / ``RANK``, else ``(1, 0)``."""
+    if num_parts is not None or part_id is not None:
+        if num_parts is None or part_id is None:
+            raise InputError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id 0)")
+        return num_parts, part_id
+    world, rank = os.environ.get("WORLD_SIZE"), os.environ.get("RANK")
+    if world is not None and rank is not None:
+        try:
+            return int(world), int(rank)
+        except ValueError:
+            raise InputError(f"WORLD_SIZE={world!r} / RANK={rank!r} are not whole numbers; run under torchrun, or "
+                             "pass --num-parts N --part-id I") from None
+    return 1, 0
+
+
+#: A failed case's record, next to where its JSON would be; removed when the case later succeeds.
+FAILED_SUFFIX = ".failed.json"
+
+
+def _record_failure(out_dir: Path, outcome: CaseOutcome) -> None:
+    doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "case": outcome.case_id, "status": "failed",
+           "input": str(outcome.path), "error": outcome.message, "seconds": outcome.seconds,
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with contextlib.suppress(OSError):  # the failure is reported anyway; the record is for `rrcunet cohort`
+        atomic_write_text(out_dir / f"{outcome.case_id}{FAILED_SUFFIX}", dumps_json(doc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +549,7 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
                   out_dir: str | os.PathLike[str], *, save_probabilities: bool = False, rtstruct: bool = False,
                   overwrite: bool = False, progress: bool = True,
                   on_case: Callable[[CaseOutcome], None] | None = None,
-                  read_options: dict[str, Any] | None = None) -> BatchReport:
+                  read_options: dict[str, Any] | None = None, num_parts: int = 1, part_id: int = 0) -> BatchReport:
     """Predict every case of ``inputs`` into ``out_dir``; a failing case is reported and skipped.
 
     Args:
@@ -487,9 +566,12 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         on_case: called with each :class:`CaseOutcome` as it is decided.
         read_options: keywords of :func:`rrcunet.io.read_image` for every case (``check_intensity``,
             ``allow_non_ct``, ``allow_nonuniform``: ``rrcunet predict``'s reading flags).
+        num_parts, part_id: predict only part ``part_id`` of :func:`split_parts` (balanced by slices,
+            the same in every process), so that several processes share one cohort and one
+            ``out_dir``. Each part holds its own lock; parts never share a case.
 
     Returns:
-        a :class:`BatchReport`.
+        a :class:`BatchReport` (of this part's cases).
 
     Raises:
         InputError: an input path is missing, a folder holds no case, two cases share an id, or
@@ -505,8 +587,11 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
              if not (Path(c.path).resolve().parent == out_resolved and _OUTPUT_NAME.search(c.case_id))]
     if not cases:
         raise InputError(f"no input case left to predict in {', '.join(map(str, inputs))} (only earlier outputs)")
+    if num_parts != 1 or part_id != 0:
+        cases = select_part(cases, num_parts, part_id)
     out.mkdir(parents=True, exist_ok=True)  # only now: an input error leaves no empty folder behind
-    with folder_lock(out, "predict"):  # one predict per output folder at a time
+    lock = "predict" if num_parts == 1 else f"predict-part{part_id}-of-{num_parts}"
+    with folder_lock(out, lock):  # one predict (per part) per output folder at a time
         return _predict_cases(predictor, cases, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
                               overwrite=overwrite, progress=progress, on_case=on_case, read_options=read_options)
 
@@ -556,6 +641,11 @@ def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, s
                 outcome = CaseOutcome(case.case_id, case.path, "failed", f"{type(exc).__name__}: {exc}",
                                       seconds=time.perf_counter() - t)
         outcomes.append(outcome)
+        if outcome.status == "failed":
+            _record_failure(out, outcome)
+        else:
+            with contextlib.suppress(OSError):
+                (out / f"{case.case_id}{FAILED_SUFFIX}").unlink(missing_ok=True)
         if on_case is not None:
             on_case(outcome)
     bar.close()
