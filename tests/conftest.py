@@ -12,6 +12,9 @@ from pathlib import Path
 # Before torch is imported: spinning OpenMP threads make small CPU kernels many times slower when
 # the 2 CI cores are shared (docs/architecture.md, "Speed"). The CLI sets the same default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Predictions run their stages one after the other in the tests (a worker process costs seconds to start
+# and the test cases are tiny); the tests of the overlapped run ask for workers themselves.
+os.environ.setdefault("RRCUNET_WORKERS", "0")
 
 import pytest
 

@@ -73,7 +73,7 @@ def test_resume_overwrite_and_a_bad_case(cli_model, cli_chest, tmp_path, capsys)
     assert len(failures) == 1 and "bad.nii.gz" in failures[0] and "Traceback" not in captured.err
     assert "1 predicted, 0 already complete (skipped), 1 failed" in captured.out
     stamps = _stamps(out)
-    assert set(stamps) == {"good_seg.nii.gz", "good.json"}
+    assert set(stamps) == {"good_seg.nii.gz", "good.json", "bad.failed.json"}  # the failure, for `rrcunet cohort`
 
     (inp / "bad.nii.gz").unlink()
     assert _predict(inp, "-o", out, "--model", cli_model) == 0

@@ -149,14 +149,16 @@ def _segs(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def sequential(tiny_model, forty, tmp_path_factory):
     out = tmp_path_factory.mktemp("sequential")
-    Predictor.from_file(tiny_model, config=CPU).predict_paths([forty], out, progress=False)
+    Predictor.from_file(tiny_model, config=CPU).predict_paths([forty], out, progress=False, workers=0)
     return _segs(out)
 
 
 def test_forty_cases_as_two_parts_equal_one_sequential_run_byte_for_byte(tiny_model, forty, sequential, tmp_path):
+    """Two parts, the first overlapped (a worker process prepares, a thread writes), the second not."""
     predictor = Predictor.from_file(tiny_model, config=CPU)
-    for k in (0, 1):
-        predictor.predict_paths([forty], tmp_path, progress=False, num_parts=2, part_id=k)
+    reports = [predictor.predict_paths([forty], tmp_path, progress=False, num_parts=2, part_id=k, workers=1 - k)
+               for k in (0, 1)]
+    assert all(not r.failed for r in reports) and sum(len(r.done) for r in reports) == 40
     assert len(sequential) == 40 and _segs(tmp_path) == sequential
 
 
@@ -174,7 +176,7 @@ def test_a_part_killed_with_sigkill_resumes_and_nothing_is_corrupt(tiny_model, f
 
     out = tmp_path / "out"
     args = ("predict", str(forty), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "--fp32",
-            "--num-parts", "2", "--part-id", "0", "--no-progress")
+            "--num-parts", "2", "--part-id", "0", "--workers", "1", "--no-progress")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(_cli(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -185,7 +187,7 @@ def test_a_part_killed_with_sigkill_resumes_and_nothing_is_corrupt(tiny_model, f
     assert len(list(out.glob("*_seg.nii.gz"))) < 20, "the part finished before it could be killed"
     again = subprocess.run(_cli(*args), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert subprocess.run(_cli(*args[:-5], "--num-parts", "2", "--part-id", "1", "--no-progress"), env=env,
+    assert subprocess.run(_cli(*args[:-7], "--num-parts", "2", "--part-id", "1", "--no-progress"), env=env,
                           capture_output=True, timeout=300).returncode == 0
     assert _segs(out) == sequential
     assert not [p.name for p in out.iterdir() if ".part" in p.name or p.name.startswith(".rrcunet-")]

@@ -105,13 +105,22 @@ def test_bad_cases_are_reported_and_skipped_the_others_finish(tmp_path, model, c
     check_batch_outputs(out, GOOD_CASES, tuple(BAD_CASES))
     assert snapshot(src) == inputs_before, "predict changed its inputs"
 
+    # each failure is recorded for `rrcunet cohort`, with its reason
+    records = {p.name[: -len(".failed.json")]: json.loads(p.read_text()) for p in out.glob("*.failed.json")}
+    assert len(records) == len(BAD_CASES), sorted(records)
+    assert all(r["status"] == "failed" and r["error"] for r in records.values())
+
     # the same command again: the good cases are complete and skipped, the bad ones retried and reported
-    out_before = snapshot(out)
+    # (their failure records are written again)
+    def outputs() -> dict:
+        return {k: v for k, v in snapshot(out).items() if not k.endswith(".failed.json")}
+
+    out_before = outputs()
     code = main(["predict", str(src), "-o", str(out), "--model", str(model), *PREDICT])
     captured = capsys.readouterr()
     assert code == 3
     assert f"0 predicted, {len(GOOD_CASES)} already complete (skipped), {len(BAD_CASES)} failed" in captured.out
-    assert snapshot(out) == out_before
+    assert outputs() == out_before
 
 
 @pytest.mark.slow
@@ -151,4 +160,4 @@ def test_a_constant_image_is_reported_not_segmented(tmp_path, model, capsys, hu)
     err = capsys.readouterr().err
     assert code == 3, err
     assert re.search(r"flat.nii.gz: .*(empty|single value|constant)", err), err
-    assert not any(out.iterdir())
+    assert [p.name for p in out.iterdir()] == ["flat.failed.json"]  # only the failure's record

@@ -123,6 +123,10 @@ def register(subparsers: Any) -> None:
                         "and predict one of them; with --part-id. Parts may share -o. Under torchrun the part is "
                         "taken from RANK / WORLD_SIZE, and --device cuda uses GPU LOCAL_RANK")
     p.add_argument("--part-id", type=int, metavar="I", help="which part, 0 to N-1 (with --num-parts)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes that read and prepare the next cases while the network runs (one thread writes "
+                        "the previous case); 0 = one stage after the other. Default: $RRCUNET_WORKERS, else the "
+                        "cores minus one, at most 4")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_ct_read_arguments(p, series_uid=False)
     p.set_defaults(func=run)
@@ -149,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_file(args.model, config=config)
     report = predictor.predict_paths(args.inputs, args.out_dir, save_probabilities=args.save_probabilities,
                                      rtstruct=args.rtstruct, overwrite=args.overwrite, progress=args.progress,
-                                     read_options=ct_read_options(args), num_parts=num_parts, part_id=part_id)
+                                     read_options=ct_read_options(args), num_parts=num_parts, part_id=part_id,
+                                     workers=args.workers)
     return print_report(report)
 
 

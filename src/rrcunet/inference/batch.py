@@ -20,6 +20,7 @@ Outputs of case ``<case>`` in ``OUT_DIR`` (schema of the JSON in docs/inference.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -40,7 +41,7 @@ from tqdm.auto import tqdm
 
 from rrcunet import __version__
 from rrcunet.errors import InputError, RRcUNetError
-from rrcunet.inference.predictor import PredictionResult, Predictor
+from rrcunet.inference.predictor import PredictionResult, Predictor, PreparedCase, stage
 from rrcunet.io import read_image, write_rtstruct, write_seg, write_volume
 from rrcunet.io.atomic import atomic_path, atomic_write_text, folder_lock, json_safe, remove_stale_temporaries
 from rrcunet.io.convert import safe_filename
@@ -523,14 +524,33 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
     """Read, predict and write one case; return its JSON document (already written).
     ``read_options``: keywords of :func:`rrcunet.io.read_image` (``check_intensity``, ``allow_non_ct``, ...)."""
     t0 = time.perf_counter()
+    ct, prepared, t_read = read_and_prepare(predictor, case, read_options)
+    with stage(prepared.timings, "model"):
+        probs = predictor.run_network(prepared.image)
+    return finish_and_write(predictor, case, ct, prepared, probs, out_dir, t_read=t_read, t0=t0,
+                            save_probabilities=save_probabilities, rtstruct=rtstruct)
+
+
+def read_and_prepare(predictor: Predictor, case: CaseInput,
+                     read_options: dict[str, Any] | None = None) -> tuple[Volume, PreparedCase, float]:
+    """Stage 1 of a case: read the CT, then :meth:`Predictor.prepare` (lung region, preprocessing).
+    Returns the CT, the prepared case and the reading time."""
+    t0 = time.perf_counter()
     series = {"series_uid": case.series_uid} if case.series_uid else {}
     ct = read_image(case.path, **series, **(read_options or {}))
     t_read = time.perf_counter() - t0
+    return ct, predictor.prepare(ct), t_read
+
+
+def finish_and_write(predictor: Predictor, case: CaseInput, ct: Volume, prepared: PreparedCase, probs: Any,
+                     out_dir: Path, *, t_read: float, t0: float, save_probabilities: bool,
+                     rtstruct: bool) -> dict[str, Any]:
+    """Stage 3 of a case: :meth:`Predictor.finish`, then its outputs and its JSON (written last)."""
     if case.is_dicom != ("dicom" in ct.meta):
-        case = CaseInput(case.case_id, case.path, "dicom" in ct.meta, case.series_uid)
+        case = CaseInput(case.case_id, case.path, "dicom" in ct.meta, case.series_uid, case.n_slices)
     outputs = case_outputs(case, label_names=dict(predictor.meta.labels), save_probabilities=save_probabilities,
                            rtstruct=rtstruct)
-    result = predictor.predict_volume(ct, return_probabilities=save_probabilities)
+    result = predictor.finish(prepared, probs, return_probabilities=save_probabilities)
     t = time.perf_counter()
     _claim_outputs(case, out_dir)
     errors = write_case_outputs(case, ct, result, out_dir, outputs)
@@ -549,7 +569,8 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
                   out_dir: str | os.PathLike[str], *, save_probabilities: bool = False, rtstruct: bool = False,
                   overwrite: bool = False, progress: bool = True,
                   on_case: Callable[[CaseOutcome], None] | None = None,
-                  read_options: dict[str, Any] | None = None, num_parts: int = 1, part_id: int = 0) -> BatchReport:
+                  read_options: dict[str, Any] | None = None, num_parts: int = 1, part_id: int = 0,
+                  workers: int | None = None) -> BatchReport:
     """Predict every case of ``inputs`` into ``out_dir``; a failing case is reported and skipped.
 
     Args:
@@ -566,6 +587,9 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         on_case: called with each :class:`CaseOutcome` as it is decided.
         read_options: keywords of :func:`rrcunet.io.read_image` for every case (``check_intensity``,
             ``allow_non_ct``, ``allow_nonuniform``: ``rrcunet predict``'s reading flags).
+        workers: processes that read and prepare the next cases while the network runs (and one
+            thread writes the previous case): default :func:`default_workers`; 0 runs the stages one
+            after the other. Used when more than one case is to be predicted.
         num_parts, part_id: predict only part ``part_id`` of :func:`split_parts` (balanced by slices,
             the same in every process), so that several processes share one cohort and one
             ``out_dir``. Each part holds its own lock; parts never share a case.
@@ -593,11 +617,64 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
     lock = "predict" if num_parts == 1 else f"predict-part{part_id}-of-{num_parts}"
     with folder_lock(out, lock):  # one predict (per part) per output folder at a time
         return _predict_cases(predictor, cases, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
-                              overwrite=overwrite, progress=progress, on_case=on_case, read_options=read_options)
+                              overwrite=overwrite, progress=progress, on_case=on_case, read_options=read_options,
+                              workers=workers)
+
+
+#: Environment variable for the default number of prediction workers (``--workers`` overrides it).
+WORKERS_ENV = "RRCUNET_WORKERS"
+
+
+def default_workers() -> int:
+    """Worker processes that read and prepare cases ahead of the network: ``$RRCUNET_WORKERS`` if set,
+    else one core per worker with one left for the network, at most 4 (each holds a CT and its
+    lung-extraction arrays, ~1 GB for a 512×512×600 scan): 1 on a 2-core machine, 0 (no overlap) on one."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            raise InputError(f"{WORKERS_ENV}={value!r} is not a whole number; set it to 0, 1, 2, ... or unset it") from None
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _outcome_of(case: CaseInput, t: float, work: Callable[[], dict[str, Any]], changed: list[str]) -> CaseOutcome:
+    """Run one case's work and turn its result or error into a :class:`CaseOutcome`."""
+    try:
+        doc = work()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except RRcUNetError as exc:
+        return CaseOutcome(case.case_id, case.path, "failed", str(exc), seconds=time.perf_counter() - t)
+    except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
+        logger.debug("case %s failed:\n%s", case.case_id, traceback.format_exc())
+        return CaseOutcome(case.case_id, case.path, "failed", f"{type(exc).__name__}: {exc}",
+                           seconds=time.perf_counter() - t)
+    notes = [f"predicted again: {'; '.join(changed)}"] if changed else []
+    notes += [f"{key} not written: {why}" for key, why in doc.get("output_errors", {}).items()]
+    return CaseOutcome(case.case_id, case.path, "done", "; ".join(notes), doc["outputs"], time.perf_counter() - t)
+
+
+# one predictor per worker process, made by its initializer
+_WORKER_PREDICTOR: Predictor | None = None
+
+
+def _worker_init(model_path: str, config: Any, lung_extractor: Any, threads: int) -> None:
+    global _WORKER_PREDICTOR
+    torch.set_num_threads(threads)
+    # the worker only prepares cases (lung region, preprocessing): on the CPU, with the parent's extractor
+    _WORKER_PREDICTOR = Predictor.from_file(model_path, config=dataclasses.replace(config, device="cpu"))
+    _WORKER_PREDICTOR.lung_extractor = lung_extractor
+
+
+def _worker_prepare(case: CaseInput, read_options: Any) -> tuple[Volume, PreparedCase, float]:
+    assert _WORKER_PREDICTOR is not None
+    return read_and_prepare(_WORKER_PREDICTOR, case, read_options)
 
 
 def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, save_probabilities: bool, rtstruct: bool,
-                   overwrite: bool, progress: bool, on_case: Any, read_options: Any) -> BatchReport:
+                   overwrite: bool, progress: bool, on_case: Any, read_options: Any,
+                   workers: int | None = None) -> BatchReport:
     remove_stale_temporaries(out)  # a killed earlier run's half-written files
     not_dicom = [c.case_id for c in cases if not c.is_dicom]
     if rtstruct and not_dicom:
@@ -605,48 +682,104 @@ def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, s
                        "are not DICOM and get none: %s", len(not_dicom), len(cases), ", ".join(not_dicom[:10]))
     labels = dict(predictor.meta.labels)
     now = predictor_settings(predictor)
-    outcomes: list[CaseOutcome] = []
-    bar = tqdm(cases, unit="case", desc="predict", disable=None if progress else True, dynamic_ncols=True)
-    for case in bar:
-        bar.set_postfix_str(case.case_id, refresh=False)
+    decided: dict[str, CaseOutcome] = {}
+    todo: list[tuple[CaseInput, list[str]]] = []
+    for case in cases:  # what each case needs, before any work (parts never share a case)
         expected = case_outputs(case, label_names=labels, save_probabilities=save_probabilities, rtstruct=rtstruct)
         doc = None if overwrite else read_prediction_json(out / f"{case.case_id}.json")  # read once per case
         complete = doc is not None and is_complete(case, out, expected, doc)
         changed = changed_settings(doc, now) if doc is not None and complete else []
         if complete and not changed:
-            outcome = CaseOutcome(case.case_id, case.path, "skipped", "outputs complete; pass --overwrite to redo",
-                                  expected)
+            decided[case.case_id] = CaseOutcome(case.case_id, case.path, "skipped",
+                                                "outputs complete; pass --overwrite to redo", expected)
         elif not overwrite and (theirs := foreign_outputs(case, out, expected)):
-            outcome = CaseOutcome(case.case_id, case.path, "failed",
-                                  f"{out} already holds {', '.join(theirs)}, not written by rrcunet predict; "
-                                  "predicting would replace it. Choose another -o folder or pass --overwrite")
+            decided[case.case_id] = CaseOutcome(
+                case.case_id, case.path, "failed", f"{out} already holds {', '.join(theirs)}, not written by rrcunet "
+                "predict; predicting would replace it. Choose another -o folder or pass --overwrite")
         else:
-            t = time.perf_counter()
-            try:
-                if changed:  # never keep a result made with another model or other options
-                    logger.warning("%s: predicting again, its outputs in %s were made with other settings (%s)",
-                                   case.case_id, out, "; ".join(changed))
-                doc = predict_case(predictor, case, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
-                                   read_options=read_options)
-                notes = [f"predicted again: {'; '.join(changed)}"] if changed else []
-                notes += [f"{key} not written: {why}" for key, why in doc.get("output_errors", {}).items()]
-                outcome = CaseOutcome(case.case_id, case.path, "done", "; ".join(notes), doc["outputs"],
-                                      time.perf_counter() - t)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except RRcUNetError as exc:
-                outcome = CaseOutcome(case.case_id, case.path, "failed", str(exc), seconds=time.perf_counter() - t)
-            except Exception as exc:  # noqa: BLE001 - one bad case must not stop the batch
-                logger.debug("case %s failed:\n%s", case.case_id, traceback.format_exc())
-                outcome = CaseOutcome(case.case_id, case.path, "failed", f"{type(exc).__name__}: {exc}",
-                                      seconds=time.perf_counter() - t)
-        outcomes.append(outcome)
+            if changed:  # never keep a result made with another model or other options
+                logger.warning("%s: predicting again, its outputs in %s were made with other settings (%s)",
+                               case.case_id, out, "; ".join(changed))
+            todo.append((case, changed))
+
+    bar = tqdm(total=len(cases), unit="case", desc="predict", disable=None if progress else True, dynamic_ncols=True)
+
+    def record(outcome: CaseOutcome) -> None:
+        decided[outcome.case_id] = outcome
         if outcome.status == "failed":
             _record_failure(out, outcome)
         else:
             with contextlib.suppress(OSError):
-                (out / f"{case.case_id}{FAILED_SUFFIX}").unlink(missing_ok=True)
+                (out / f"{outcome.case_id}{FAILED_SUFFIX}").unlink(missing_ok=True)
+        bar.set_postfix_str(outcome.case_id, refresh=False)
+        bar.update(1)
         if on_case is not None:
             on_case(outcome)
+
+    for case in cases:
+        if case.case_id in decided:
+            record(decided[case.case_id])
+    n_workers = default_workers() if workers is None else max(0, int(workers))
+    if n_workers and len(todo) > 1 and predictor.model_path is not None:
+        _overlapped(predictor, todo, out, n_workers, record, save_probabilities=save_probabilities, rtstruct=rtstruct,
+                    read_options=read_options)
+    else:
+        for case, changed in todo:
+            record(_outcome_of(case, time.perf_counter(), lambda c=case: predict_case(
+                predictor, c, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
+                read_options=read_options), changed))
     bar.close()
-    return BatchReport(out, outcomes)
+    return BatchReport(out, [decided[c.case_id] for c in cases])
+
+
+def _overlapped(predictor: Predictor, todo: list[tuple[CaseInput, list[str]]], out: Path, n_workers: int,
+                record: Callable[[CaseOutcome], None], *, save_probabilities: bool, rtstruct: bool,
+                read_options: Any) -> None:
+    """The cases of ``todo`` in three overlapping stages: ``n_workers`` processes read and prepare the
+    next cases (at most ``n_workers + 1`` ahead, so memory stays flat), this process runs the
+    network, and one thread inverts, measures and writes the previous case. Each case's outputs are
+    exactly those of :func:`predict_case` (same functions, same order within a case)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    # spawn, not fork: the parent's OpenMP and torch threads do not survive a fork
+    pool = cf.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_worker_init,
+                                  initargs=(str(predictor.model_path), predictor.config, predictor.lung_extractor, 1))
+    writer = cf.ThreadPoolExecutor(1, thread_name_prefix="rrcunet-write")
+    ahead = n_workers + 1
+    prepared: dict[int, cf.Future[Any]] = {}
+    writing: list[tuple[CaseInput, float, list[str], cf.Future[Any]]] = []
+
+    def drain(keep: int) -> None:
+        while len(writing) > keep:
+            case, t, changed, future = writing.pop(0)
+            record(_outcome_of(case, t, future.result, changed))
+
+    try:
+        for i, (case, changed) in enumerate(todo):
+            for j in range(i, min(len(todo), i + ahead)):
+                if j not in prepared:
+                    prepared[j] = pool.submit(_worker_prepare, todo[j][0], read_options)
+            t = time.perf_counter()
+            try:
+                ct, prep, t_read = prepared.pop(i).result()
+                with stage(prep.timings, "model"):
+                    probs = predictor.run_network(prep.image)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported by _outcome_of, in order
+                error = exc
+                failed: cf.Future[Any] = cf.Future()
+                failed.set_exception(error)
+                writing.append((case, t, changed, failed))
+            else:
+                writing.append((case, t, changed, writer.submit(
+                    finish_and_write, predictor, case, ct, prep, probs, out, t_read=t_read, t0=t,
+                    save_probabilities=save_probabilities, rtstruct=rtstruct)))
+                del ct, prep, probs
+            drain(keep=1)  # at most one case being written while the network runs the next
+        drain(keep=0)
+    finally:
+        writer.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -180,6 +180,19 @@ class PredictionResult:
         }
 
 
+@dataclass
+class PreparedCase:
+    """One CT ready for the network (:meth:`Predictor.prepare`): the CT, its lung region (the
+    network's lung channel, ``None`` for a lung model), the network input ``(C_in, X, Y, Z)``, the
+    preprocessing record that maps the output back, and the stage timings so far."""
+
+    ct: Volume
+    lung: Volume | None
+    image: Any
+    record: PreprocessRecord
+    timings: dict[str, float]
+
+
 class Predictor:
     """A loaded model and how to run it; apply with :meth:`predict_volume` or :meth:`predict_paths`.
 
@@ -386,6 +399,18 @@ class Predictor:
         Raises:
             InputError: a lung mask on another grid; an empty lung region.
         """
+        prepared = self.prepare(ct, lung)
+        with stage(prepared.timings, "model"):
+            probs = self.run_network(prepared.image)
+        return self.finish(prepared, probs, return_probabilities=return_probabilities)
+
+    def prepare(self, ct: Volume, lung: Volume | None = None) -> PreparedCase:
+        """The CPU work before the network: the lung region (when not given) and the preprocessing.
+
+        :meth:`predict_volume` is ``finish(prepare(ct), run_network(prepared.image))``; a cohort run
+        does the three in different processes so that reading and preparing the next case overlap the
+        network (:mod:`rrcunet.inference.batch`). Raises as :meth:`predict_volume`.
+        """
         lo, hi = float(ct.array.min()), float(ct.array.max())
         if hi - lo < 1.0:
             # One value everywhere carries no anatomy; at -600 HU the lung extractor would call the
@@ -404,16 +429,20 @@ class Predictor:
         with stage(timings, "preprocess"):
             case = preprocess(ct, lung_in, config=self.preprocess_config(ct))
             image = case.image[: self.in_channels]
-        with stage(timings, "model"):
-            probs = self.run_network(image)
+        return PreparedCase(ct=ct, lung=lung_in, image=image, record=case.record, timings=timings)
+
+    def finish(self, prepared: PreparedCase, probs: torch.Tensor, *,
+               return_probabilities: bool = False) -> PredictionResult:
+        """The CPU work after the network: back onto the CT grid, postprocessing and measurements."""
+        ct, lung_in, timings = prepared.ct, prepared.lung, prepared.timings
         with stage(timings, "invert"):
-            prob_map = invert_probabilities(probs, case.record) if return_probabilities else None
-            labels = prob_map.argmax() if prob_map is not None else invert_prediction(probs, case.record)
+            prob_map = invert_probabilities(probs, prepared.record) if return_probabilities else None
+            labels = prob_map.argmax() if prob_map is not None else invert_prediction(probs, prepared.record)
             labels = Volume(labels.array, ct.geometry, "label", {"source": ct.meta.get("source")})
             del probs
 
         if not self.task.crop_to_lungs:  # the lung model: its labels are the lung region
-            return PredictionResult(labels=labels, lung=labels, record=case.record, lesions=[], removed=[],
+            return PredictionResult(labels=labels, lung=labels, record=prepared.record, lesions=[], removed=[],
                                     timings=timings, probabilities=prob_map, label_names=dict(self.meta.labels))
 
         with stage(timings, "postprocess"):
@@ -423,7 +452,7 @@ class Predictor:
                 comps = tumour_components(np.asarray(labels.array) == TUMOUR_LABEL)
         with stage(timings, "measure"):
             lesions = measure_lesions(labels.array, labels.geometry, components=comps)
-        return PredictionResult(labels=labels, lung=lung_in, record=case.record, lesions=lesions, removed=removed,
+        return PredictionResult(labels=labels, lung=lung_in, record=prepared.record, lesions=lesions, removed=removed,
                                 timings=timings, probabilities=prob_map, label_names=dict(self.meta.labels))
 
     # -- many files ------------------------------------------------------------------------------
