@@ -49,3 +49,62 @@ def test_predict_under_a_file_size_limit_fails_and_a_rerun_completes(tmp_path):
     assert doc.get("status") == "started"  # not complete: the rerun redoes it
     rerun = _limited(1_000_000, *args)
     assert rerun.returncode == 0 and "1 predicted" in rerun.stdout, rerun.stderr[-800:]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (root with CAP_SYS_ADMIN only; skipped with the reason elsewhere), unmounted after."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs for a real full disk ({proc.stderr.strip() or 'not permitted'}); "
+                    "the ulimit -f tests above cover the same write path")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_predict_onto_a_full_disk_fails_and_a_rerun_with_room_completes(tmp_path, small_disk):
+    from rrcunet.io import write_volume
+
+    write_volume(chest_ct(0), tmp_path / "in" / "case.nii.gz")
+    model = tiny_model(tmp_path / "m.safetensors")
+    out = small_disk / "out"
+    filler = small_disk / "filler.bin"
+    filler.write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))  # leaves ~64 KiB: the JSON fits, the outputs do not
+    args = [sys.executable, "-m", "rrcunet", "predict", str(tmp_path / "in"), "-o", str(out), "--model", str(model),
+            "--save-probabilities", "--no-progress", "--device", "cpu"]
+    full = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert full.returncode != 0, full.stdout
+    assert "Traceback" not in full.stderr and ("No space left" in full.stderr or "read back whole" in full.stderr), \
+        full.stderr[-800:]
+    doc_path = out / "case.json"
+    assert not doc_path.exists() or json.loads(doc_path.read_text()).get("status") != "done"
+    if doc_path.exists():
+        assert json.loads(doc_path.read_text()).get("status") in ("started", None)
+    filler.unlink()  # room again
+    rerun = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "1 predicted" in rerun.stdout, rerun.stderr[-800:]
+    assert not [p.name for p in out.iterdir() if ".part" in p.name]
+
+
+def test_convert_onto_a_full_disk_fails_and_a_rerun_with_room_completes(tmp_path, small_disk):
+    from rrcunet.io import read_image, write_ct_series
+
+    write_ct_series(chest_ct(0), tmp_path / "dicom" / "P1", patient_id="P1")
+    filler = small_disk / "filler.bin"
+    filler.write_bytes(b"\0" * (1024 * 1024 - 16 * 1024))
+    out = small_disk / "converted"  # convert's -o is a folder
+    args = [sys.executable, "-m", "rrcunet", "convert", str(tmp_path / "dicom" / "P1"), "-o", str(out)]
+    full = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert full.returncode != 0 and "Traceback" not in full.stderr, full.stderr[-800:]
+    assert "disk is probably full" in full.stderr and "run the command again" in full.stderr
+    assert not [p for p in out.rglob("*") if p.is_file()]  # nothing truncated left, no temporary
+    filler.unlink()
+    rerun = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-800:]
+    (image,) = [p for p in out.rglob("*.nii.gz") if p.is_file()]
+    assert read_image(image).shape == chest_ct(0).shape
