@@ -108,3 +108,19 @@ def test_convert_onto_a_full_disk_fails_and_a_rerun_with_room_completes(tmp_path
     assert rerun.returncode == 0, rerun.stderr[-800:]
     (image,) = [p for p in out.rglob("*.nii.gz") if p.is_file()]
     assert read_image(image).shape == chest_ct(0).shape
+
+
+def test_a_seg_under_a_file_size_limit_is_one_clean_line(tmp_path):
+    """pydicom wraps the OSError of a short write in its own text with a traceback; the user sees one line."""
+    from rrcunet.io import write_ct_series
+
+    write_ct_series(chest_ct(0), tmp_path / "in" / "P1", patient_id="P1")
+    model = tiny_model(tmp_path / "m.safetensors")
+    args = ["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model), "--no-progress",
+            "--device", "cpu"]
+    limited = _limited(20, *args)  # the NIfTI mask (< 1 KB) fits, the SEG (~30 KB) does not
+    assert limited.returncode == 3, limited.stdout + limited.stderr[-800:]
+    (line,) = [ln for ln in limited.stderr.splitlines() if ln.startswith("rrcunet predict:")]
+    assert "P1_seg.dcm: could not be written (File too large)" in line and "run the command again" in line
+    assert "Traceback" not in limited.stderr and "With tag" not in limited.stderr
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".dcm") or ".part" in p.name]

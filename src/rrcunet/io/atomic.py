@@ -9,6 +9,7 @@ turns a result document into strict JSON values before it is written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -60,10 +61,38 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
             os.fsync(fh.fileno())
         _chmod_like_new_file(tmp)
         os.replace(tmp, final_p)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        reason = out_of_space(exc)
+        if reason is not None:
+            raise no_room_error(final_p, reason) from None
         raise
+
+
+#: errno values that mean "no room": no space left, file too large (ulimit -f), disk quota exceeded.
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^\n]+)")
+
+
+def no_room_error(path: str | os.PathLike[str], reason: str) -> InputError:
+    """The one-line error of a write that found no room (:func:`out_of_space`), naming the file and the fix."""
+    return InputError(f"{path}: could not be written ({reason}); the disk is probably full or a file-size limit was "
+                      "hit. Free space (or choose another -o) and run the command again")
+
+
+def out_of_space(exc: BaseException) -> str | None:
+    """The reason text when ``exc`` is a write that found no room (also when a library re-raised it with
+    its own text around it, as pydicom does: ``With tag (...) got exception: [Errno 27] File too large``
+    followed by a traceback); ``None`` for anything else."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in _NO_ROOM:
+        return exc.strerror or os.strerror(exc.errno)
+    match = _ERRNO_TEXT.search(str(exc))
+    if match and int(match.group(1)) in _NO_ROOM:
+        return match.group(2).strip()
+    return None
 
 
 def _chmod_like_new_file(path: Path) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from rrcunet.errors import InputError
+from rrcunet.io.atomic import no_room_error, out_of_space
 from rrcunet.io.validation import DEFAULT_SPACING_RANGE, check_header
 from rrcunet.io.volume import Geometry, Volume
 
@@ -683,8 +684,11 @@ def atomic_dir(final: Path, *, overwrite: bool) -> Any:
         os.replace(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = out_of_space(exc)
+        if reason is not None:
+            raise no_room_error(final, reason) from None
         raise
 
 
