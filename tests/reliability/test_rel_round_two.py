@@ -222,3 +222,43 @@ def test_fifos_and_devices_are_refused_or_skipped_without_blocking(tmp_path, cap
     assert main(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
     assert (tmp_path / "out" / "y_seg.nii.gz").is_file()
     assert "named like images that are not regular files (pipes, devices or sockets): x.nii.gz" in caplog.text
+
+
+def test_convert_killed_between_its_files_resumes_without_overwrite(tmp_path, capsys, monkeypatch):
+    """A convert stopped after its first file (a kill: the process ends between two writes) is completed by
+    the same command, without --overwrite; a different conversion into that folder is still refused."""
+    import importlib
+
+    convert_module = importlib.import_module("rrcunet.io.convert")  # the module (rrcunet.io.convert is also the function)
+    from rrcunet.io import read_image, write_ct_series, write_rtstruct
+
+    import numpy as np
+
+    write_ct_series(chest_ct(), tmp_path / "dicom" / "P1", patient_id="P1")
+    ct = read_image(tmp_path / "dicom" / "P1")
+    mask = ct.with_array((np.asarray(ct.array) > 0).astype(np.uint8), kind="label")
+    write_rtstruct(mask, tmp_path / "dicom" / "P1", tmp_path / "rs.dcm", roi_names={1: "Body"})
+    out = tmp_path / "out"
+    args = ["convert", str(tmp_path / "dicom" / "P1"), "--rtstruct", str(tmp_path / "rs.dcm"), "-o", str(out)]
+    real_write = convert_module.write_volume
+    calls = []
+
+    def killed_after_one(*a, **k):
+        if calls:
+            raise SystemExit(137)  # the process dies here, as under SIGKILL: nothing after it runs
+        calls.append(1)
+        return real_write(*a, **k)
+
+    monkeypatch.setattr(convert_module, "write_volume", killed_after_one)
+    with pytest.raises(SystemExit):
+        main(args)
+    monkeypatch.setattr(convert_module, "write_volume", real_write)
+    assert (out / "ct.nii.gz").is_file() and not (out / "Body.nii.gz").exists()
+    assert main(args) == 0, capsys.readouterr().err
+    body = np.asarray(read_image(out / "Body.nii.gz", kind="label").array) > 0
+    assert abs(int(body.sum()) - int(mask.array.sum())) <= 0.05 * int(mask.array.sum())  # rasterised contours
+    # finished: the same command again refuses to replace the outputs without --overwrite, as before
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    other = tmp_path / "other.nii.gz"
+    write_volume(ct, other)
+    assert main(["convert", str(other), "-o", str(out)]) == 2

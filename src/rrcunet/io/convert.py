@@ -7,14 +7,16 @@ written atomically, so a failure never leaves a half-converted case behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rrcunet.errors import InputError
-from rrcunet.io.atomic import check_output_path, remove_stale_temporaries
+from rrcunet.io.atomic import atomic_write_text, check_output_path, remove_stale_temporaries
 from rrcunet.io.image import read_image, write_volume
 from rrcunet.io.rtstruct import read_rtstruct
 from rrcunet.io.seg import read_seg_segments
@@ -112,14 +114,37 @@ def convert(
     for name, vol in masks.items():
         plan.append((name, vol, out / f"{safe_filename(name, taken)}.nii.gz"))
     inputs = [p for p in (input_path, rtstruct, seg) if p is not None]
+    settings = {"input": str(Path(input_path).resolve()), "rtstruct": str(Path(rtstruct).resolve()) if rtstruct else None,
+                "seg": str(Path(seg).resolve()) if seg else None, "rois": list(rois) if rois is not None else None}
+    ours = _unfinished_outputs(out, settings)  # a killed run of this same conversion: its files may be replaced
     for _, _, path in plan:  # refuse before writing anything
-        check_output_path(path, inputs=inputs, overwrite=overwrite)
+        check_output_path(path, inputs=inputs, overwrite=overwrite or path.name in ours)
     remove_stale_temporaries(out)  # a killed earlier convert's half-written files
+    record = {"schema": "rrcunet-convert", "settings": settings, "outputs": [p.name for _, _, p in plan]}
+    atomic_write_text(out / RECORD, json.dumps({**record, "status": "started"}, indent=1))
     written: dict[str, Path] = {}
     for name, vol, path in plan:
-        written[name] = write_volume(vol, path, overwrite=overwrite)
+        written[name] = write_volume(vol, path, overwrite=overwrite or path.name in ours)
         if name != "ct":
             logger.info("%s: %s (%d voxels, %.1f mL)", path.name, name, int(vol.array.sum()),
                         float(vol.array.sum()) * vol.geometry.voxel_volume_ml)
+    (out / RECORD).unlink(missing_ok=True)  # finished: the folder holds the outputs only
     logger.info("converted %s → %s (%d file(s))", input_path, out, len(written))
     return written
+
+
+#: convert's record in its output folder while it writes: what it is converting ("started"); removed when
+#: it finishes. A rerun of the same conversion after a kill finds it and replaces that run's files without
+#: --overwrite.
+RECORD = ".rrcunet-convert.json"
+
+
+def _unfinished_outputs(out: Path, settings: dict[str, Any]) -> set[str]:
+    """Names of the outputs a killed earlier run of the same conversion (same inputs and ROIs) left in ``out``."""
+    try:
+        doc = json.loads((out / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return set()
+    if not isinstance(doc, dict) or doc.get("status") != "started" or doc.get("settings") != settings:
+        return set()
+    return {str(n) for n in doc.get("outputs", []) if isinstance(n, str)}
