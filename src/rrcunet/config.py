@@ -109,6 +109,7 @@ def _message(exc: ValidationError, cls: type, data: Any, where: str) -> str:
     node_cls: type | None = cls
     node, path, tp = data, where, None
     whole = True  # the location is a key path (not an index inside a value)
+    consumed = 0  # parts of the location that are keys of config sections
     for part in err["loc"]:
         hints = _fields(node_cls) if node_cls is not None else {}
         if not isinstance(part, str) or part not in hints and err["type"] != "unexpected_keyword_argument":
@@ -117,8 +118,17 @@ def _message(exc: ValidationError, cls: type, data: Any, where: str) -> str:
         if part not in hints:  # an unknown key
             return f"unknown config key {_join(path, part)!r}; valid keys under {path!r}: {', '.join(sorted(hints))}"
         tp, path = hints[part], _join(path, part)
+        consumed += 1
         node = node.get(part) if isinstance(node, dict) else None
         node_cls = _section(tp)
+    rest = list(err["loc"])[consumed:]  # inside a free-form dict: [key] or [key, "[key]"]
+    if not whole and typing.get_origin(tp) is dict and rest and isinstance(node, dict):
+        key_type, value_type = typing.get_args(tp)
+        key = rest[0]
+        if len(rest) > 1 and rest[1] == "[key]":
+            return f"{path} has the key {key!r}: its keys must be {_expected(key_type)}"
+        if len(rest) == 1 and key in node:
+            return f"{path}[{key!r}] must be {_expected(value_type)}, not {node[key]!r}"
     if err["type"] in ("value_error", "assertion_error") and isinstance(err.get("ctx", {}).get("error"), Exception):
         return f"{path}: {err['ctx']['error']}" if path != where else str(err["ctx"]["error"])
     if err["type"] in ("missing", "missing_argument") and whole:

@@ -20,6 +20,9 @@ def inputs(tmp_path_factory):
     write_volume(Volume((hu > -900).astype(np.uint8), g, "label"), root / "pred" / "c_seg.nii.gz")
     write_volume(Volume((hu > -900).astype(np.uint8), g, "label"), root / "gt" / "c.nii.gz")
     (root / "a_file").write_text("in the way")
+    from tests.training.conftest import write_tiny_dataset
+
+    write_tiny_dataset(root / "dataset", n=3, n_val=1)
     return root
 
 
@@ -31,6 +34,8 @@ COMMANDS = {
     "predict": lambda r, out: ["predict", str(r / "ct.nii.gz"), "-o", out, "--no-progress"],
     "evaluate": lambda r, out: ["evaluate", str(r / "pred"), str(r / "gt"), "-o", out, "--no-progress"],
     "export": lambda r, out: ["export", "--format", "torchscript", "-o", out + ".pt"],
+    "train": lambda r, out: ["train", "--config", "cpu_tumour", "-o", out, f"data.dataset={r / 'dataset'}",
+                             "schedule.epochs=1", "runtime.progress=false"],
 }
 
 

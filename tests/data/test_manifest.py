@@ -79,3 +79,19 @@ def test_a_patient_on_both_sides_is_warned(tmp_path, caplog):
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     DatasetManifest.load(tmp_path)
     assert "patient(s) ['p0'] have scans in train and in val/test" in caplog.text
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.__setitem__("labels", ["background", "lung", "tumour"]), r"labels must be object, not \['background'"),
+    (lambda d: d["labels"].__setitem__("x", "thing"), r"labels has the key 'x': its keys must be an integer"),
+    (lambda d: d["labels"].__setitem__("1", 5), r"labels\['1'\] must be a string, not 5"),
+    (lambda d: d["split"].__setitem__("seed", "abc"), r"split\.seed must be an integer, not 'abc'"),
+])
+def test_a_malformed_manifest_is_one_error_naming_the_field(tmp_path, change, message):
+    """Issue 22: these gave tracebacks; each is now one line naming the manifest and the field."""
+    cases = _cases(3)
+    doc = json.loads(DatasetManifest(name="x", cases=tuple(cases), split=make_split(cases)).to_json())
+    change(doc)
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=rf"manifest\.json: malformed manifest, {message}"):
+        DatasetManifest.load(tmp_path)

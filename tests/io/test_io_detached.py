@@ -48,3 +48,11 @@ def test_a_fifo_is_refused_before_any_read(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(InputError, match="not a regular file"):
         read_image(fifo)
+
+
+def test_a_header_whose_data_file_is_a_fifo_is_refused_without_blocking(tmp_path):
+    (tmp_path / "x.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
+                                    "ElementDataFile = x.raw\n")
+    os.mkfifo(tmp_path / "x.raw")
+    with pytest.raises(InputError, match=r"x\.raw.*found a pipe, device or socket, not a regular file"):
+        read_image(tmp_path / "x.mhd")

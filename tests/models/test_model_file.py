@@ -87,6 +87,7 @@ def test_the_header_reader_checks_the_version_for_meta_alone(tmp_path):
     (lambda t: t.fill_(float("inf")), "hold NaN or infinite values"),
     ("int8", "weights stored as torch.int8"),
     ("bool", "weights stored as torch.bool"),
+    ("complex64", "weights stored as torch.complex64"),
 ])
 def test_weights_that_would_give_an_all_background_mask_are_refused(tmp_path, damage, message):
     net = build_model("rrcunet", **KW)

@@ -280,3 +280,24 @@ def test_init_from_starts_from_a_model_files_weights_and_refuses_another_network
                                                                            "model.base_filters=8")))
     with pytest.raises(ConfigError, match=r"base_filters.*model\.base_filters=4"):
         train(other, tmp_path / "run2")
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_folder(tiny_dataset, tmp_path):
+    """The first case cannot be read: the run stops in its first epoch, leaving only config.json; the same
+    -o then starts afresh once the data is fixed. A folder with a checkpoint is still refused."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    image = next((data / "images").glob("*.nii.gz"))
+    good = image.read_bytes()
+    image.write_bytes(b"not a nifti")
+    run = tmp_path / "run"
+    cfg = load_config(None, tiny_overrides(data, epochs=1))
+    with pytest.raises(InputError):
+        train(cfg, run)
+    assert (run / "config.json").is_file() and not (run / "checkpoints" / "last.safetensors").exists()
+    image.write_bytes(good)
+    assert train(cfg, run).epochs_completed == 1
+    with pytest.raises(InputError, match="already holds a run"):
+        train(cfg, run)

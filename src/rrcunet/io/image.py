@@ -339,10 +339,11 @@ def check_detached_data(path: Path) -> None:
         plain = (name and " " not in name and "%" not in name and name.upper() != "LIST"
                  and Path(name).name == name and name not in (".", ".."))
         if not plain or not target.is_file():
+            found = ("a path outside the header folder" if not plain else "no such file" if not target.exists()
+                     else "a pipe, device or socket, not a regular file" if not target.is_dir() else "a folder")
             raise InputError(f"{path}: its header reads the voxels from {name!r}; expected a data file beside the "
-                             f"header (a plain name in {path.parent}, no folder, no '..', no list), found "
-                             f"{'a path outside the header folder' if not plain else 'no such file'}. Keep the header "
-                             "and its data file together, or convert the image to .nii.gz")
+                             f"header (a plain name in {path.parent}, no folder, no '..', no list), found {found}. "
+                             "Keep the header and its data file together, or convert the image to .nii.gz")
 
 
 def _verify_written(tmp: Path, final: Path, image: Any) -> None:

@@ -556,11 +556,21 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         for folder in (run_dir, run_dir / "checkpoints"):
             remove_stale_temporaries(folder)
     elif cfg_path.exists():
-        raise InputError(f"{run_dir} already holds a run ({CONFIG_NAME} exists); continue it with "
-                         f"`rrcunet train --resume {run_dir}`, or choose another -o folder")
+        if _has_results(run_dir):
+            raise InputError(f"{run_dir} already holds a run ({CONFIG_NAME} exists); continue it with "
+                             f"`rrcunet train --resume {run_dir}`, or choose another -o folder")
+        # a run that failed before its first checkpoint: nothing in it is worth keeping, start it afresh
+        logger.warning("%s holds a run that stopped before its first checkpoint; starting a new run there",
+                       run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     atomic_write_text(cfg_path, config_to_json(config))
+
+
+def _has_results(run_dir: Path) -> bool:
+    """Whether a run folder holds anything a run produced: a checkpoint, a best model or an epoch's metrics."""
+    return ((run_dir / LAST_CHECKPOINT).is_file() or any(run_dir.glob("best*.safetensors"))
+            or (run_dir / METRICS_NAME).is_file())
 
 
 class Trainer:
