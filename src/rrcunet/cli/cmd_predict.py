@@ -125,8 +125,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--part-id", type=int, metavar="I", help="which part, 0 to N-1 (with --num-parts)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes that read and prepare the next cases while the network runs (one thread writes "
-                        "the previous case); 0 = one stage after the other. Default: $RRCUNET_WORKERS, else the "
-                        "cores minus one, at most 4")
+                        "the previous case); 0 = one stage after the other. Default: $RRCUNET_WORKERS, else one per "
+                        "core, at most 4, for 5 cases or more (fewer run one after the other)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_ct_read_arguments(p, series_uid=False)
     p.set_defaults(func=run)

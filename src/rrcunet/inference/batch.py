@@ -588,8 +588,8 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         read_options: keywords of :func:`rrcunet.io.read_image` for every case (``check_intensity``,
             ``allow_non_ct``, ``allow_nonuniform``: ``rrcunet predict``'s reading flags).
         workers: processes that read and prepare the next cases while the network runs (and one
-            thread writes the previous case): default :func:`default_workers`; 0 runs the stages one
-            after the other. Used when more than one case is to be predicted.
+            thread writes the previous case); 0 runs the stages one after the other. Default
+            :func:`default_workers`, for cohorts of at least :data:`MIN_CASES_TO_OVERLAP` cases.
         num_parts, part_id: predict only part ``part_id`` of :func:`split_parts` (balanced by slices,
             the same in every process), so that several processes share one cohort and one
             ``out_dir``. Each part holds its own lock; parts never share a case.
@@ -627,15 +627,23 @@ WORKERS_ENV = "RRCUNET_WORKERS"
 
 def default_workers() -> int:
     """Worker processes that read and prepare cases ahead of the network: ``$RRCUNET_WORKERS`` if set,
-    else one core per worker with one left for the network, at most 4 (each holds a CT and its
-    lung-extraction arrays, ~1 GB for a 512×512×600 scan): 1 on a 2-core machine, 0 (no overlap) on one."""
+    else one per core, at most 4 (each holds its own torch runtime, a CT and its lung-extraction
+    arrays: ~0.7 GB for LUNG1-001). Measured on 2 cores (docs/inference.md, "Cohorts"): with the
+    bundled model the network is a small part of a case, so preparing two cases at once pays, while
+    one worker beside the network did not (0.82× the sequential rate on 8 cases)."""
     value = os.environ.get(WORKERS_ENV, "").strip()
     if value:
         try:
             return max(0, int(value))
         except ValueError:
             raise InputError(f"{WORKERS_ENV}={value!r} is not a whole number; set it to 0, 1, 2, ... or unset it") from None
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    cores = os.cpu_count() or 1
+    return min(4, cores) if cores > 1 else 0
+
+
+#: Without an explicit ``workers``, cohorts smaller than this run sequentially: starting a worker
+#: process (torch, the model, the lung extractor) costs a few seconds, which a few cases do not repay.
+MIN_CASES_TO_OVERLAP = 5
 
 
 def _outcome_of(case: CaseInput, t: float, work: Callable[[], dict[str, Any]], changed: list[str]) -> CaseOutcome:
@@ -720,6 +728,8 @@ def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, s
         if case.case_id in decided:
             record(decided[case.case_id])
     n_workers = default_workers() if workers is None else max(0, int(workers))
+    if workers is None and len(todo) < MIN_CASES_TO_OVERLAP:
+        n_workers = 0
     if n_workers and len(todo) > 1 and predictor.model_path is not None:
         _overlapped(predictor, todo, out, n_workers, record, save_probabilities=save_probabilities, rtstruct=rtstruct,
                     read_options=read_options)
