@@ -19,12 +19,14 @@ Outputs of case ``<case>`` in ``OUT_DIR`` (schema of the JSON in docs/inference.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import time
@@ -749,9 +751,6 @@ def _overlapped(predictor: Predictor, todo: list[tuple[CaseInput, list[str]]], o
     next cases (at most ``n_workers + 1`` ahead, so memory stays flat), this process runs the
     network, and one thread inverts, measures and writes the previous case. Each case's outputs are
     exactly those of :func:`predict_case` (same functions, same order within a case)."""
-    import concurrent.futures as cf
-    import multiprocessing
-
     # spawn, not fork: the parent's OpenMP and torch threads do not survive a fork
     pool = cf.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_worker_init,
