@@ -109,6 +109,10 @@ def test_weights_that_would_give_an_all_background_mask_are_refused(tmp_path, da
     ({"labels": {"0": "background", "1": "lung", "2": "ground-glass"}}, "are not usable"),
     ({"labels": {"0": "background", "1": "lu\x1bng", "2": "tumour"}}, "are not usable"),
     ({"labels": {"0": "background", "1": "lung", "2": "t" * 65}}, "are not usable"),
+    ({"labels": {"0": "background", "1": "lung", "2": "t" * 5000}}, "are not usable"),
+    ({"labels": {"0": "background", "1": "lu\x00ng", "2": "tumour"}}, "are not usable"),
+    ({"labels": {"0": "background", "1": "lu\nng", "2": "tumour"}}, "are not usable"),
+    ({"labels": {"0": "background", "1": "a/b", "2": "a b"}}, "are not usable|must be unique"),
     ({"preprocess": {"target_shape": [4096, 4096, 4096]}}, "at most 67,108,864 are accepted"),
     ({"model_kwargs": {**KW, "t": 5000}}, r"t=5000 is invalid: expected an integer <= 16"),
 ])

@@ -70,6 +70,22 @@ def test_spatial_size_not_divisible_is_refused_with_the_padded_shape():
     assert model.padded_shape((30, 32, 17)) == (32, 32, 24)
 
 
+def test_forward_padded_runs_any_size_and_crops_back():
+    from rrcunet.models.unet3d import forward_padded
+
+    torch.manual_seed(0)
+    model = build_model("rrcunet", levels=4, base_filters=4, dropout=0.0).eval()
+    x = torch.randn(1, 2, 30, 32, 17)
+    with torch.no_grad():
+        out = forward_padded(model, x)
+        padded = model(torch.nn.functional.pad(x, (0, 7, 0, 0, 0, 2)))
+    assert out.shape == (1, 3, 30, 32, 17)
+    torch.testing.assert_close(out, padded[..., :30, :32, :17])
+    with torch.no_grad():  # a divisible input is passed through unpadded
+        y = torch.randn(1, 2, 32, 32, 24)
+        torch.testing.assert_close(forward_padded(model, y), model(y))
+
+
 def test_wrong_channels_and_rank_are_refused():
     model = build_model("rrcunet", **SMALL)
     with pytest.raises(InputError, match=r"expects 2 input channel\(s\), got 1"):

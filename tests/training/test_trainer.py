@@ -301,3 +301,14 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_folder
     assert train(cfg, run).epochs_completed == 1
     with pytest.raises(InputError, match="already holds a run"):
         train(cfg, run)
+
+
+def test_a_target_spacing_run_with_a_patch_larger_than_the_image_trains_and_validates(tiny_dataset, tmp_path):
+    """Issue 22: a data.patch_size larger than the image broke at run time. With a target spacing the
+    grid has the scan's own size (here 39x29x20 at 2x2x3 mm, not divisible by the network's 4): the
+    validation pass now pads it for the network and crops the output back."""
+    cfg = load_config(None, tiny_overrides(tiny_dataset, epochs=1, extra=(
+        "preprocess.target_shape=null", "preprocess.target_spacing=2,2,3", "data.patch_size=64,64,64",
+        "data.lung_channel=dataset")))
+    result = train(cfg, tmp_path / "run")
+    assert result.epochs_completed == 1 and (tmp_path / "run" / "best.safetensors").is_file()

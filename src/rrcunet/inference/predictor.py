@@ -55,6 +55,7 @@ from rrcunet.lungmask import ClassicalLungExtractor, LungExtractor, check_method
 from rrcunet.models.kernels import cpu_has_native_bf16
 from rrcunet.models.model_file import ModelMeta, load_model
 from rrcunet.models.registry import check_divisible
+from rrcunet.models.unet3d import forward_padded
 from rrcunet.preprocessing import (
     PreprocessConfig,
     PreprocessRecord,
@@ -338,7 +339,7 @@ class Predictor:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        return self.model(x).float()
+        return forward_padded(self.model, x).float()
 
     def run_network(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(C_out, X, Y, Z)`` (float32, CPU) of one preprocessed ``(C_in, X, Y, Z)`` input.

@@ -380,3 +380,21 @@ class UNet3D(nn.Module):
             if 1 <= level <= self.deep_supervision:
                 aux[level] = self.aux_heads[level - 1](x)
         return [self.head(x)] + [aux[k] for k in range(1, self.deep_supervision + 1)]
+
+
+def forward_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` for any spatial size: ``x`` is zero-padded at the far end of each axis up to a
+    multiple of the model's ``divisor`` (2**(levels-1); 1 for models without one) and the output is
+    cropped back to ``x``'s size. A grid resampled to a target spacing has whatever size the scan
+    gives; a fixed target shape or a sliding window is divisible already, and passes through unpadded.
+    Zero is the mean of the z-normalised CT channel and "outside the lung" in the lung channel.
+    """
+    divisor = int(getattr(model, "divisor", 1))
+    pads = [(-int(s)) % divisor for s in x.shape[2:]]
+    if not any(pads):
+        return model(x)
+    padded = torch.nn.functional.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
+    if x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        padded = padded.contiguous(memory_format=torch.channels_last_3d)
+    out = model(padded)
+    return out[..., : x.shape[2], : x.shape[3], : x.shape[4]]

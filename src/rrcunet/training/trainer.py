@@ -63,6 +63,7 @@ from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.atomic import atomic_write_text, remove_stale_temporaries
 from rrcunet.losses import DeepSupervision, build_loss
 from rrcunet.models import build_model, model_defaults
+from rrcunet.models.unet3d import forward_padded
 from rrcunet.models.model_file import load_model, load_weights, make_model_meta, write_model_file
 from rrcunet.scores import confusion_counts, overlap_scores
 from rrcunet.training.checkpoint import (
@@ -394,7 +395,7 @@ def evaluate(*, model: nn.Module, batches: Iterable[dict[str, Any]], loss_fn: nn
             if roi_size is not None and any(s > r for s, r in zip(image.shape[2:], roi_size)):
                 logits = sliding_window_inference(image, roi_size, sw_batch_size=1, predictor=model, overlap=0.25)
             else:
-                logits = model(image)
+                logits = forward_padded(model, image)  # a target-spacing grid has any size
         logits = logits.float()
         for b in range(image.shape[0]):
             loss_sum += float(loss_fn(logits[b:b + 1], label[b:b + 1]))
