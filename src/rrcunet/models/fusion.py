@@ -25,36 +25,18 @@ kilobytes of matrix products), so there is no cache to go stale when weights are
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-_ENABLED = True
-
-
-def enabled() -> bool:
-    """Whether the decoder takes the fused path when autograd is off (default True)."""
-    return _ENABLED
+from rrcunet.models.switch import Switch
 
 
-def set_enabled(flag: bool) -> None:
-    """Switch the fused path on or off for the whole process (benchmarks; :func:`disabled` is scoped)."""
-    global _ENABLED
-    _ENABLED = bool(flag)
-
-
-@contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Run the network as written even without autograd (benchmarks measure the gain with it)."""
-    previous = enabled()
-    set_enabled(False)
-    try:
-        yield
-    finally:
-        set_enabled(previous)
+_SWITCH = Switch(True)
+#: Whether the decoder takes the fused path when autograd is off (default True); ``set_enabled`` switches
+#: it for the process, ``disabled()`` for a block (benchmarks measure the gain with it).
+enabled, set_enabled, disabled = _SWITCH.enabled, _SWITCH.set_enabled, _SWITCH.disabled
 
 
 def _deconv_of(upsample: nn.Module) -> nn.ConvTranspose3d | None:

@@ -35,17 +35,17 @@ activations) takes the eager path.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from rrcunet.models.switch import Switch
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +53,12 @@ SOURCE = Path(__file__).with_name("csrc") / "norm_act.cpp"
 #: Environment switch: ``0`` turns the fused kernels off for the process.
 ENV_SWITCH = "RRCUNET_FUSED_KERNELS"
 
-_ENABLED = os.environ.get(ENV_SWITCH, "1").strip() not in ("0", "false", "no", "off")
+_SWITCH = Switch(os.environ.get(ENV_SWITCH, "1").strip() not in ("0", "false", "no", "off"))
+#: Whether units take the fused path when it applies (default True, unless ``RRCUNET_FUSED_KERNELS=0``);
+#: ``set_enabled`` switches it for the process, ``disabled()`` for a block.
+enabled, set_enabled, disabled = _SWITCH.enabled, _SWITCH.set_enabled, _SWITCH.disabled
 _EXTENSION: Any = None
 _FAILURE: str | None = None
-
-
-def enabled() -> bool:
-    """Whether units take the fused path when it applies (default True)."""
-    return _ENABLED
-
-
-def set_enabled(flag: bool) -> None:
-    """Switch the fused path on or off for the whole process (:func:`disabled` is scoped)."""
-    global _ENABLED
-    _ENABLED = bool(flag)
-
-
-@contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Run every unit eagerly inside the block (benchmarks and tests compare both paths)."""
-    previous = enabled()
-    set_enabled(False)
-    try:
-        yield
-    finally:
-        set_enabled(previous)
 
 
 def _cpu_flags() -> str:
