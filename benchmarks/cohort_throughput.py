@@ -34,16 +34,12 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_speed import cpu_model  # noqa: E402  (the benchmarks' one CPU-name reader)
+
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("RRCUNET_REALDATA", REPO.parent / "shared" / "realdata"))
 STAGES = ("read", "lungmask", "preprocess", "model", "invert", "postprocess", "measure", "write")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _tree(pid: int) -> list[int]:
@@ -64,17 +60,15 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _rss_and_cpu(pids: list[int]) -> tuple[int, float]:
+def _rss_and_cpu(pid: int) -> tuple[int, float]:
+    """Resident bytes and CPU seconds (user + system) of one process; zeros once it has gone."""
     page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
-    rss, cpu = 0, 0.0
-    for p in pids:
-        try:
-            rss += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            continue
-    return rss, cpu
+    try:
+        rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return rss, (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, IndexError, ValueError):
+        return 0, 0.0
 
 
 def run_tree(commands: list[list[str]], env: dict[str, str]) -> dict[str, float]:
@@ -87,11 +81,10 @@ def run_tree(commands: list[list[str]], env: dict[str, str]) -> dict[str, float]
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            pids = [q for p in procs for q in _tree(p.pid)]
-            rss, _ = _rss_and_cpu(pids)
-            peak = max(peak, rss)
-            for q in pids:  # CPU per process, last value seen (a process's time only grows)
-                cpu_seen[q] = _rss_and_cpu([q])[1] or cpu_seen.get(q, 0.0)
+            usage = {q: _rss_and_cpu(q) for p in procs for q in _tree(p.pid)}
+            peak = max(peak, sum(rss for rss, _ in usage.values()))
+            for q, (_, cpu) in usage.items():  # CPU per process, last value seen (a process's time only grows)
+                cpu_seen[q] = cpu or cpu_seen.get(q, 0.0)
             done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -49,7 +49,7 @@ from rrcunet.io.atomic import atomic_path, atomic_write_text, folder_lock, json_
 from rrcunet.io.convert import safe_filename
 from rrcunet.io.dicom_series import list_dicom_series
 from rrcunet.io.dicom_series import walk_files
-from rrcunet.io.image import ITK_SUFFIXES, image_suffix, is_dicom_file
+from rrcunet.io.image import ITK_SUFFIXES, image_suffix, is_dicom_file, read_image_size
 from rrcunet.io.volume import Geometry, Volume
 
 logger = logging.getLogger(__name__)
@@ -241,20 +241,12 @@ def discover_cases(inputs: Iterable[str | os.PathLike[str]]) -> list[CaseInput]:
 
 def case_slices(case: CaseInput) -> int:
     """Slices of a case, for balancing parts: the series' file count for DICOM, the image header's last
-    dimension otherwise (SimpleITK reads the header only); 1 when the header cannot be read (the case
+    dimension otherwise (:func:`rrcunet.io.image.read_image_size`, the header only); 1 when it cannot be read (the case
     then fails in its part with its own message)."""
     if case.n_slices is not None:
         return max(1, int(case.n_slices))
-    try:
-        import SimpleITK as sitk  # noqa: PLC0415 - lazy, as in rrcunet.io
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(case.path))
-        reader.ReadImageInformation()
-        size = reader.GetSize()
-        return max(1, int(size[2]) if len(size) > 2 else 1)
-    except Exception:  # noqa: BLE001 - an unreadable header must not stop the partition
-        return 1
+    size = read_image_size(case.path)
+    return max(1, size[2]) if size is not None and len(size) > 2 else 1
 
 
 def split_parts(cases: Sequence[CaseInput], num_parts: int) -> list[list[CaseInput]]:

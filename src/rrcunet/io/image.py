@@ -143,6 +143,21 @@ def _finish(vol: Volume, path: Path, kind: str, check_intensity: bool) -> Volume
     return Volume(vol.array, vol.geometry, "image", meta)
 
 
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """Voxel counts per axis from an image file's header only (no voxel data read); ``None`` when the
+    header cannot be read (the full read then reports why)."""
+    # lazy: SimpleITK costs ~0.05 s at start-up; only image files need it
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return tuple(int(n) for n in reader.GetSize())
+
+
 def _read_itk(path: Path, *, kind: str, max_voxels: int | None, spacing_range: tuple[float, float]) -> Volume:
     # lazy: SimpleITK costs ~0.05 s at start-up; only reading a NIfTI / NRRD / MHA file needs it
     import SimpleITK as sitk
