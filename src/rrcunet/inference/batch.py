@@ -262,9 +262,10 @@ def split_parts(cases: Sequence[CaseInput], num_parts: int) -> list[list[CaseInp
     order = {c.case_id: i for i, c in enumerate(cases)}
     totals = [0] * num_parts
     members: list[list[CaseInput]] = [[] for _ in range(num_parts)]
-    for case in sorted(cases, key=lambda c: (-case_slices(c), c.case_id)):
+    slices = {c.case_id: case_slices(c) for c in cases}  # one header read per case
+    for case in sorted(cases, key=lambda c: (-slices[c.case_id], c.case_id)):
         k = min(range(num_parts), key=lambda j: (totals[j], j))
-        totals[k] += case_slices(case)
+        totals[k] += slices[case.case_id]
         members[k].append(case)
     return [sorted(m, key=lambda c: order[c.case_id]) for m in members]
 
