@@ -49,11 +49,27 @@ inline void store(at::BFloat16* p, int64_t i, float v) {
 struct Strips {
   int64_t C, R, L;
   explicit Strips(int64_t channels) : C(channels), R(std::max<int64_t>(1, kLanes / channels)), L(R * channels) {}
-  std::vector<float> lanes(const std::vector<float>& per_channel) const {
+  std::vector<float> lanes(const float* per_channel) const {
     std::vector<float> out(L);
     for (int64_t j = 0; j < L; ++j) out[j] = per_channel[j % C];
     return out;
   }
+};
+
+// What forward and backward share: the sizes, the strip layout, and the affine and PReLU parameters
+// as float (the tensors are kept alive here, the pointers read from them).
+struct Unit {
+  int64_t N, C, S, groups, Cg;
+  Strips st;
+  at::Tensor gamma_f, beta_f, slope_f;
+  const float* g;
+  const float* bt;
+  float slope;
+  Unit(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& a, int64_t n_groups)
+      : N(x.size(0)), C(x.size(1)), S(x.numel() / (x.size(0) * x.size(1))), groups(n_groups), Cg(x.size(1) / n_groups),
+        st(x.size(1)), gamma_f(gamma.to(at::kFloat).contiguous()), beta_f(beta.to(at::kFloat).contiguous()),
+        slope_f(a.to(at::kFloat).contiguous()), g(gamma_f.data_ptr<float>()), bt(beta_f.data_ptr<float>()),
+        slope(slope_f.data_ptr<float>()[0]) {}
 };
 
 // Per-channel shifted sums over S voxels of one sample: sum(x - k_c), sum((x - k_c)^2), with
@@ -63,7 +79,7 @@ void channel_sums(const T* x, int64_t S, const Strips& st, std::vector<double>& 
                   std::vector<float>& shift) {
   const int64_t C = st.C, L = st.L, R = st.R;
   for (int64_t c = 0; c < C; ++c) shift[c] = load(x, c);
-  const std::vector<float> k = st.lanes(shift);
+  const std::vector<float> k = st.lanes(shift.data());
   const int64_t blocks = (S + kBlock - 1) / kBlock;
   std::vector<double> part1(blocks * C, 0.0), part2(blocks * C, 0.0);
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -105,15 +121,14 @@ void channel_sums(const T* x, int64_t S, const Strips& st, std::vector<double>& 
 }
 
 template <typename T>
-void forward_impl(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& a,
-                  const c10::optional<at::Tensor>& residual, int64_t groups, double eps, at::Tensor& y,
-                  at::Tensor& mean, at::Tensor& rstd) {
-  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), Cg = C / groups;
-  const Strips st(C);
+void forward_impl(const at::Tensor& x, const Unit& u, const c10::optional<at::Tensor>& residual, double eps,
+                  at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+  const int64_t N = u.N, C = u.C, S = u.S, Cg = u.Cg, groups = u.groups;
+  const Strips& st = u.st;
   const int64_t L = st.L, R = st.R;
-  const float* g = gamma.data_ptr<float>();
-  const float* bt = beta.data_ptr<float>();
-  const float slope = a.data_ptr<float>()[0];
+  const float* g = u.g;
+  const float* bt = u.bt;
+  const float slope = u.slope;
   float* mean_p = mean.data_ptr<float>();
   float* rstd_p = rstd.data_ptr<float>();
   std::vector<double> s1(C), s2(C);
@@ -143,7 +158,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor
         offset[c] = static_cast<float>(bt[c] - m * r * g[c]);
       }
     }
-    const std::vector<float> sc = st.lanes(scale), of = st.lanes(offset);
+    const std::vector<float> sc = st.lanes(scale.data()), of = st.lanes(offset.data());
     const int64_t strips = (S + R - 1) / R;
     at::parallel_for(0, strips, kBlock / R, [&](int64_t p0, int64_t p1) {
       // local restrict copies: without them GCC cannot prove the stores leave the constants alone
@@ -190,14 +205,13 @@ inline void grad_sums(const T* __restrict row, const T* __restrict grow, int64_t
 
 template <typename T>
 void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                   const at::Tensor& gamma, const at::Tensor& beta, const at::Tensor& a, int64_t groups,
-                   at::Tensor& dx, at::Tensor& dgamma, at::Tensor& dbeta, at::Tensor& da) {
-  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), Cg = C / groups;
-  const Strips st(C);
+                   const Unit& u, at::Tensor& dx, at::Tensor& dgamma, at::Tensor& dbeta, at::Tensor& da) {
+  const int64_t N = u.N, C = u.C, S = u.S, Cg = u.Cg, groups = u.groups;
+  const Strips& st = u.st;
   const int64_t L = st.L, R = st.R;
-  const float* g = gamma.data_ptr<float>();
-  const float* bt = beta.data_ptr<float>();
-  const float slope = a.data_ptr<float>()[0];
+  const float* g = u.g;
+  const float* bt = u.bt;
+  const float slope = u.slope;
   const float* mean_p = mean.data_ptr<float>();
   const float* rstd_p = rstd.data_ptr<float>();
   double* dg = dgamma.data_ptr<double>();
@@ -206,12 +220,8 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
   const int64_t strips = (S + R - 1) / R;
   const int64_t per_item = std::max<int64_t>(1, kBlock / R);
   const int64_t items = (strips + per_item - 1) / per_item;
-  std::vector<float> mu(C), rs(C), gc(C), bc(C), ka(C), kb(C);
-  for (int64_t c = 0; c < C; ++c) {
-    gc[c] = g[c];
-    bc[c] = bt[c];
-  }
-  const std::vector<float> gl = st.lanes(gc), bl = st.lanes(bc);
+  std::vector<float> mu(C), rs(C), ka(C), kb(C);
+  const std::vector<float> gl = st.lanes(g), bl = st.lanes(bt);
   for (int64_t n = 0; n < N; ++n) {
     const T* xn = x.data_ptr<T>() + n * S * C;
     const T* dyn = dy.data_ptr<T>() + n * S * C;
@@ -220,7 +230,7 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       mu[c] = mean_p[n * groups + c / Cg];
       rs[c] = rstd_p[n * groups + c / Cg];
     }
-    const std::vector<float> mul = st.lanes(mu), rsl = st.lanes(rs);
+    const std::vector<float> mul = st.lanes(mu.data()), rsl = st.lanes(rs.data());
     std::vector<double> part_db(items * C, 0.0), part_dg(items * C, 0.0), part_da(items, 0.0);
     at::parallel_for(0, items, 1, [&](int64_t i0, int64_t i1) {
       std::vector<float> adb(L), adg(L), ada(L);
@@ -276,7 +286,7 @@ void backward_impl(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
       dg[c] += sdg[c];
       db[c] += sdb[c];
     }
-    const std::vector<float> kal = st.lanes(ka), kbl = st.lanes(kb);
+    const std::vector<float> kal = st.lanes(ka.data()), kbl = st.lanes(kb.data());
     at::parallel_for(0, strips, per_item, [&](int64_t p0, int64_t p1) {
       const float* __restrict mu_p = mul.data();
       const float* __restrict rs_p = rsl.data();
@@ -325,11 +335,11 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& gamma, co
   auto opts = x.options().dtype(at::kFloat);
   auto mean = at::empty({x.size(0), groups}, opts);
   auto rstd = at::empty({x.size(0), groups}, opts);
-  auto gc = gamma.to(at::kFloat).contiguous(), bc = beta.to(at::kFloat).contiguous(), ac = a.to(at::kFloat).contiguous();
+  const Unit u(x, gamma, beta, a, groups);
   if (x.scalar_type() == at::kFloat)
-    forward_impl<float>(x, gc, bc, ac, residual, groups, eps, y, mean, rstd);
+    forward_impl<float>(x, u, residual, eps, y, mean, rstd);
   else
-    forward_impl<at::BFloat16>(x, gc, bc, ac, residual, groups, eps, y, mean, rstd);
+    forward_impl<at::BFloat16>(x, u, residual, eps, y, mean, rstd);
   return {y, mean, rstd};
 }
 
@@ -341,11 +351,11 @@ std::vector<at::Tensor> backward(const at::Tensor& dy_in, const at::Tensor& x, c
   auto dx = at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
   auto dopts = x.options().dtype(at::kDouble);
   auto dgamma = at::zeros({x.size(1)}, dopts), dbeta = at::zeros({x.size(1)}, dopts), da = at::zeros({1}, dopts);
-  auto gc = gamma.to(at::kFloat).contiguous(), bc = beta.to(at::kFloat).contiguous(), ac = a.to(at::kFloat).contiguous();
+  const Unit u(x, gamma, beta, a, groups);
   if (x.scalar_type() == at::kFloat)
-    backward_impl<float>(dy, x, mean, rstd, gc, bc, ac, groups, dx, dgamma, dbeta, da);
+    backward_impl<float>(dy, x, mean, rstd, u, dx, dgamma, dbeta, da);
   else
-    backward_impl<at::BFloat16>(dy, x, mean, rstd, gc, bc, ac, groups, dx, dgamma, dbeta, da);
+    backward_impl<at::BFloat16>(dy, x, mean, rstd, u, dx, dgamma, dbeta, da);
   return {dx, dgamma, dbeta, da};
 }
 
