@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from rrcunet import __version__
 from rrcunet.errors import InputError, RRcUNetError
-from rrcunet.inference.predictor import PredictionResult, Predictor, PreparedCase, stage
+from rrcunet.inference.predictor import PredictionResult, Predictor, PreparedCase
 from rrcunet.io import read_image, write_rtstruct, write_seg, write_volume
 from rrcunet.io.atomic import atomic_path, atomic_write_text, folder_lock, json_safe, remove_stale_temporaries
 from rrcunet.io.convert import safe_filename
@@ -520,8 +520,7 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
     ``read_options``: keywords of :func:`rrcunet.io.read_image` (``check_intensity``, ``allow_non_ct``, ...)."""
     t0 = time.perf_counter()
     ct, prepared, t_read = read_and_prepare(predictor, case, read_options)
-    with stage(prepared.timings, "model"):
-        probs = predictor.run_network(prepared.image)
+    probs = predictor.run_prepared(prepared)
     return finish_and_write(predictor, case, ct, prepared, probs, out_dir, t_read=t_read, t0=t0,
                             save_probabilities=save_probabilities, rtstruct=rtstruct)
 
@@ -766,8 +765,7 @@ def _overlapped(predictor: Predictor, todo: list[tuple[CaseInput, list[str]]], o
             t = time.perf_counter()
             try:
                 ct, prep, t_read = prepared.pop(i).result()
-                with stage(prep.timings, "model"):
-                    probs = predictor.run_network(prep.image)
+                probs = predictor.run_prepared(prep)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - reported by _outcome_of, in order

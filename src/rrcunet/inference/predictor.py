@@ -401,9 +401,12 @@ class Predictor:
             InputError: a lung mask on another grid; an empty lung region.
         """
         prepared = self.prepare(ct, lung)
+        return self.finish(prepared, self.run_prepared(prepared), return_probabilities=return_probabilities)
+
+    def run_prepared(self, prepared: PreparedCase) -> torch.Tensor:
+        """:meth:`run_network` on a prepared case, timed into its ``model`` stage."""
         with stage(prepared.timings, "model"):
-            probs = self.run_network(prepared.image)
-        return self.finish(prepared, probs, return_probabilities=return_probabilities)
+            return self.run_network(prepared.image)
 
     def prepare(self, ct: Volume, lung: Volume | None = None) -> PreparedCase:
         """The CPU work before the network: the lung region (when not given) and the preprocessing.
