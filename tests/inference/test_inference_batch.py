@@ -102,7 +102,11 @@ def test_outputs_and_json(predictor, scans, tmp_path, tiny_model):
     assert doc["lung"]["region_volume_ml"] > 0
     assert doc["lung"]["predicted_parenchyma_ml"] == pytest.approx(np.count_nonzero(seg.array == 1) * voxel_ml)
     assert set(doc["runtime_s"]) == {"read", "lungmask", "preprocess", "model", "invert", "postprocess", "measure",
-                                     "write", "total"}
+                                     "quality", "write", "total"}
+    # every lesion carries its confidence, and the case its quality section (rrcunet.inference.quality)
+    assert all(0.0 <= les["confidence"] <= 1.0 and 0.0 <= les["fraction_in_lung"] <= 1.0
+               for les in doc["tumour"]["lesions"])
+    assert isinstance(doc["quality"]["flags"], list) and "lung_region_ml" in doc["quality"]["checks"]
     assert doc["model"]["sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
     assert doc["rrcunet_version"] == __version__
     assert doc["input"]["geometry"]["shape"] == list(ct.shape)

@@ -31,7 +31,7 @@ def test_nifti_input_gives_labels_on_the_identical_grid(predictor, chest_case, t
     assert result.labels.geometry == ct_file.geometry
     assert result.labels.array.dtype == np.uint8 and set(np.unique(result.labels.array)) <= {0, 1, 2}
     assert result.lung.geometry == ct_file.geometry and result.lung.array.any()
-    assert set(result.timings) == {"lungmask", "preprocess", "model", "invert", "postprocess", "measure"}
+    assert set(result.timings) == {"lungmask", "preprocess", "model", "invert", "postprocess", "measure", "quality"}
 
 
 def test_oblique_anisotropic_input_gives_the_identical_grid(predictor, chest_case):

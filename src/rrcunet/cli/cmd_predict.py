@@ -64,6 +64,13 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: average the softmax over the mirror combinations along the axes "
                         "the model was trained to flip (the bundled model: left-right, 2x slower; a model file "
                         "that does not record them: all 8, 8x slower)")
+    p.add_argument("--uncertainty", type=int, metavar="N",
+                   help="N >= 2 stochastic network passes (the model's mirror axes in turn, dropout on where the "
+                        "model has any, a small CT intensity perturbation): labels from their mean, and "
+                        "<case>_uncertainty.nii.gz (predictive entropy, 0-1) plus each lesion's mean uncertainty "
+                        "in the JSON. N times the network's cost (default: off)")
+    p.add_argument("--perturb-hu", type=float, metavar="HU",
+                   help="with --uncertainty: size (1 SD) of the CT offset and noise of passes 2..N (default %(default)s)")
     p.add_argument("--sliding-window", action="store_true",
                    help="run at native resolution with MONAI sliding-window inference instead of the fixed resize")
     p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
@@ -168,11 +175,13 @@ def case_line(out_dir: Path, outcome: Any) -> str | None:
     diameters = [les.get("longest_axial_diameter_mm") or 0.0 for les in tumour.get("lesions", [])]
     text = f"{outcome.case_id}: {tumour['n_lesions']} lesion(s), {tumour['volume_ml']:.1f} mL tumour"
     text += f", largest {max(diameters):.0f} mm across" if diameters else ""
+    quality = [f["code"] for f in (doc.get("quality") or {}).get("flags", [])]
     flags = [f"{len(doc['postprocessing']['removed'])} small or outside-lung component(s) removed"
              if doc.get("postprocessing", {}).get("removed") else "",
              "unchanged, already complete" if outcome.status == "skipped" else "",
              "predicted again (model or options changed)" if outcome.message.startswith("predicted again") else "",
-             "a DICOM output is missing" if doc.get("output_errors") else ""]
+             "a DICOM output is missing" if doc.get("output_errors") else "",
+             f"check: {', '.join(quality)}" if quality else ""]
     return text + "".join(f"; {f}" for f in flags if f)
 
 

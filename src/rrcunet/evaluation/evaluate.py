@@ -171,6 +171,17 @@ def _input_from_prediction_json(pred_dir: Path, case: str) -> Path | None:
     return p if p.exists() else None
 
 
+def prediction_flags(pred_dir: Path, case: str) -> str | None:
+    """The quality flags ``rrcunet predict`` recorded for ``case`` (codes joined by ``; ``, ``""`` for
+    none), or ``None`` when the folder holds no readable ``<case>.json`` with a quality section."""
+    try:
+        doc = json.loads((pred_dir / f"{case}.json").read_text(encoding="utf-8"))
+        flags = doc["quality"]["flags"]
+        return "; ".join(str(f["code"]) for f in flags)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def pair_cases(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str], *,
                images_dir: str | os.PathLike[str] | None = None) -> tuple[list[EvaluationPair], list[str], int]:
     """Pair ``<case>_seg.nii.gz`` predictions with ground truth (and the CT, for figures).
@@ -417,9 +428,14 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
     summary = summarize(cases)
     rows = summary_rows(summary)
     per_case = [_case_row(m) for m in cases]
+    for row, pair in zip(per_case, pairs):
+        flags = prediction_flags(pair.prediction.parent, pair.case_id)
+        if flags is not None:  # the prediction's own quality flags (rrcunet.inference.quality)
+            row["quality_flags"] = flags
     if mode == "tumour":  # no lung in the references: only the tumour scores mean something
         rows = [r for r in rows if not r["table"].startswith("Table 3")]
-        per_case = [{k: v for k, v in r.items() if k == "case_id" or "tumour" in k or k == "spacing"} for r in per_case]
+        per_case = [{k: v for k, v in r.items() if k in ("case_id", "spacing", "quality_flags") or "tumour" in k}
+                    for r in per_case]
     files: dict[str, Path] = {}
 
     columns: list[str] = []
@@ -464,8 +480,8 @@ def evaluate_folder(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[
                "tumour absent in both (left out of tumour means)": mc.n_tumour_absent_in_both}
     if unmatched:
         details["predictions without ground truth (not scored)"] = ", ".join(unmatched)
-    html_rows = [{("case" if k == "case_id" else k): v for k, v in r.items() if k in _CASE_COLUMNS}
-                 for r in per_case]
+    html_rows = [{("case" if k == "case_id" else k): v for k, v in r.items()
+                  if k in _CASE_COLUMNS or k == "quality_flags"} for r in per_case]
     files["html"] = write_html_report(out, summary_rows=rows, per_case_rows=html_rows,
                                       figures={c: [p.relative_to(out) for p in ps] for c, ps in case_figures.items()},
                                       histogram_png=files["histogram"].relative_to(out), title=title, details=details,

@@ -310,9 +310,11 @@ def _record_failure(out_dir: Path, outcome: CaseOutcome) -> None:
 
 
 def case_outputs(case: CaseInput, *, label_names: dict[int, str], save_probabilities: bool,
-                 rtstruct: bool) -> dict[str, Any]:
+                 rtstruct: bool, uncertainty: bool = False) -> dict[str, Any]:
     """The output file names of ``case`` for these options (JSON excluded)."""
     outputs: dict[str, Any] = {"segmentation": f"{case.case_id}_seg.nii.gz"}
+    if uncertainty:
+        outputs["uncertainty"] = f"{case.case_id}_uncertainty.nii.gz"
     if save_probabilities:
         outputs["probabilities"] = {name: f"{case.case_id}_prob_{_clean_id(name)}.nii.gz"
                                     for idx, name in sorted(label_names.items()) if idx != 0}
@@ -342,7 +344,11 @@ def is_complete(case: CaseInput, out_dir: Path, outputs: dict[str, Any], doc: di
 
 #: The prediction options that change a case's result (``inference`` entries of its JSON).
 RESULT_OPTIONS = ("bf16", "tta", "sliding_window", "roi_size", "overlap", "target_spacing", "lung_method",
-                  "on_empty_lung")
+                  "on_empty_lung", "uncertainty", "perturb_hu", "uncertainty_seed")
+
+
+#: options added after schema v1 was first written, with the value an older JSON implies.
+_ADDED_LATER: dict[str, Any] = {"uncertainty": 0, "perturb_hu": 10.0, "uncertainty_seed": 0}
 
 
 def result_settings(doc: dict[str, Any]) -> dict[str, Any]:
@@ -350,7 +356,7 @@ def result_settings(doc: dict[str, Any]) -> dict[str, Any]:
     model and lung-model files (SHA-256), :data:`RESULT_OPTIONS` and the postprocessing."""
     model, inference, post = (doc.get(k) or {} for k in ("model", "inference", "postprocessing"))
     return {"model": model.get("sha256"), "lung model": (model.get("lung_model") or {}).get("sha256"),
-            **{k: inference.get(k) for k in RESULT_OPTIONS},
+            **{k: inference.get(k, _ADDED_LATER.get(k)) for k in RESULT_OPTIONS},
             "min_tumour_ml": post.get("min_tumour_ml"), "keep_outside_lung": post.get("keep_outside_lung")}
 
 
@@ -466,6 +472,12 @@ def write_case_outputs(case: CaseInput, ct: Volume, result: PredictionResult, ou
         for name, fname in outputs["probabilities"].items():
             array = np.ascontiguousarray(result.probabilities.array[by_name[name]], dtype=np.float32)
             _write_volume(ct.with_array(array, kind="image"), Path(case.path), out_dir / fname)
+    if "uncertainty" in outputs:
+        if result.uncertainty is None:
+            raise RuntimeError("an uncertainty map was requested but not computed")
+        # rounded to 1/1000: the map compresses several times smaller, and no reader needs more
+        array = np.round(np.asarray(result.uncertainty.array, dtype=np.float32), 3)
+        _write_volume(ct.with_array(array, kind="image"), Path(case.path), out_dir / outputs["uncertainty"])
     names = {v: n.capitalize() for v, n in result.label_names.items() if v != 0}
     writers = {"dicom_seg": lambda path: write_seg(result.labels, ct.meta["dicom"], path, segment_labels=names,
                                                    overwrite=True),
@@ -543,7 +555,7 @@ def finish_and_write(predictor: Predictor, case: CaseInput, ct: Volume, prepared
     if case.is_dicom != ("dicom" in ct.meta):
         case = CaseInput(case.case_id, case.path, "dicom" in ct.meta, case.series_uid, case.n_slices)
     outputs = case_outputs(case, label_names=dict(predictor.meta.labels), save_probabilities=save_probabilities,
-                           rtstruct=rtstruct)
+                           rtstruct=rtstruct, uncertainty=bool(predictor.config.uncertainty))
     result = predictor.finish(prepared, probs, return_probabilities=save_probabilities)
     t = time.perf_counter()
     _claim_outputs(case, out_dir)
@@ -687,7 +699,8 @@ def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, s
     decided: dict[str, CaseOutcome] = {}
     todo: list[tuple[CaseInput, list[str]]] = []
     for case in cases:  # what each case needs, before any work (parts never share a case)
-        expected = case_outputs(case, label_names=labels, save_probabilities=save_probabilities, rtstruct=rtstruct)
+        expected = case_outputs(case, label_names=labels, save_probabilities=save_probabilities, rtstruct=rtstruct,
+                                uncertainty=bool(predictor.config.uncertainty))
         doc = None if overwrite else read_prediction_json(out / f"{case.case_id}.json")  # read once per case
         complete = doc is not None and is_complete(case, out, expected, doc)
         changed = changed_settings(doc, now) if doc is not None and complete else []

@@ -49,7 +49,7 @@ class Cohort:
 
 
 def _flags(doc: dict[str, Any]) -> list[str]:
-    flags = [str(f.get("flag", f)) if isinstance(f, dict) else str(f)
+    flags = [str(f.get("code", f.get("flag", f))) if isinstance(f, dict) else str(f)
              for f in (doc.get("quality") or {}).get("flags", [])]
     removed = (doc.get("postprocessing") or {}).get("removed") or []
     if removed:

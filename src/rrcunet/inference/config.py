@@ -105,6 +105,15 @@ class InferenceConfig:
             ``lung_method="coordunet"``.
         on_empty_lung: ``"full"`` predicts on the whole volume when the lung region is empty,
             ``"error"`` refuses the case; ``None`` (default) keeps the model file's preprocessing choice.
+        uncertainty: 0 (default) or the number N ≥ 2 of stochastic network passes to average
+            (``--uncertainty N``, :meth:`~rrcunet.inference.Predictor.run_network_stochastic`): the
+            mirror combinations of the model's training axes in turn, dropout switched on where the
+            model has any, and from the second pass on a small CT intensity perturbation (offset and
+            noise of ``perturb_hu`` HU). Gives the mean probabilities (used for the labels) and a voxel
+            uncertainty map. Costs N network passes; reading, lung extraction and writing are paid once.
+        perturb_hu: size (HU, 1 SD) of that perturbation's offset and noise. Default 10 HU, about
+            a scanner's calibration tolerance for water.
+        uncertainty_seed: seed of the perturbations and dropout masks (the same seed, the same map).
         postprocess: :class:`PostprocessConfig`.
     """
 
@@ -120,6 +129,9 @@ class InferenceConfig:
     lung_method: str = "classical"
     lung_model: str | None = None
     on_empty_lung: Literal["error", "full"] | None = None
+    uncertainty: int = 0
+    perturb_hu: float = 10.0
+    uncertainty_seed: int = 0
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:
@@ -149,6 +161,12 @@ class InferenceConfig:
         if self.lung_method == "classical" and self.lung_model is not None:
             raise ConfigError(f"--lung-model {self.lung_model} is only used with --lung-method coordunet; "
                               "drop it or pass --lung-method coordunet")
+        if (isinstance(self.uncertainty, bool) or not isinstance(self.uncertainty, int) or self.uncertainty < 0
+                or self.uncertainty == 1):
+            raise ConfigError(f"uncertainty must be 0 (off) or a number of passes >= 2, not {self.uncertainty!r}; "
+                              "e.g. --uncertainty 8")
+        if not (isinstance(self.perturb_hu, (int, float)) and math.isfinite(self.perturb_hu) and self.perturb_hu >= 0):
+            raise ConfigError(f"perturb_hu must be a number of HU >= 0, not {self.perturb_hu!r}")
         if not isinstance(self.postprocess, PostprocessConfig):
             raise ConfigError(f"postprocess must be a PostprocessConfig, not {type(self.postprocess).__name__}")
 

@@ -57,6 +57,10 @@ class Lesion:
         longest_axial_diameter_mm: RECIST-style longest in-plane diameter over axial slices (mm).
         diameter_endpoints_mm: the two LPS points (mm) whose distance is that diameter (pixel corners).
         bbox_voxel: ``((i0, j0, k0), (i1, j1, k1))`` inclusive index bounds on the input grid.
+        confidence: mean tumour probability over the lesion's voxels (set by the predictor,
+            :func:`rrcunet.inference.quality.lesion_confidences`; ``None`` when not computed).
+        fraction_in_lung: share of its voxels inside the lung region (the same).
+        mean_uncertainty: mean voxel uncertainty over the lesion (``--uncertainty`` only).
     """
 
     index: int
@@ -67,8 +71,13 @@ class Lesion:
     longest_axial_diameter_mm: float
     diameter_endpoints_mm: tuple[tuple[float, float, float], tuple[float, float, float]]
     bbox_voxel: tuple[tuple[int, int, int], tuple[int, int, int]]
+    confidence: float | None = None
+    fraction_in_lung: float | None = None
+    mean_uncertainty: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        extras = {k: getattr(self, k) for k in ("confidence", "fraction_in_lung", "mean_uncertainty")
+                  if getattr(self, k) is not None}
         return {
             "index": self.index,
             "n_voxels": self.n_voxels,
@@ -78,6 +87,7 @@ class Lesion:
             "longest_axial_diameter_mm": self.longest_axial_diameter_mm,
             "diameter_endpoints_mm_lps": [list(p) for p in self.diameter_endpoints_mm],
             "bbox_voxel": [list(self.bbox_voxel[0]), list(self.bbox_voxel[1])],
+            **extras,
         }
 
 

@@ -49,6 +49,7 @@ from rrcunet.inference.bundled import bundled_model_path
 from rrcunet.inference.config import InferenceConfig, is_device
 from rrcunet.inference.measure import Lesion, measure_lesions, tumour_components
 from rrcunet.inference.postprocess import RemovedComponent, postprocess_labels
+from rrcunet.inference.quality import lesion_confidences, quality_report
 from rrcunet.io.validation import DEFAULT_MAX_VOXELS
 from rrcunet.io.volume import Volume
 from rrcunet.lungmask import ClassicalLungExtractor, LungExtractor, check_method
@@ -59,6 +60,7 @@ from rrcunet.models.unet3d import forward_padded
 from rrcunet.preprocessing import (
     PreprocessConfig,
     PreprocessRecord,
+    invert_map,
     invert_prediction,
     invert_probabilities,
     orientation_step,
@@ -141,6 +143,9 @@ class PredictionResult:
             ``postprocess``, ``measure``).
         probabilities: ``(C, X, Y, Z)`` class probabilities on the CT grid, when requested.
         label_names: output class index → name (from the model file).
+        uncertainty: the voxel uncertainty map (float32 in [0, 1] on the CT grid) under
+            ``--uncertainty``, else ``None``.
+        quality: the quality flags and checks (:func:`rrcunet.inference.quality.quality_report`).
     """
 
     labels: Volume
@@ -151,6 +156,8 @@ class PredictionResult:
     timings: dict[str, float]
     probabilities: Any = None
     label_names: dict[int, str] = field(default_factory=dict)
+    uncertainty: Volume | None = None
+    quality: dict[str, Any] | None = None
 
     @property
     def tumour_volume_ml(self) -> float:
@@ -178,6 +185,7 @@ class PredictionResult:
                 "predicted_parenchyma_ml": float(parenchyma) * voxel_ml,
             },
             "postprocessing": {"removed": [r.to_dict() for r in self.removed]},
+            **({"quality": self.quality} if self.quality is not None else {}),
         }
 
 
@@ -185,13 +193,15 @@ class PredictionResult:
 class PreparedCase:
     """One CT ready for the network (:meth:`Predictor.prepare`): the CT, its lung region (the
     network's lung channel, ``None`` for a lung model), the network input ``(C_in, X, Y, Z)``, the
-    preprocessing record that maps the output back, and the stage timings so far."""
+    preprocessing record that maps the output back, the stage timings so far, and (after
+    :meth:`Predictor.run_prepared` with ``--uncertainty``) the uncertainty on the network grid."""
 
     ct: Volume
     lung: Volume | None
     image: Any
     record: PreprocessRecord
     timings: dict[str, float]
+    uncertainty: Any = None
 
 
 class Predictor:
@@ -341,7 +351,8 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return forward_padded(self.model, x).float()
 
-    def run_network(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def run_network(self, image: np.ndarray | torch.Tensor, *,
+                    flips: tuple[tuple[int, ...], ...] | None = None) -> torch.Tensor:
         """Class probabilities ``(C_out, X, Y, Z)`` (float32, CPU) of one preprocessed ``(C_in, X, Y, Z)`` input.
 
         Softmax of the logits; with ``tta`` the mean of the softmax over the mirror combinations
@@ -349,6 +360,7 @@ class Predictor:
         with sliding windows (``--sliding-window``, or the fixed grid of a model trained on smaller
         patches, :meth:`train_patch_roi`) the logits of overlapping windows are blended with
         Gaussian weights by :func:`monai.inferers.sliding_window_inference` (before the softmax).
+        ``flips`` overrides the mirror combinations averaged (tensor dims of ``(B, C, X, Y, Z)``).
         """
         x = torch.as_tensor(image)
         if x.ndim != 4 or x.shape[0] != self.in_channels:
@@ -368,15 +380,66 @@ class Predictor:
             return sliding_window_inference(inp, roi, self.config.sw_batch_size, self._forward,
                                             overlap=self.config.overlap, mode="gaussian")
 
-        flips = self.tta_flips if self.config.tta else ((),)
+        if flips is None:
+            flips = self.tta_flips if self.config.tta else ((),)
         with torch.inference_mode(), autocast:
-            probs = torch.softmax(logits_of(x).float(), dim=1)  # flips[0] is the identity
+            first = flips[0]  # the identity, unless overridden
+            probs = torch.softmax(logits_of(torch.flip(x, first) if first else x).float(), dim=1)
+            if first:
+                probs = torch.flip(probs, first)
             for dims in flips[1:]:
                 p = torch.softmax(logits_of(torch.flip(x, dims)).float(), dim=1)
                 probs.add_(torch.flip(p, dims))
             if len(flips) > 1:
                 probs.div_(len(flips))
         return probs[0].to("cpu", torch.float32).clone()  # a clone outside inference mode is a normal tensor
+
+    def run_network_stochastic(self, image: np.ndarray | torch.Tensor, *,
+                               hu_per_unit: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``config.uncertainty`` stochastic passes of one preprocessed input: the mean class
+        probabilities ``(C, X, Y, Z)`` and the voxel uncertainty ``(X, Y, Z)``, both float32 on CPU.
+
+        Pass ``i`` mirrors along :attr:`tta_flips` ``[i mod len]`` (the model's training mirror axes),
+        runs with every dropout layer of non-zero rate switched on (Monte Carlo dropout, Gal &
+        Ghahramani 2016; the bundled model has none), and, from the second pass on, adds to the CT
+        channel a random offset and voxel noise of ``config.perturb_hu`` HU (1 SD; ``hu_per_unit``
+        converts HU into the channel's normalised units: the preprocessing record's std), the
+        test-time augmentation of Wang et al. 2019 (Neurocomputing 338). The uncertainty is the
+        predictive entropy of the mean probabilities divided by ``log C``: 0 where every pass gave
+        one class with certainty, 1 where the mean is uniform over the classes. Seeded by
+        ``config.uncertainty_seed`` without touching the global random state.
+        """
+        n = int(self.config.uncertainty)
+        if n < 2:
+            raise ConfigError(f"run_network_stochastic needs config.uncertainty >= 2, not {n}")
+        x = torch.as_tensor(image, dtype=torch.float32)
+        flips = self.tta_flips
+        dropouts = [m for m in self.model.modules()
+                    if isinstance(m, nn.modules.dropout._DropoutNd) and float(m.p) > 0.0]
+        sigma = float(self.config.perturb_hu) / max(float(hu_per_unit), 1e-6)
+        gen = torch.Generator().manual_seed(int(self.config.uncertainty_seed))
+        total: torch.Tensor | None = None
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(self.config.uncertainty_seed))  # the dropout masks
+            for m in dropouts:
+                m.train()
+            try:
+                for i in range(n):
+                    xi = x
+                    if i > 0 and sigma > 0:
+                        xi = x.clone()
+                        noise = torch.randn(x.shape[1:], generator=gen) * sigma
+                        xi[0] += noise + float(torch.randn((), generator=gen)) * sigma
+                    p = self.run_network(xi, flips=(flips[i % len(flips)],))
+                    total = p if total is None else total.add_(p)
+            finally:
+                for m in dropouts:
+                    m.eval()
+        assert total is not None
+        mean = total.div_(n)
+        entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum(0)
+        return mean, (entropy / math.log(mean.shape[0])).clamp_(0.0, 1.0)
 
     # -- one CT ----------------------------------------------------------------------------------
     def extract_lung(self, ct: Volume) -> Volume:
@@ -404,8 +467,14 @@ class Predictor:
         return self.finish(prepared, self.run_prepared(prepared), return_probabilities=return_probabilities)
 
     def run_prepared(self, prepared: PreparedCase) -> torch.Tensor:
-        """:meth:`run_network` on a prepared case, timed into its ``model`` stage."""
+        """:meth:`run_network` on a prepared case, timed into its ``model`` stage; with
+        ``config.uncertainty`` the mean of :meth:`run_network_stochastic`, whose uncertainty map is
+        kept in ``prepared.uncertainty``."""
         with stage(prepared.timings, "model"):
+            if self.config.uncertainty:
+                probs, prepared.uncertainty = self.run_network_stochastic(
+                    prepared.image, hu_per_unit=prepared.record.intensity.std)
+                return probs
             return self.run_network(prepared.image)
 
     def prepare(self, ct: Volume, lung: Volume | None = None) -> PreparedCase:
@@ -439,10 +508,16 @@ class Predictor:
                return_probabilities: bool = False) -> PredictionResult:
         """The CPU work after the network: back onto the CT grid, postprocessing and measurements."""
         ct, lung_in, timings = prepared.ct, prepared.lung, prepared.timings
+        tumour_prob = uncertainty = None
         with stage(timings, "invert"):
             prob_map = invert_probabilities(probs, prepared.record) if return_probabilities else None
             labels = prob_map.argmax() if prob_map is not None else invert_prediction(probs, prepared.record)
             labels = Volume(labels.array, ct.geometry, "label", {"source": ct.meta.get("source")})
+            if self.task.crop_to_lungs:
+                tumour_prob = (prob_map.array[TUMOUR_LABEL] if prob_map is not None
+                               else invert_map(probs[TUMOUR_LABEL], prepared.record))
+                if prepared.uncertainty is not None:
+                    uncertainty = ct.with_array(invert_map(prepared.uncertainty, prepared.record), kind="image")
             del probs
 
         if not self.task.crop_to_lungs:  # the lung model: its labels are the lung region
@@ -456,8 +531,14 @@ class Predictor:
                 comps = tumour_components(np.asarray(labels.array) == TUMOUR_LABEL)
         with stage(timings, "measure"):
             lesions = measure_lesions(labels.array, labels.geometry, components=comps)
+        with stage(timings, "quality"):
+            extras = lesion_confidences(comps, tumour_prob, np.asarray(lung_in.array),
+                                        None if uncertainty is None else uncertainty.array)
+            lesions = [dataclasses.replace(les, **x) for les, x in zip(lesions, extras)]
+            quality = quality_report(ct, lung_in, lesions, extras)
         return PredictionResult(labels=labels, lung=lung_in, record=prepared.record, lesions=lesions, removed=removed,
-                                timings=timings, probabilities=prob_map, label_names=dict(self.meta.labels))
+                                timings=timings, probabilities=prob_map, label_names=dict(self.meta.labels),
+                                uncertainty=uncertainty, quality=quality)
 
     # -- many files ------------------------------------------------------------------------------
     def predict_paths(self, inputs: Any, out_dir: str | os.PathLike[str], **options: Any) -> Any:

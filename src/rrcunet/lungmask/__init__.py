@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from rrcunet.errors import ConfigError
 from rrcunet.io.volume import Volume
-from rrcunet.lungmask.classical import ClassicalLungConfig, extract_lungs_classical
+from rrcunet.lungmask.classical import ClassicalLungConfig, body_air_ml, extract_lungs_classical
 
 
 class LungExtractor(Protocol):
@@ -123,5 +123,5 @@ def extract_lungs(ct: Volume, *, method: str = "classical", model: str | os.Path
 
 __all__ = [
     "LUNGMASK_METHODS", "ClassicalLungConfig", "ClassicalLungExtractor", "LungExtractor", "LungMaskMethod",
-    "check_method", "extract_lungs", "extract_lungs_classical",
+    "body_air_ml", "check_method", "extract_lungs", "extract_lungs_classical",
 ]

@@ -395,7 +395,8 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
 
     Returns:
         ``Volume(kind="label")`` with exactly ``ct.geometry``; 1 = lung region, 0 elsewhere.
-        An all-zero mask (logged as a warning) when no lung-like air is found.
+        An all-zero mask (logged as a warning) when no lung-like air is found. Its ``meta``
+        holds ``body_air_ml``: the air-like volume inside the body (steps 1–2), see :func:`body_air_ml`.
 
     Raises:
         InputError: when ``ct`` is a label map.
@@ -417,6 +418,7 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
     outside = _outside_air(air, hu, cfg)
     candidate = air & ~outside
     inside_body = ~outside
+    body_air_ml = float(np.count_nonzero(candidate)) * voxel_ml
 
     # 3. trachea and main airways
     airway = None
@@ -433,7 +435,9 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
 
     # 4. the lungs
     lungs = _select_lungs(candidate, voxel_ml, cfg)
-    meta = {"derived_from": source, "lungmask_method": "classical"}
+    # body_air_ml: every air-like voxel inside the body (lungs, airways, gas), for the quality check
+    # "lung mask much smaller than the body's air" (rrcunet.inference.quality)
+    meta = {"derived_from": source, "lungmask_method": "classical", "body_air_ml": body_air_ml}
     if not lungs:
         logger.warning("no lung-like air found in %s; returning an empty lung mask", source)
         return Volume(np.zeros(ct.geometry.shape, dtype=np.uint8), ct.geometry, "label", meta)
@@ -454,3 +458,19 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
     full = _refine_boundary(full, filled, hu_full, cfg.boundary_hu, cfg.boundary_steps)
     out = np.ascontiguousarray(orient.invert(full)).view(np.uint8)
     return Volume(out, ct.geometry, "label", meta)
+
+
+def body_air_ml(ct: Volume, config: ClassicalLungConfig | None = None) -> float:
+    """Volume (mL) of the air-like voxels inside the body: steps 1–2 of :func:`extract_lungs_classical`
+    (``HU < air_hu`` on the reduced grid, minus the room air touching the in-plane faces). The lungs
+    are most of it; the airways and gas in the gut the rest. The extractor records the same figure
+    in its output's ``meta``; this recomputes it for a lung mask made elsewhere."""
+    cfg = config or ClassicalLungConfig()
+    orient = orientation_step(ct.geometry)
+    hu_full = np.ascontiguousarray(orient.apply(np.asarray(ct.array)))
+    geo = orient.output_geometry
+    factors = tuple(max(1, int(round(w / s))) for w, s in zip(cfg.working_mm, geo.spacing))  # type: ignore[arg-type]
+    hu = _reduce(hu_full, factors)  # type: ignore[arg-type]
+    voxel_ml = float(np.prod([s * f for s, f in zip(geo.spacing, factors)])) / 1000.0
+    air = hu < cfg.air_hu
+    return float(np.count_nonzero(air & ~_outside_air(air, hu, cfg))) * voxel_ml

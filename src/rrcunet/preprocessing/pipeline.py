@@ -393,6 +393,18 @@ def invert_prediction(prediction: np.ndarray | torch.Tensor, record: PreprocessR
     return Volume(full, record.original_geometry, "label", dict(meta or {}))
 
 
+def invert_map(values: np.ndarray | torch.Tensor, record: PreprocessRecord, *, fill: float = 0.0) -> np.ndarray:
+    """Map one scalar map ``(X, Y, Z)`` on the network grid (a class probability, an uncertainty)
+    back onto the original CT grid: resized trilinearly to the crop, pasted into a full grid of
+    ``fill``, re-oriented. float32, the CT's shape."""
+    t = _as_tensor(values)
+    if t.ndim != 3:
+        raise InputError(f"a scalar map must be (X, Y, Z), not shape {tuple(t.shape)}")
+    _check_network_shape(tuple(t.shape), record, "map")
+    crop = resize(t.float()[None], record.crop.shape, mode="linear").numpy()[0]
+    return _paste_and_unorient(crop, record, float(fill)).astype(np.float32, copy=False)
+
+
 def invert_probabilities(probabilities: np.ndarray | torch.Tensor, record: PreprocessRecord) -> ProbabilityMap:
     """Map class probabilities ``(C, X, Y, Z)`` back onto the original CT grid.
 

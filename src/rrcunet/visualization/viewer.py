@@ -128,7 +128,7 @@ li {{ margin: 3px 0; }}
 <div>Window: <button data-window="lung">lung</button><button data-window="mediastinum">mediastinum</button></div>
 <div>Overlay opacity <input id="opacity" type="range" min="0" max="100" value="60"></div>
 {uncertainty_control}
-<h4>Lesions</h4><ol id="lesions">{lesion_items}</ol>
+{flag_items}<h4>Lesions</h4><ol id="lesions">{lesion_items}</ol>
 <p class="note">Lung green, tumour red. {note}</p>
 <p class="note">Viewer: NiiVue {niivue_version} (BSD-2-Clause). Works offline from this folder.</p>
 </div>
@@ -192,7 +192,7 @@ const WINDOWS = {windows};
 
 def write_viewer_page(out_html: str | Path, ct: Volume, labels: Volume, *, title: str,
                       lesions: list[dict[str, Any]] | None = None, uncertainty: Volume | None = None,
-                      tumour_label: int = 2, margin_mm: float = 20.0, max_size: int = 256) -> ViewerPage:
+                      flags: list[dict[str, Any]] | None = None, tumour_label: int = 2, margin_mm: float = 20.0, max_size: int = 256) -> ViewerPage:
     """Write an interactive viewer page (and ``niivue.umd.js`` beside it) for one CT and its label map.
 
     Args:
@@ -203,6 +203,8 @@ def write_viewer_page(out_html: str | Path, ct: Volume, labels: Volume, *, title
         lesions: the prediction JSON's lesions (``centroid_mm_lps``, ``volume_ml``,
             ``longest_axial_diameter_mm``), listed and jumped to.
         uncertainty: a voxel uncertainty map in [0, 1] on the CT's grid, as an optional overlay.
+        flags: the prediction's quality flags (``quality.flags``: ``code``, ``reason``), listed
+            above the lesions.
         margin_mm, max_size: how the CT is cropped and reduced for the page (module docstring).
     """
     out = Path(out_html)
@@ -228,10 +230,14 @@ def write_viewer_page(out_html: str | Path, ct: Volume, labels: Volume, *, title
     items = "".join(
         f'<li><button data-lesion="{i}">lesion {i}</button> {float(le.get("volume_ml", 0.0)):.1f} mL'
         + (f', {float(le["longest_axial_diameter_mm"]):.0f} mm' if le.get("longest_axial_diameter_mm") else "")
+        + (f', confidence {float(le["confidence"]):.2f}' if le.get("confidence") is not None else "")
         + "</li>" for i, le in enumerate(lesions, start=1)) or "<li>none</li>"
+    flag_items = ("<h4>Check first</h4><ul class=\"flags\">" + "".join(
+        f"<li><b>{html.escape(str(f.get('code')))}</b>: {html.escape(str(f.get('reason')))}</li>" for f in flags)
+        + "</ul>") if flags else ""
     page = PAGE.format(
         title=html.escape(title), note=html.escape(note or "The CT is shown at its full resolution."),
-        lesion_items=items, niivue_version=NIIVUE_VERSION, niivue_file=NIIVUE_FILE,
+        lesion_items=items, flag_items=flag_items, niivue_version=NIIVUE_VERSION, niivue_file=NIIVUE_FILE,
         uncertainty_control=('<div><label><input id="uncertainty" type="checkbox"> uncertainty map</label></div>'
                              if uncertainty is not None else ""),
         data=json.dumps(data), windows=json.dumps(WINDOWS), side_px=SIDE_PX)
@@ -275,8 +281,9 @@ def write_prediction_pages(pred_dir: str | Path, *, cases: list[str] | None = No
         ct = read_image(ct_path, check_intensity=False)
         labels = read_image(folder / doc["outputs"]["segmentation"], kind="label")
         unc_name = doc["outputs"].get("uncertainty")
-        uncertainty = read_image(folder / unc_name) if unc_name else None
+        uncertainty = read_image(folder / unc_name, check_intensity=False) if unc_name else None
         lesions = (doc.get("tumour") or {}).get("lesions") or []
         pages.append(write_viewer_page(folder / f"{case}_view.html", ct, labels, title=f"rrcunet: {case}",
-                                       lesions=lesions, uncertainty=uncertainty))
+                                       lesions=lesions, uncertainty=uncertainty,
+                                       flags=(doc.get("quality") or {}).get("flags")))
     return pages
