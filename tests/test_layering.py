@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"preprocessing", "lungmask", "models", "losses"},
     {"data", "synthetic"},
     {"training", "inference"},
-    {"evaluation", "visualization"},
+    {"evaluation", "visualization", "response"},
     {"experiments"},
     {"cli", "__main__"},
 ]

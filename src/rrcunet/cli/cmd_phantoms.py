@@ -35,6 +35,10 @@ def register(subparsers: Any) -> None:
                         "(512×512, 0.6–1 mm, 1–5 mm slices) (default small)")
     p.add_argument("--dicom", action="store_true",
                    help="also write each case as a DICOM CT series + RTSTRUCT + DICOM SEG under OUT_DIR/dicom/")
+    p.add_argument("--follow-up", action="store_true",
+                   help="also write <case>_followup: the same patient scanned again (moved, another breathing depth, "
+                        "each tumour grown or shrunk by a known factor, sometimes a new nodule), with the true volumes, "
+                        "diameters and RECIST / volumetric categories in the manifest (docs/response.md)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction of the split (default 0.2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing phantom dataset in OUT_DIR")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -83,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     config = PhantomConfig.preset(args.size, **parse_overrides(args.overrides)) if args.overrides else None
     manifest = write_phantom_dataset(args.out_dir, args.n, seed=args.seed, size=args.size, dicom=args.dicom,
                                      overwrite=args.overwrite, val_fraction=args.val_fraction, config=config,
-                                     progress=progress)
+                                     follow_up=args.follow_up, progress=progress)
+    if args.follow_up:
+        from rrcunet.response.truth import add_follow_up_truth  # the measurements sit above the data layer
+
+        manifest = add_follow_up_truth(args.out_dir)
     print(f"wrote {len(manifest.cases)} phantom(s) to {args.out_dir} "
           f"(train {len(manifest.split.train)}, val {len(manifest.split.val)})")
     return 0

@@ -43,6 +43,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rrcunet.cli.cmd_evaluate",
     "rrcunet.cli.cmd_view",
     "rrcunet.cli.cmd_cohort",
+    "rrcunet.cli.cmd_compare",
     "rrcunet.cli.cmd_export",
     "rrcunet.cli.cmd_experiment",
 )

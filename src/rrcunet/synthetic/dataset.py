@@ -10,6 +10,10 @@ Layout (one patient per case)::
     OUT/dicom/<case>/ct/         with ``dicom=True``: the CT as a DICOM series,
     OUT/dicom/<case>/rtstruct.dcm    an RTSTRUCT (ROIs "Lung", "Tumour"),
     OUT/dicom/<case>/seg.dcm         and a DICOM SEG (segments "Lung", "Tumour")
+
+With ``follow_up=True`` every ``<case>`` gets a second scan ``<case>_followup`` of the same patient
+(:class:`~rrcunet.synthetic.phantom.FollowUp`, scenario from :func:`follow_up_plan`); its
+``source`` names the baseline (``follow_up_of``), the scenario and the parameters.
 """
 
 from __future__ import annotations
@@ -27,11 +31,33 @@ from rrcunet.data.manifest import MANIFEST_NAME, CaseEntry, DatasetManifest, mak
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io import write_ct_series, write_rtstruct, write_seg, write_volume
 from rrcunet.synthetic.config import PRESETS, PhantomConfig
-from rrcunet.synthetic.phantom import Phantom, generate_phantom
+from rrcunet.synthetic.phantom import FollowUp, Phantom, generate_phantom
 
 log = logging.getLogger(__name__)
 
 LAYOUT_DIRS = ("images", "labels", "lungs", "dicom")
+
+#: follow-up scenarios, in turn over the cases, with the range of each tumour's volume factor: a
+#: clear shrinkage (diameters −33 to −47 %), a clear growth (+36 to +52 %), no change, no change
+#: plus a new 13–16 mm nodule (1.1–2.1 mL), a slight growth (+3 to +9 % in diameter)
+FOLLOW_UP_SCENARIOS: dict[str, tuple[float, float]] = {
+    "shrinking": (0.15, 0.3), "growing": (2.5, 3.5), "stable": (0.85, 1.15), "new lesion": (0.85, 1.15),
+    "slight growth": (1.1, 1.3)}
+
+
+def follow_up_plan(seed: int, index: int, n_tumours: int) -> tuple[str, FollowUp]:
+    """The scenario and :class:`FollowUp` of case ``index`` of a dataset seeded with ``seed``: the
+    scenarios of :data:`FOLLOW_UP_SCENARIOS` in turn; volume factors drawn in the scenario's range;
+    a shift of up to 10 mm per axis, a turn of up to 4°, the diaphragm up to 10 mm higher or lower."""
+    names = list(FOLLOW_UP_SCENARIOS)
+    name = names[index % len(names)]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 7]))
+    lo, hi = FOLLOW_UP_SCENARIOS[name]
+    factors = tuple(float(f) for f in rng.uniform(lo, hi, n_tumours))
+    shift = tuple(float(v) for v in rng.uniform(-10.0, 10.0, 3))
+    return name, FollowUp(volume_factors=factors, shift_mm=shift, rotation_deg=float(rng.uniform(-4.0, 4.0)),  # type: ignore[arg-type]
+                          breathing_mm=float(rng.uniform(-10.0, 10.0)),
+                          new_lesion_mm=float(rng.uniform(13.0, 16.0)) if name == "new lesion" else 0.0)
 ROI_NAMES = {1: "Lung", 2: "Tumour"}
 
 
@@ -101,7 +127,7 @@ def write_dicom(phantom: Phantom, folder: Path, *, patient_id: str, seed: int, o
 
 def write_phantom_dataset(out_dir: str | Path, n: int, *, seed: int = 0, size: str = "small", dicom: bool = False,
                           overwrite: bool = False, config: PhantomConfig | None = None, val_fraction: float = 0.2,
-                          name: str | None = None,
+                          name: str | None = None, follow_up: bool = False,
                           progress: Callable[[int, int, str], None] | None = None) -> DatasetManifest:
     """Generate ``n`` phantoms and write them as a prepared dataset (layout in the module docstring).
 
@@ -117,6 +143,7 @@ def write_phantom_dataset(out_dir: str | Path, n: int, *, seed: int = 0, size: s
         config: a full :class:`PhantomConfig` (overrides ``size``).
         val_fraction: fraction of patients in the validation split (seeded with ``seed``).
         name: dataset name in the manifest (default ``phantoms-<preset>-seed<seed>``).
+        follow_up: also write ``<case>_followup``, a second scan of each patient (module docstring).
         progress: called as ``progress(i, n, case_id)`` after each case.
 
     Returns:
@@ -162,12 +189,26 @@ def write_phantom_dataset(out_dir: str | Path, n: int, *, seed: int = 0, size: s
                                patient=cid, source=source))
         log.info("phantom %s (seed %d): %s, %d tumour(s), %.1f s", cid, s, "×".join(map(str, ph.image.shape)),
                  len(ph.facts.tumours), time.perf_counter() - t0)
+        if follow_up:
+            scenario, plan = follow_up_plan(seed, i, len(ph.facts.tumours))
+            fu = generate_phantom(s, config=config, follow_up=plan)
+            fid = f"{cid}_followup"
+            rel = write_case_volumes(out, fid, fu.image, fu.label, fu.lungs, overwrite=overwrite)
+            fsource: dict[str, Any] = {"dataset": "rrcunet-phantoms", "case_index": i, "dataset_seed": int(seed),
+                                       "follow_up_of": cid, "scenario": scenario, **fu.facts.to_dict()}
+            fsource.pop("config", None)
+            if dicom:
+                fsource["dicom"] = write_dicom(fu, out / "dicom" / fid, patient_id=cid, seed=(s + 1) & 0x7FFFFFFF,
+                                               overwrite=overwrite)
+            cases.append(CaseEntry(case_id=fid, image=rel["images"], label=rel["labels"], lung=rel["lungs"],
+                                   patient=cid, source=fsource))
         if progress is not None:
             progress(i + 1, int(n), cid)
     split = make_split(cases, val_fraction=val_fraction, seed=int(seed))
     manifest = DatasetManifest(
         name=name or f"phantoms-{config.name}-seed{seed}", cases=tuple(cases), split=split,
         description=(f"rrcunet synthetic chest-CT phantoms: {n} case(s), preset {config.name!r}, seed {seed}"
+                     + (", each with a follow-up scan" if follow_up else "")
                      + (", with DICOM CT/RTSTRUCT/SEG" if dicom else "") + ". See docs/phantoms.md."),
     )
     manifest.save(out)

@@ -11,6 +11,7 @@ class; the rendered masks then decide the recorded class (see :func:`measured_lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,8 +207,9 @@ FALLBACK = {"central": ("mediastinal", "peripheral", "juxta_pleural"),
 
 
 def place_tumours(shapes: list[TumourShape], sites: LungSites, rng: np.random.Generator, *,
-                  gap: float) -> list[TumourShape]:
-    """Choose centres so each tumour meets its requested class and tumours do not overlap.
+                  gap: float, avoid: Sequence[TumourShape] = ()) -> list[TumourShape]:
+    """Choose centres so each tumour meets its requested class and tumours do not overlap
+    (each other, nor the already placed ``avoid``).
 
     A request that cannot be met is placed in the next class of :data:`FALLBACK` (shrinking the
     tumour as a last resort), so every tumour is placed; the note says what was changed.
@@ -224,7 +226,7 @@ def place_tumours(shapes: list[TumourShape], sites: LungSites, rng: np.random.Ge
                         tmp_side, t.side = t.side, None
                         m = _candidates(sites, t, loc, gap)
                         t.side = tmp_side
-                    for other in placed:
+                    for other in (*avoid, *placed):
                         m &= np.linalg.norm(sites.pts - other.centre, axis=1) > t.extent + other.extent + 4.0
                     idx = np.nonzero(m)[0]
                     if len(idx):
