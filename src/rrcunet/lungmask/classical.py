@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.volume import Geometry, Volume
-from rrcunet.preprocessing.orientation import orientation_step
+from rrcunet.preprocessing.orientation import OrientationStep, orientation_step
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +194,19 @@ def _ball_closing(mask: np.ndarray, radius_mm: float, spacing: tuple[float, floa
     dilated = ndi.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
     closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
     return closed[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]]
+
+
+def _working_grid(ct: Volume, cfg: ClassicalLungConfig) -> tuple[
+        OrientationStep, np.ndarray, tuple[int, int, int], np.ndarray, tuple[float, float, float]]:
+    """The CT in the canonical LPS frame (orientation step, full-resolution HU), the integer
+    reduction factors, the reduced HU grid and its spacing (mm)."""
+    orient = orientation_step(ct.geometry)
+    hu_full = np.ascontiguousarray(orient.apply(np.asarray(ct.array)))
+    geo = orient.output_geometry
+    factors = tuple(max(1, int(round(w / s))) for w, s in zip(cfg.working_mm, geo.spacing))  # type: ignore[arg-type]
+    hu = _reduce(hu_full, factors)  # type: ignore[arg-type]
+    spacing = tuple(s * f for s, f in zip(geo.spacing, factors))
+    return orient, hu_full, factors, hu, spacing  # type: ignore[return-value]
 
 
 def _bbox_slices(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, slice] | None:
@@ -405,12 +418,8 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
     if ct.kind != "image":
         raise InputError(f"extract_lungs needs a CT image in HU, got a Volume of kind {ct.kind!r}")
     source = ct.meta.get("source", "the CT")
-    orient = orientation_step(ct.geometry)
-    hu_full = np.ascontiguousarray(orient.apply(np.asarray(ct.array)))
+    orient, hu_full, factors, hu, spacing = _working_grid(ct, cfg)
     geo: Geometry = orient.output_geometry
-    factors = tuple(max(1, int(round(w / s))) for w, s in zip(cfg.working_mm, geo.spacing))  # type: ignore[arg-type]
-    hu = _reduce(hu_full, factors)  # type: ignore[arg-type]
-    spacing = tuple(s * f for s, f in zip(geo.spacing, factors))
     voxel_ml = float(np.prod(spacing)) / 1000.0
 
     # 1-2. air, minus the air outside the body
@@ -466,11 +475,7 @@ def body_air_ml(ct: Volume, config: ClassicalLungConfig | None = None) -> float:
     are most of it; the airways and gas in the gut the rest. The extractor records the same figure
     in its output's ``meta``; this recomputes it for a lung mask made elsewhere."""
     cfg = config or ClassicalLungConfig()
-    orient = orientation_step(ct.geometry)
-    hu_full = np.ascontiguousarray(orient.apply(np.asarray(ct.array)))
-    geo = orient.output_geometry
-    factors = tuple(max(1, int(round(w / s))) for w, s in zip(cfg.working_mm, geo.spacing))  # type: ignore[arg-type]
-    hu = _reduce(hu_full, factors)  # type: ignore[arg-type]
-    voxel_ml = float(np.prod([s * f for s, f in zip(geo.spacing, factors)])) / 1000.0
+    _, _, _, hu, spacing = _working_grid(ct, cfg)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
     air = hu < cfg.air_hu
     return float(np.count_nonzero(air & ~_outside_air(air, hu, cfg))) * voxel_ml
