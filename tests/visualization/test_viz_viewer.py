@@ -41,6 +41,18 @@ def test_page_holds_the_volumes_lesions_and_viewer(page):
     assert result.n_bytes == result.path.stat().st_size < 2_000_000
 
 
+def test_page_lists_the_quality_flags_and_the_uncertainty_switch(tmp_path):
+    ph = generate_phantom(5, config=PhantomConfig.preset("small"))
+    unc = ph.image.with_array(np.zeros(ph.image.shape, np.float32))
+    flags = [{"code": "lung_volume", "reason": "the lung region is 612 mL, outside the adult range <1500-9000 mL>"}]
+    text = write_viewer_page(tmp_path / "v.html", ph.image, ph.label, title="x", flags=flags,
+                             uncertainty=unc).path.read_text()
+    assert "Check first" in text and "<b>lung_volume</b>" in text and "&lt;1500-9000 mL&gt;" in text
+    assert 'id="uncertainty"' in text
+    plain = write_viewer_page(tmp_path / "p.html", ph.image, ph.label, title="x").path.read_text()
+    assert "Check first" not in plain and 'id="uncertainty"' not in plain
+
+
 def test_grids_must_match(page, tmp_path):
     ph = generate_phantom(6, config=PhantomConfig.preset("small"))
     other = generate_phantom(7, config=PhantomConfig.preset("small", matrix=96))
