@@ -4,8 +4,10 @@ One run measures, on the same cohort and machine (issue 21):
 
 * ``sequential``: ``rrcunet predict --workers 0`` (read, lung, preprocess, network, write one after
   the other);
-* ``overlapped``: ``rrcunet predict --workers W`` (W processes prepare the next cases while the
-  network runs; a thread writes the previous case);
+* ``overlapped, processes``: ``rrcunet predict --workers W --worker-kind process`` (W processes
+  prepare the next cases while the network runs; a thread writes the previous case);
+* ``overlapped, threads``: the same with ``--worker-kind thread`` (the default: the workers are
+  threads of the one process);
 * ``2 parts``: two ``rrcunet predict --num-parts 2 --part-id I --workers 0`` processes at once,
   sharing the output folder;
 * ``1 case``: a single case, the memory reference of the cohort rows.
@@ -134,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=8, help="cohort size (default 8)")
     parser.add_argument("--workers", type=int, default=1, help="workers of the overlapped row (default 1)")
-    parser.add_argument("--modes", nargs="+", default=["one", "sequential", "overlapped", "parts"],
-                        choices=["one", "sequential", "overlapped", "parts"])
+    parser.add_argument("--modes", nargs="+", default=["one", "sequential", "overlapped", "threads", "parts"],
+                        choices=["one", "sequential", "overlapped", "threads", "parts"])
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -152,9 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             "one": ("1 case", [[*base, str(one), "-o", f"{tmp}/out_one", "--workers", "0"]], f"{tmp}/out_one", 1),
             "sequential": ("sequential (--workers 0)", [[*base, str(cases), "-o", f"{tmp}/out_seq", "--workers", "0"]],
                            f"{tmp}/out_seq", args.cases),
-            "overlapped": (f"overlapped (--workers {args.workers})",
-                           [[*base, str(cases), "-o", f"{tmp}/out_ovl", "--workers", str(args.workers)]],
+            "overlapped": (f"overlapped, processes (--workers {args.workers} --worker-kind process)",
+                           [[*base, str(cases), "-o", f"{tmp}/out_ovl", "--workers", str(args.workers),
+                             "--worker-kind", "process"]],
                            f"{tmp}/out_ovl", args.cases),
+            "threads": (f"overlapped, threads (--workers {args.workers} --worker-kind thread)",
+                        [[*base, str(cases), "-o", f"{tmp}/out_thr", "--workers", str(args.workers),
+                          "--worker-kind", "thread"]], f"{tmp}/out_thr", args.cases),
             "parts": ("2 parts at once (--workers 0 each)",
                       [[*base, str(cases), "-o", f"{tmp}/out_parts", "--workers", "0", "--num-parts", "2",
                         "--part-id", str(k)] for k in (0, 1)], f"{tmp}/out_parts", args.cases),
@@ -174,11 +180,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['peak_rss_mib']:.0f} | " + " | ".join(f"{totals[k]:.1f}" for k in STAGES) + " |", flush=True)
     by = {r["mode"]: r for r in results}
     if "sequential" in by and "overlapped" in by:
-        print(f"\noverlapped / sequential throughput: {by['overlapped']['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
+        print(f"\noverlapped processes / sequential throughput: {by['overlapped']['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
+    if "sequential" in by and "threads" in by:
+        print(f"overlapped threads / sequential throughput: {by['threads']['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
     if "sequential" in by and "parts" in by:
         print(f"2 parts / sequential throughput: {by['parts']['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
     if "one" in by:
-        for mode in ("sequential", "overlapped", "parts"):
+        for mode in ("sequential", "overlapped", "threads", "parts"):
             if mode in by:
                 print(f"peak RSS {mode} / 1 case: {by[mode]['peak_rss_mib'] / by['one']['peak_rss_mib']:.2f}x")
     print(f"# load average at end {os.getloadavg()[0]:.1f}")

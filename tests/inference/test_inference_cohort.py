@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rrcunet.cli.main import main
-from rrcunet.errors import InputError
+from rrcunet.errors import ConfigError, InputError
 from rrcunet.inference import InferenceConfig, Predictor
 from rrcunet.inference.batch import (
     CaseInput,
@@ -154,12 +154,24 @@ def sequential(tiny_model, forty, tmp_path_factory):
 
 
 def test_forty_cases_as_two_parts_equal_one_sequential_run_byte_for_byte(tiny_model, forty, sequential, tmp_path):
-    """Two parts, the first overlapped (a worker process prepares, a thread writes), the second not."""
+    """Two parts, the first overlapped (a worker thread prepares, a thread writes), the second not."""
     predictor = Predictor.from_file(tiny_model, config=CPU)
     reports = [predictor.predict_paths([forty], tmp_path, progress=False, num_parts=2, part_id=k, workers=1 - k)
                for k in (0, 1)]
     assert all(not r.failed for r in reports) and sum(len(r.done) for r in reports) == 40
     assert len(sequential) == 40 and _segs(tmp_path) == sequential
+
+
+def test_worker_processes_give_the_same_masks_as_threads(tiny_model, forty, sequential, tmp_path):
+    predictor = Predictor.from_file(tiny_model, config=CPU)
+    report = predictor.predict_paths([forty], tmp_path, progress=False, num_parts=8, part_id=3, workers=1,
+                                     worker_kind="process")
+    assert len(report.done) == 5 and not report.failed
+    got = _segs(tmp_path)
+    assert got == {name: sequential[name] for name in got}
+    with pytest.raises(ConfigError, match="worker kind"):
+        predictor.predict_paths([forty], tmp_path / "x", progress=False, num_parts=8, part_id=4, workers=1,
+                                worker_kind="fork", overwrite=True)
 
 
 def _cli(*args: str) -> list[str]:

@@ -131,9 +131,14 @@ def register(subparsers: Any) -> None:
                         "taken from RANK / WORLD_SIZE, and --device cuda uses GPU LOCAL_RANK")
     p.add_argument("--part-id", type=int, metavar="I", help="which part, 0 to N-1 (with --num-parts)")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="processes that read and prepare the next cases while the network runs (one thread writes "
+                   help="workers that read and prepare the next cases while the network runs (one thread writes "
                         "the previous case); 0 = one stage after the other. Default: $RRCUNET_WORKERS, else one per "
                         "core, at most 4, for 5 cases or more (fewer run one after the other)")
+    p.add_argument("--worker-kind", choices=("process", "thread"),
+                   default=os.environ.get("RRCUNET_WORKER_KIND", "thread"),
+                   help="what the --workers are: threads of this process (less memory, and faster on 2 cores) or "
+                        "processes (each with its own torch runtime and model). Default: $RRCUNET_WORKER_KIND, "
+                        "else thread")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_ct_read_arguments(p, series_uid=False)
     p.set_defaults(func=run)
@@ -161,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     report = predictor.predict_paths(args.inputs, args.out_dir, save_probabilities=args.save_probabilities,
                                      rtstruct=args.rtstruct, overwrite=args.overwrite, progress=args.progress,
                                      read_options=ct_read_options(args), num_parts=num_parts, part_id=part_id,
-                                     workers=args.workers)
+                                     workers=args.workers, worker_kind=args.worker_kind)
     return print_report(report)
 
 

@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rrcunet import __version__
-from rrcunet.errors import InputError, RRcUNetError
+from rrcunet.errors import ConfigError, InputError, RRcUNetError
 from rrcunet.inference.predictor import PredictionResult, Predictor, PreparedCase
 from rrcunet.io import read_image, write_rtstruct, write_seg, write_volume
 from rrcunet.io.atomic import atomic_path, atomic_write_text, folder_lock, json_safe, remove_stale_temporaries
@@ -576,7 +576,7 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
                   overwrite: bool = False, progress: bool = True,
                   on_case: Callable[[CaseOutcome], None] | None = None,
                   read_options: dict[str, Any] | None = None, num_parts: int = 1, part_id: int = 0,
-                  workers: int | None = None) -> BatchReport:
+                  workers: int | None = None, worker_kind: str = "thread") -> BatchReport:
     """Predict every case of ``inputs`` into ``out_dir``; a failing case is reported and skipped.
 
     Args:
@@ -596,6 +596,11 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
         workers: processes that read and prepare the next cases while the network runs (and one
             thread writes the previous case); 0 runs the stages one after the other. Default
             :func:`default_workers`, for cohorts of at least :data:`MIN_CASES_TO_OVERLAP` cases.
+        worker_kind: ``"thread"`` (default: threads of this process, sharing its model and memory)
+            or ``"process"`` (spawned processes, each with its own torch runtime and model). On 2
+            cores threads gave more throughput for less memory (docs/inference.md, "Cohorts"):
+            reading, lung extraction and the network spend most of their time in NumPy, SciPy,
+            SimpleITK and torch code that releases Python's lock.
         num_parts, part_id: predict only part ``part_id`` of :func:`split_parts` (balanced by slices,
             the same in every process), so that several processes share one cohort and one
             ``out_dir``. Each part holds its own lock; parts never share a case.
@@ -609,6 +614,8 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if worker_kind not in ("process", "thread"):
+        raise ConfigError(f"worker kind must be 'process' or 'thread', not {worker_kind!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose a folder path for -o")
@@ -624,7 +631,7 @@ def predict_paths(predictor: Predictor, inputs: str | os.PathLike[str] | Sequenc
     with folder_lock(out, lock):  # one predict (per part) per output folder at a time
         return _predict_cases(predictor, cases, out, save_probabilities=save_probabilities, rtstruct=rtstruct,
                               overwrite=overwrite, progress=progress, on_case=on_case, read_options=read_options,
-                              workers=workers)
+                              workers=workers, worker_kind=worker_kind)
 
 
 #: Environment variable for the default number of prediction workers (``--workers`` overrides it).
@@ -632,11 +639,11 @@ WORKERS_ENV = "RRCUNET_WORKERS"
 
 
 def default_workers() -> int:
-    """Worker processes that read and prepare cases ahead of the network: ``$RRCUNET_WORKERS`` if set,
-    else one per core, at most 4 (each holds its own torch runtime, a CT and its lung-extraction
-    arrays: ~0.7 GB for LUNG1-001). Measured on 2 cores (docs/inference.md, "Cohorts"): with the
-    bundled model the network is a small part of a case, so preparing two cases at once pays, while
-    one worker beside the network did not (0.82× the sequential rate on 8 cases)."""
+    """Workers that read and prepare cases ahead of the network: ``$RRCUNET_WORKERS`` if set, else one
+    per core, at most 4 (each holds a CT and its lung-extraction arrays: ~0.3 GB for LUNG1-001; a
+    worker process also its own torch runtime). Measured on 2 cores (docs/inference.md, "Cohorts"):
+    with the bundled model the network is a small part of a case, so preparing two cases at once
+    pays most."""
     value = os.environ.get(WORKERS_ENV, "").strip()
     if value:
         try:
@@ -688,7 +695,7 @@ def _worker_prepare(case: CaseInput, read_options: Any) -> tuple[Volume, Prepare
 
 def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, save_probabilities: bool, rtstruct: bool,
                    overwrite: bool, progress: bool, on_case: Any, read_options: Any,
-                   workers: int | None = None) -> BatchReport:
+                   workers: int | None = None, worker_kind: str = "thread") -> BatchReport:
     remove_stale_temporaries(out)  # a killed earlier run's half-written files
     not_dicom = [c.case_id for c in cases if not c.is_dicom]
     if rtstruct and not_dicom:
@@ -739,6 +746,7 @@ def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, s
         n_workers = 0
     if n_workers and len(todo) > 1 and predictor.model_path is not None:
         _overlapped(predictor, todo, out, n_workers, record, save_probabilities=save_probabilities, rtstruct=rtstruct,
+                    worker_kind=worker_kind,
                     read_options=read_options)
     else:
         for case, changed in todo:
@@ -751,17 +759,27 @@ def _predict_cases(predictor: Predictor, cases: list[CaseInput], out: Path, *, s
 
 def _overlapped(predictor: Predictor, todo: list[tuple[CaseInput, list[str]]], out: Path, n_workers: int,
                 record: Callable[[CaseOutcome], None], *, save_probabilities: bool, rtstruct: bool,
-                read_options: Any) -> None:
-    """The cases of ``todo`` in three overlapping stages: ``n_workers`` processes read and prepare the
-    next cases (at most ``n_workers + 1`` ahead, so memory stays flat), this process runs the
-    network, and one thread inverts, measures and writes the previous case. Each case's outputs are
+                read_options: Any, worker_kind: str = "thread") -> None:
+    """The cases of ``todo`` in three overlapping stages: ``n_workers`` threads (or processes) read and
+    prepare the next cases (at most ``n_workers`` ahead, processes ``n_workers + 1``, so memory stays
+    flat), this thread runs the network, and one thread inverts, measures and writes the previous case. Each case's outputs are
     exactly those of :func:`predict_case` (same functions, same order within a case)."""
-    # spawn, not fork: the parent's OpenMP and torch threads do not survive a fork
-    pool = cf.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_worker_init,
-                                  initargs=(str(predictor.model_path), predictor.config, predictor.lung_extractor, 1))
+    pool: cf.Executor
+    if worker_kind == "thread":
+        pool = cf.ThreadPoolExecutor(n_workers, thread_name_prefix="rrcunet-prepare")
+
+        def prepare(case: CaseInput) -> cf.Future[Any]:
+            return pool.submit(read_and_prepare, predictor, case, read_options)
+    else:
+        # spawn, not fork: the parent's OpenMP and torch threads do not survive a fork
+        pool = cf.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_init,
+                                      initargs=(str(predictor.model_path), predictor.config, predictor.lung_extractor, 1))
+
+        def prepare(case: CaseInput) -> cf.Future[Any]:
+            return pool.submit(_worker_prepare, case, read_options)
     writer = cf.ThreadPoolExecutor(1, thread_name_prefix="rrcunet-write")
-    ahead = n_workers + 1
+    ahead = n_workers + (0 if worker_kind == "thread" else 1)
     prepared: dict[int, cf.Future[Any]] = {}
     writing: list[tuple[CaseInput, float, list[str], cf.Future[Any]]] = []
 
@@ -774,7 +792,7 @@ def _overlapped(predictor: Predictor, todo: list[tuple[CaseInput, list[str]]], o
         for i, (case, changed) in enumerate(todo):
             for j in range(i, min(len(todo), i + ahead)):
                 if j not in prepared:
-                    prepared[j] = pool.submit(_worker_prepare, todo[j][0], read_options)
+                    prepared[j] = prepare(todo[j][0])
             t = time.perf_counter()
             try:
                 ct, prep, t_read = prepared.pop(i).result()

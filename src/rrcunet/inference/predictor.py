@@ -514,8 +514,10 @@ class Predictor:
             labels = prob_map.argmax() if prob_map is not None else invert_prediction(probs, prepared.record)
             labels = Volume(labels.array, ct.geometry, "label", {"source": ct.meta.get("source")})
             if self.task.crop_to_lungs:
+                # for the lesions' confidence; uint8 (255 × p) where only this channel is inverted: a
+                # quarter of a float32 map's memory on a full scan
                 tumour_prob = (prob_map.array[TUMOUR_LABEL] if prob_map is not None
-                               else invert_map(probs[TUMOUR_LABEL], prepared.record))
+                               else invert_map(probs[TUMOUR_LABEL], prepared.record, as_uint8=True))
                 if prepared.uncertainty is not None:
                     uncertainty = ct.with_array(invert_map(prepared.uncertainty, prepared.record), kind="image")
             del probs

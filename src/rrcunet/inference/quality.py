@@ -57,7 +57,8 @@ def _component_order(components: Components) -> np.ndarray:
 
 def lesion_confidences(components: Components, tumour_probability: np.ndarray, lung: np.ndarray,
                        uncertainty: np.ndarray | None = None) -> list[dict[str, float]]:
-    """Per lesion (in lesion order): ``confidence`` (mean tumour probability over its voxels),
+    """Per lesion (in lesion order): ``confidence`` (mean tumour probability over its voxels; the
+    probability map may be float or uint8 holding ``round(255 × p)``),
     ``fraction_in_lung`` (share of its voxels in the lung region) and, with an uncertainty map,
     ``mean_uncertainty``. All arrays on the CT grid; ``components`` from
     :func:`~rrcunet.inference.measure.tumour_components` of the final label map."""
@@ -65,7 +66,10 @@ def lesion_confidences(components: Components, tumour_probability: np.ndarray, l
         return []
     box, labels = components.box, components.labels
     ids = _component_order(components)
-    conf = ndimage.mean(np.asarray(tumour_probability[box], dtype=np.float64), labels, ids)
+    prob = np.asarray(tumour_probability[box], dtype=np.float64)
+    if np.asarray(tumour_probability).dtype == np.uint8:  # stored as round(255 × p)
+        prob /= 255.0
+    conf = ndimage.mean(prob, labels, ids)
     inside = ndimage.mean(np.asarray(lung[box]) > 0, labels, ids)
     out = [{"confidence": float(c), "fraction_in_lung": float(f)} for c, f in zip(conf, inside)]
     if uncertainty is not None:

@@ -393,15 +393,20 @@ def invert_prediction(prediction: np.ndarray | torch.Tensor, record: PreprocessR
     return Volume(full, record.original_geometry, "label", dict(meta or {}))
 
 
-def invert_map(values: np.ndarray | torch.Tensor, record: PreprocessRecord, *, fill: float = 0.0) -> np.ndarray:
+def invert_map(values: np.ndarray | torch.Tensor, record: PreprocessRecord, *, fill: float = 0.0,
+               as_uint8: bool = False) -> np.ndarray:
     """Map one scalar map ``(X, Y, Z)`` on the network grid (a class probability, an uncertainty)
     back onto the original CT grid: resized trilinearly to the crop, pasted into a full grid of
-    ``fill``, re-oriented. float32, the CT's shape."""
+    ``fill``, re-oriented. float32, the CT's shape; with ``as_uint8`` a map in [0, 1] is stored as
+    ``round(255 × value)`` (a quarter of the memory: 35 MB instead of 140 for a 512×512×134 scan)."""
     t = _as_tensor(values)
     if t.ndim != 3:
         raise InputError(f"a scalar map must be (X, Y, Z), not shape {tuple(t.shape)}")
     _check_network_shape(tuple(t.shape), record, "map")
     crop = resize(t.float()[None], record.crop.shape, mode="linear").numpy()[0]
+    if as_uint8:
+        crop = np.rint(np.clip(crop, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return _paste_and_unorient(crop, record, int(round(255 * min(max(fill, 0.0), 1.0))))
     return _paste_and_unorient(crop, record, float(fill)).astype(np.float32, copy=False)
 
 
