@@ -153,3 +153,31 @@ def test_command_writes_dataset_and_keeps_input(chest, tmp_path, capsys):
     again = write_insertion_dataset(tmp_path / "again", [bg], n=2, negatives=1, seed=3)
     for a, b in zip(manifest.cases, again.cases):
         np.testing.assert_array_equal(read_image(out / a.image).array, read_image(tmp_path / "again" / b.image).array)
+
+
+def test_location_kind_size_and_invasion_options(chest, tmp_path):
+    ct, lung = chest
+    small = insert_lesions(ct, lung, seed=5, n_lesions=3, location_weights=(1, 1, 0, 0, 0), max_diameter_mm=12.0)
+    assert small.lesions and all(x.location in ("intrapulmonary", "juxtavascular") for x in small.lesions)
+    assert all(x.diameter_mm <= 12.0 for x in small.lesions)
+    spec = [{"location": "chest_wall", "kind": "round", "diameter_mm": 50.0}]
+    outside = []
+    for invade in (2.0, 20.0):
+        res = insert_lesions(ct, lung, seed=4, specs=spec, invade_mm=invade)
+        tumour = np.asarray(res.label.array) == 2
+        outside.append(int(np.count_nonzero(tumour & (np.asarray(lung.array) == 0))))
+    assert outside[1] > outside[0]  # the mass grows further into the wall
+
+
+def test_command_takes_lesion_options(chest, tmp_path, capsys):
+    write_volume(chest[0], tmp_path / "bg.nii.gz")
+    assert main(["insert-lesions", str(tmp_path / "bg.nii.gz"), "-n", "2", "-o", str(tmp_path / "ds"),
+                 "--locations", "intrapulmonary=1", "--kinds", "round=1", "--max-diameter-mm", "15",
+                 "--invade-mm", "3"]) == 0
+    manifest = DatasetManifest.load(tmp_path / "ds")
+    lesions = [x for c in manifest.cases for x in c.source["tumours"]]
+    assert lesions and all(x["location"] == "intrapulmonary" and x["kind"] == "round" for x in lesions)
+    assert "max_diameter_mm" in manifest.description
+    assert main(["insert-lesions", str(tmp_path / "bg.nii.gz"), "-n", "1", "-o", str(tmp_path / "bad"),
+                 "--locations", "lung=1"]) == 2
+    assert "NAME=WEIGHT" in capsys.readouterr().err

@@ -235,7 +235,7 @@ def insert_lesions(ct: Volume, lung: Volume, *, seed: int, n_lesions: int = 1,
                    specs: Sequence[TumourSpec | dict[str, Any]] | None = None,
                    location_weights: Sequence[float] = (0.25, 0.15, 0.25, 0.15, 0.2),
                    kind_weights: Sequence[float] = (0.2, 0.25, 0.2, 0.15, 0.2),
-                   invade_mm: float = 2.0) -> InsertionResult:
+                   invade_mm: float = 2.0, max_diameter_mm: float | None = None) -> InsertionResult:
     """Insert ``n_lesions`` synthetic lung lesions into a real CT (method in the module docstring).
 
     Args:
@@ -249,6 +249,8 @@ def insert_lesions(ct: Volume, lung: Volume, *, seed: int, n_lesions: int = 1,
         location_weights, kind_weights: draw probabilities over :data:`INSERT_LOCATIONS` and
             :data:`INSERT_KINDS`.
         invade_mm: how far (mm) a lesion may extend beyond the lung region.
+        max_diameter_mm: cap on the drawn diameters (each location's range of :data:`DIAMETER_MM`
+            is cut there; a range entirely above it becomes that one value): small nodules only.
 
     Returns:
         an :class:`InsertionResult` on ``ct``'s grid. A lesion that finds no place of its
@@ -289,6 +291,9 @@ def insert_lesions(ct: Volume, lung: Volume, *, seed: int, n_lesions: int = 1,
             if location not in INSERT_LOCATIONS:
                 raise ConfigError(f"lesion location {location!r} is not one of {INSERT_LOCATIONS}")
             lo_d, hi_d = DIAMETER_MM[location]
+            if max_diameter_mm is not None:
+                hi_d = min(hi_d, float(max_diameter_mm))
+                lo_d = min(lo_d, hi_d)
             diameter = float(req.get("diameter_mm") or np.exp(rng.uniform(np.log(lo_d), np.log(hi_d))))
             kind = req.get("kind")
             if kind is None:
@@ -328,7 +333,8 @@ def write_insertion_dataset(out_dir: str | Path, backgrounds: Sequence[str | Pat
                             seed: int = 0, lesions_per_case: Sequence[float] = (0.0, 0.45, 0.35, 0.2),
                             val_fraction: float = 0.0, overwrite: bool = False,
                             lung_extractor: Callable[[Volume], Volume] | None = None,
-                            progress: Callable[[int, int, str], None] | None = None) -> DatasetManifest:
+                            progress: Callable[[int, int, str], None] | None = None,
+                            **lesion_options: Any) -> DatasetManifest:
     """Write ``n`` cases with inserted lesions (plus ``negatives`` untouched copies) per background CT.
 
     The layout is that of ``rrcunet phantoms`` (``images/``, ``labels/``, ``lungs/``,
@@ -336,8 +342,14 @@ def write_insertion_dataset(out_dir: str | Path, backgrounds: Sequence[str | Pat
     facts (``tumours``). Case ``<background>_lesions_<i>`` uses seed ``(seed, background, i)``.
     ``lesions_per_case`` weighs 0, 1, 2, 3 … lesions (0 is redrawn as 1: a lesion case has one).
     The lung region comes from ``lung_extractor`` (default: the classical extractor) on the
-    background CT. The backgrounds are only read.
+    background CT. The backgrounds are only read. ``lesion_options`` go to :func:`insert_lesions`
+    (``location_weights``, ``kind_weights``, ``invade_mm``, ``max_diameter_mm``) and into the
+    manifest's description.
     """
+    unknown = sorted(set(lesion_options) - {"location_weights", "kind_weights", "invade_mm", "max_diameter_mm"})
+    if unknown:
+        raise ConfigError(f"unknown lesion option(s) {unknown}; choose among location_weights, kind_weights, "
+                          "invade_mm, max_diameter_mm")
     if n < 0 or negatives < 0 or (n + negatives) < 1:
         raise ConfigError(f"need at least one case: -n {n}, --negatives {negatives}")
     out = Path(out_dir)
@@ -360,7 +372,7 @@ def write_insertion_dataset(out_dir: str | Path, backgrounds: Sequence[str | Pat
             cid = f"{base}_{'negative' if negative else 'lesions'}_{i:03d}"
             case_seed = int(np.random.SeedSequence([int(seed), b_index, i]).generate_state(1)[0])
             k = 0 if negative else int(np.random.default_rng(case_seed).choice(len(weights), p=weights / weights.sum()))
-            res = insert_lesions(ct, lung, seed=case_seed, n_lesions=k)
+            res = insert_lesions(ct, lung, seed=case_seed, n_lesions=k, **lesion_options)
             rel = write_case_volumes(out, cid, res.image, res.label, res.lungs, overwrite=overwrite)
             source = {"dataset": "rrcunet-insert-lesions", "background": str(bg), "seed": case_seed,
                       "negative": negative, "tumours": [asdict(x) for x in res.lesions]}
@@ -374,6 +386,8 @@ def write_insertion_dataset(out_dir: str | Path, backgrounds: Sequence[str | Pat
     manifest = DatasetManifest(
         name=f"inserted-lesions-seed{seed}", cases=tuple(cases), split=split,
         description=(f"synthetic lesions inserted into {len(backgrounds)} real CT(s): {n} lesion case(s) and "
-                     f"{negatives} negative(s) each, seed {seed}. See rrcunet.synthetic.insertion."))
+                     f"{negatives} negative(s) each, seed {seed}"
+                     + (f", options {json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in lesion_options.items()})}"
+                        if lesion_options else "") + ". See rrcunet.synthetic.insertion."))
     manifest.save(out)
     return manifest
