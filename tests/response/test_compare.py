@@ -117,3 +117,17 @@ def test_lesion_map_numbers_lesions_largest_first():
     lesions, lmap = lesion_map(Volume(arr, Geometry(arr.shape, (1.0, 1.0, 2.0)), "label"))
     assert [les.n_voxels for les in lesions] == [75, 8]
     assert np.count_nonzero(lmap == 1) == 75 and np.count_nonzero(lmap == 2) == 8
+
+
+def test_compare_command_prints_the_response(pairs, tmp_path, capsys):
+    from rrcunet.cli.main import main
+
+    root, manifest = pairs
+    truth = next(c for c in manifest.cases if c.case_id == "phantom_0001_followup").source["truth"]
+    b = truth_prediction(root, "phantom_0001", tmp_path / "b")
+    f = truth_prediction(root, "phantom_0001_followup", tmp_path / "f")
+    assert main(["compare", str(b), str(f), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"RECIST 1.1: {truth['recist']['category']}" in out and "response.json" in out
+    assert main(["compare", str(b), str(tmp_path / "missing"), "-o", str(tmp_path / "out2")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
