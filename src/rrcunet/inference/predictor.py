@@ -508,16 +508,13 @@ class Predictor:
                return_probabilities: bool = False) -> PredictionResult:
         """The CPU work after the network: back onto the CT grid, postprocessing and measurements."""
         ct, lung_in, timings = prepared.ct, prepared.lung, prepared.timings
-        tumour_prob = uncertainty = None
+        tumour_prob = tumour_net = uncertainty = None
         with stage(timings, "invert"):
             prob_map = invert_probabilities(probs, prepared.record) if return_probabilities else None
             labels = prob_map.argmax() if prob_map is not None else invert_prediction(probs, prepared.record)
             labels = Volume(labels.array, ct.geometry, "label", {"source": ct.meta.get("source")})
             if self.task.crop_to_lungs:
-                # for the lesions' confidence; uint8 (255 × p) where only this channel is inverted: a
-                # quarter of a float32 map's memory on a full scan
-                tumour_prob = (prob_map.array[TUMOUR_LABEL] if prob_map is not None
-                               else invert_map(probs[TUMOUR_LABEL], prepared.record, as_uint8=True))
+                tumour_net = probs[TUMOUR_LABEL]  # inverted below only when there are lesions to score
                 if prepared.uncertainty is not None:
                     uncertainty = ct.with_array(invert_map(prepared.uncertainty, prepared.record), kind="image")
             del probs
@@ -534,6 +531,11 @@ class Predictor:
         with stage(timings, "measure"):
             lesions = measure_lesions(labels.array, labels.geometry, components=comps)
         with stage(timings, "quality"):
+            if lesions:
+                # for the lesions' confidence; uint8 (255 × p) where only this channel is inverted: a
+                # quarter of a float32 map's memory on a full scan
+                tumour_prob = (prob_map.array[TUMOUR_LABEL] if prob_map is not None
+                               else invert_map(tumour_net, prepared.record, as_uint8=True))
             extras = lesion_confidences(comps, tumour_prob, np.asarray(lung_in.array),
                                         None if uncertainty is None else uncertainty.array)
             lesions = [dataclasses.replace(les, **x) for les, x in zip(lesions, extras)]

@@ -44,6 +44,7 @@ from rrcunet.io import read_image, write_volume
 from rrcunet.io.atomic import atomic_write_text, json_safe
 from rrcunet.io.volume import Volume
 from rrcunet.preprocessing.orientation import orientation_step
+from rrcunet.scores import overlap_scores
 from rrcunet.response.recist import (
     ResponseRules,
     percent_change,
@@ -214,8 +215,8 @@ def _ct_image(tp: TimePoint) -> Any:
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 2.0 * float(np.count_nonzero(a & b)) / total if total else 0.0
+    tp = int(np.count_nonzero(a & b))
+    return overlap_scores(tp, int(np.count_nonzero(a)) - tp, int(np.count_nonzero(b)) - tp)[0]
 
 
 def register(base: TimePoint, follow: TimePoint, *, min_lung_dice: float = 0.5, min_lung_ml: float = 200.0,
