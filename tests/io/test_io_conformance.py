@@ -3,7 +3,9 @@
 * ``dciodvfy`` (dicom3tools, Debian package ``dicom3tools``) reports no error for our CT series,
   RTSTRUCT and DICOM-SEG;
 * ``segimage2itkimage`` (dcmqi, PyPI ``dcmqi``: what 3D Slicer's SEG reader uses) turns our SEG back
-  into masks equal to ours voxel for voxel, on the CT's grid, with our segment labels and colours.
+  into masks equal to ours voxel for voxel, on the CT's grid, with our segment labels and colours;
+* ``rt-utils`` (PyPI, rasterising with OpenCV's ``fillPoly``, as many research scripts do) turns our
+  RTSTRUCT back into masks equal to ours voxel for voxel, with our ROI names and colours.
 
 On a phantom written with ``--dicom`` and on the real LUNG1-001 series (its GTV-1 and lungs written
 by our writers). Each test skips, naming the tool, where the tool is absent.
@@ -115,3 +117,71 @@ def test_dcmqi_reads_our_phantom_seg_back_voxel_for_voxel(phantom, tmp_path):
 def test_dcmqi_reads_our_lung1_seg_back_voxel_for_voxel(lung1, tmp_path):
     _, label, seg, _ = lung1
     _check_round_trip(seg, label, tmp_path)
+
+
+# --- rt-utils (PyPI ``rt-utils``, OpenCV's fillPoly underneath) reads our RTSTRUCT back -------------------
+
+def _rt_utils():
+    """rt-utils, or a skip naming the cause (it imports OpenCV, which needs libGL: ``apt-get install libgl1``)."""
+    try:
+        from rt_utils import RTStructBuilder
+    except ImportError as exc:  # absent, or OpenCV without its shared libraries
+        pytest.skip(f"rt-utils cannot be imported ({exc}); pip install rt-utils (in the [test] extra) and "
+                    "apt-get install libgl1")
+    return RTStructBuilder
+
+
+def _rt_utils_round_trip(series_dir, rt_path, label) -> dict[str, float]:
+    """Dice per ROI between rt-utils' masks of our RTSTRUCT and our label map; checks names and colours.
+
+    rt-utils returns ``mask[row, column, s]`` with its slices sorted along the normal; each of its
+    slices is put on our grid through its ImagePositionPatient, not by assuming the two orders agree.
+    """
+    builder = _rt_utils()
+    rt = builder.create_from(dicom_series_path=str(series_dir), rt_struct_path=str(rt_path))
+    names = {1: "Lung", 2: "Tumour"}
+    assert sorted(rt.get_roi_names()) == sorted(names.values())
+    colours = {str(r.ROIName): None for r in rt.ds.StructureSetROISequence}
+    by_number = {int(r.ROINumber): str(r.ROIName) for r in rt.ds.StructureSetROISequence}
+    for item in rt.ds.ROIContourSequence:
+        colours[by_number[int(item.ReferencedROINumber)]] = [int(v) for v in item.ROIDisplayColor]
+    geom = label.geometry
+    ks = [int(round(float(geom.physical_to_index(np.array([float(v) for v in s.ImagePositionPatient]))[2])))
+          for s in rt.series_data]
+    assert sorted(ks) == list(range(geom.shape[2])), "rt-utils' slices are not our slices"
+    dice = {}
+    for value, name in names.items():
+        assert colours[name] == list(ROI_COLOURS[value - 1]), (name, colours[name])
+        theirs = np.zeros(geom.shape, bool)
+        mask = rt.get_roi_mask_by_name(name)
+        for s, k in enumerate(ks):
+            theirs[:, :, k] = mask[:, :, s].T  # [row, column] → our [x (column), y (row)]
+        ours = np.asarray(label.array) == value
+        dice[name] = 2.0 * float((theirs & ours).sum()) / float(theirs.sum() + ours.sum())
+    return dice
+
+
+def test_rt_utils_reads_our_phantom_rtstruct_back(phantom):
+    root, case, label = phantom
+    dice = _rt_utils_round_trip(root / case.source["dicom"]["ct"], root / case.source["dicom"]["rtstruct"], label)
+    assert min(dice.values()) == 1.0, dice  # voxel for voxel, beyond the issue's Dice >= 0.99
+
+
+def test_rt_utils_reads_our_lung1_rtstruct_back(lung1):
+    series, label, _, rt = lung1
+    dice = _rt_utils_round_trip(series, rt, label)
+    assert min(dice.values()) == 1.0, dice  # voxel for voxel, beyond the issue's Dice >= 0.99
+
+
+def test_rt_utils_overfills_contours_at_the_halfway_level(phantom, tmp_path, monkeypatch):
+    """Why CONTOUR_LEVEL is 0.55: at 0.5 rt-utils rounds vertices onto outside voxels (our reader does not)."""
+    import rrcunet.io.rtstruct as rtstruct
+
+    root, case, label = phantom
+    series = root / case.source["dicom"]["ct"]
+    monkeypatch.setattr(rtstruct, "CONTOUR_LEVEL", 0.5)
+    halfway = write_rtstruct(label, series, tmp_path / "halfway.dcm")
+    back = read_rtstruct(halfway, read_image(series), rois=["Tumour"])["Tumour"]
+    np.testing.assert_array_equal(np.asarray(back.array) > 0, np.asarray(label.array) == 2)
+    dice = _rt_utils_round_trip(series, halfway, label)
+    assert dice["Tumour"] < 0.99, dice
