@@ -174,3 +174,22 @@ def test_coordunet_method_refuses_a_tumour_model(tmp_path):
     model = _tiny_model(tmp_path / "tumour.safetensors", "tumour")
     with pytest.raises(InputError, match="is a 'tumour' model, not a lung model"):
         make_lung_extractor("coordunet", model, config=InferenceConfig(device="cpu"))(ct)
+
+
+@pytest.mark.parametrize("factors", [(2, 2, 1), (2, 2, 3), (1, 1, 2)])
+def test_slab_wise_return_to_the_full_grid_equals_the_whole_volume_at_once(factors, monkeypatch):
+    """Step 6 runs in slabs of slices (less working memory); it must give the whole-volume result."""
+    import rrcunet.lungmask.classical as classical
+
+    rng = np.random.default_rng(5)
+    shape = (37, 41, 29)  # not multiples of the factors: partial blocks at the end of every axis
+    reduced = tuple(-(-n // f) for n, f in zip(shape, factors))
+    mask = ndi.binary_opening(rng.random(reduced) < 0.55, iterations=1)
+    filled = mask & (rng.random(reduced) < 0.2)
+    hu = rng.normal(-500, 400, shape).astype(np.int16)
+    cfg = ClassicalLungConfig()
+    whole = classical._refine_boundary(classical._expand(mask, factors, shape), classical._expand(filled, factors, shape),
+                                       hu, cfg.boundary_hu, cfg.boundary_steps)
+    assert whole.any() and not whole.all()
+    monkeypatch.setattr(classical, "SLAB_SLICES", 4)  # many slabs, the last one partial
+    np.testing.assert_array_equal(classical._to_full_grid(mask, filled, factors, hu, cfg), whole)

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from rrcunet.errors import ConfigError, InputError
-from rrcunet.io.volume import Geometry, Volume
+from rrcunet.io.volume import Volume
 from rrcunet.preprocessing.orientation import OrientationStep, orientation_step
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,10 @@ class ClassicalLungConfig:
 
 # --------------------------------------------------------------------------------------------
 # grid helpers
+
+
+#: Full-resolution slices per slab when the mask goes back to the full grid (:func:`_to_full_grid`).
+SLAB_SLICES: int = 16
 
 
 def _reduce(hu: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
@@ -182,6 +186,29 @@ def _refine_boundary(mask: np.ndarray, filled: np.ndarray, hu: np.ndarray, bound
     return out
 
 
+def _to_full_grid(mask: np.ndarray, filled: np.ndarray, factors: tuple[int, int, int], hu_full: np.ndarray,
+                  cfg: ClassicalLungConfig) -> np.ndarray:
+    """The reduced lung ``mask`` on the full grid of ``hu_full``, boundary refined (:func:`_refine_boundary`).
+
+    Every step after the expansion is in-plane, so the volume is done in slabs of whole reduced
+    slices (at least :data:`SLAB_SLICES` full slices): the working arrays are a slab's, not the
+    volume's, which matters when a cohort run prepares cases side by side (issue 21). The result
+    is the same voxels as expanding and refining the whole volume at once (tested).
+    """
+    shape = hu_full.shape
+    fz = factors[2]
+    step = fz * max(1, -(-SLAB_SLICES // fz))
+    out = np.empty(shape, dtype=bool)
+    for z0 in range(0, shape[2], step):
+        z1 = min(shape[2], z0 + step)
+        r0, r1 = z0 // fz, -(-z1 // fz)
+        part = (shape[0], shape[1], z1 - z0)
+        full = _expand(mask[:, :, r0:r1], factors, part)
+        grown = _expand(filled[:, :, r0:r1], factors, part)
+        out[:, :, z0:z1] = _refine_boundary(full, grown, hu_full[:, :, z0:z1], cfg.boundary_hu, cfg.boundary_steps)
+    return out
+
+
 def _ball_closing(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
     """Binary closing with a ball of ``radius_mm`` via two exact Euclidean distance transforms.
 
@@ -246,9 +273,10 @@ def _outside_air(air: np.ndarray, hu: np.ndarray, cfg: ClassicalLungConfig) -> n
         border[np.unique(face)] = True
     border[0] = False
     if border.any():
-        flat = labels.ravel()
-        counts = np.bincount(flat, minlength=n + 1)
-        below = np.bincount(flat, weights=(hu.ravel() < cfg.outside_max_hu), minlength=n + 1)
+        counts = np.bincount(labels.ravel(), minlength=n + 1)
+        # counted from the labels of the voxels below the threshold, not as bincount weights (those
+        # would be a float64 copy of the whole grid)
+        below = np.bincount(labels[hu < cfg.outside_max_hu], minlength=n + 1)
         border &= below >= 0.5 * counts
     return border[labels]
 
@@ -419,7 +447,6 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
         raise InputError(f"extract_lungs needs a CT image in HU, got a Volume of kind {ct.kind!r}")
     source = ct.meta.get("source", "the CT")
     orient, hu_full, factors, hu, spacing = _working_grid(ct, cfg)
-    geo: Geometry = orient.output_geometry
     voxel_ml = float(np.prod(spacing)) / 1000.0
 
     # 1-2. air, minus the air outside the body
@@ -462,9 +489,7 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
         mask &= ~airway
 
     # 6. back to the input grid, refining the pleural boundary at full resolution
-    filled = _expand(mask & ~air, factors, geo.shape)  # type: ignore[arg-type]
-    full = _expand(mask, factors, geo.shape)  # type: ignore[arg-type]
-    full = _refine_boundary(full, filled, hu_full, cfg.boundary_hu, cfg.boundary_steps)
+    full = _to_full_grid(mask, mask & ~air, factors, hu_full, cfg)
     out = np.ascontiguousarray(orient.invert(full)).view(np.uint8)
     return Volume(out, ct.geometry, "label", meta)
 
