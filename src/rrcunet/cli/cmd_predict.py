@@ -132,8 +132,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--part-id", type=int, metavar="I", help="which part, 0 to N-1 (with --num-parts)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="workers that read and prepare the next cases while the network runs (one thread writes "
-                        "the previous case); 0 = one stage after the other. Default: $RRCUNET_WORKERS, else one per "
-                        "core, at most 4, for 5 cases or more (fewer run one after the other)")
+                        "the previous case); 0 = one stage after the other. Default: $RRCUNET_WORKERS, else 1 (memory "
+                        "within 1.3x of one case; 2 is faster on 2 cores, for more memory), for 5 cases or more "
+                        "(fewer run one after the other)")
     p.add_argument("--worker-kind", choices=("process", "thread"),
                    default=os.environ.get("RRCUNET_WORKER_KIND", "thread"),
                    help="what the --workers are: threads of this process (less memory, and faster on 2 cores) or "

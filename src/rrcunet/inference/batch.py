@@ -639,19 +639,21 @@ WORKERS_ENV = "RRCUNET_WORKERS"
 
 
 def default_workers() -> int:
-    """Workers that read and prepare cases ahead of the network: ``$RRCUNET_WORKERS`` if set, else one
-    per core, at most 4 (each holds a CT and its lung-extraction arrays: ~0.3 GB for LUNG1-001; a
-    worker process also its own torch runtime). Measured on 2 cores (docs/inference.md, "Cohorts"):
-    with the bundled model the network is a small part of a case, so preparing two cases at once
-    pays most."""
+    """Workers that read and prepare cases ahead of the network: ``$RRCUNET_WORKERS`` if set, else 1
+    on a machine with more than one core (0 on one core).
+
+    One, not one per core, so that a cohort's peak memory stays within 1.3× of a single case's
+    (issue 21): each further worker holds one more CT and its lung-extraction arrays (~0.3 GB for
+    LUNG1-001), which is what a cluster job's memory request would have to cover. Measured on 2
+    cores, 40 cases (docs/inference.md, "Cohorts"): 1 thread, 1.20× the sequential throughput at
+    1.27× a single case's memory; 2 threads (``--workers 2``), 1.69× at 1.53×."""
     value = os.environ.get(WORKERS_ENV, "").strip()
     if value:
         try:
             return max(0, int(value))
         except ValueError:
             raise InputError(f"{WORKERS_ENV}={value!r} is not a whole number; set it to 0, 1, 2, ... or unset it") from None
-    cores = os.cpu_count() or 1
-    return min(4, cores) if cores > 1 else 0
+    return 1 if (os.cpu_count() or 1) > 1 else 0
 
 
 #: Without an explicit ``workers``, cohorts smaller than this run sequentially: starting a worker
