@@ -9,6 +9,8 @@ shows it), and give exit status 2; Ctrl-C, even during start-up, gives 130.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 
 # Before torch is imported (the sub-command modules import it): OpenMP threads that spin while
@@ -31,9 +33,6 @@ def _tune_malloc() -> None:
     """Apply :data:`MALLOPT` where the C library is glibc; a no-op elsewhere (musl, macOS, Windows)."""
     if os.environ.get("RRCUNET_MALLOPT", "1") == "0":
         return
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
