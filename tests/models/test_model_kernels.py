@@ -148,3 +148,32 @@ def test_the_build_name_changes_with_the_cpu(monkeypatch):
     name = kernels.build_name()
     monkeypatch.setattr(kernels, "_cpu_flags", lambda: "flags : fpu sse2 avx2")
     assert kernels.build_name() != name and kernels.build_name().startswith("rrcunet_norm_act_")
+
+
+def test_max_pooling_keeps_bf16_under_autocast_and_the_network_output_is_unchanged(ext, monkeypatch):
+    """The encoder pools a bf16 activation in bf16 (CPU autocast would run it in float32 after a cast of
+    the whole level); a maximum is exact, so the outputs and gradients equal the cast-and-pool ones."""
+    import rrcunet.models.unet3d as unet3d
+
+    torch.manual_seed(0)
+    model = build_model("rrcunet", base_filters=8, levels=3).to(memory_format=CL)
+    x = torch.randn(1, 2, 32, 32, 16).contiguous(memory_format=CL)
+    seen = []
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+        y.float().square().mean().backward()
+        return y.detach(), [p.grad.clone() for p in model.parameters()]
+
+    native = unet3d.pool_in_own_dtype
+    monkeypatch.setattr(unet3d, "pool_in_own_dtype", lambda pool, t: seen.append(native(pool, t).dtype) or native(pool, t))
+    y_new, g_new = run()
+    assert seen and set(seen) == {torch.bfloat16}
+    monkeypatch.setattr(unet3d, "pool_in_own_dtype", lambda pool, t: pool(t))  # autocast's float32 pooling
+    y_old, g_old = run()
+    assert torch.equal(y_new, y_old)
+    for a, b in zip(g_new, g_old):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -108,10 +108,25 @@ class Encoder(nn.Module):
         skips = []
         for level, stage in enumerate(self.stages):
             if level:
-                x = self.pool(x)
+                x = pool_in_own_dtype(self.pool, x)
             x = stage(x)
             skips.append(x)
         return skips
+
+
+def pool_in_own_dtype(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``pool(x)`` with CPU autocast off for a bf16/fp16 ``x``.
+
+    CPU autocast runs ``max_pool3d`` in float32, so a bf16 activation (what the fused GroupNorm →
+    PReLU kernel returns) was cast to float32 and pooled there, and the next convolution cast the
+    result back: at the paper's size the cast of the 32-channel level-0 output alone took longer
+    than the pooling. A maximum is exact in any dtype, so the values are the same; only the cast
+    is gone (issue 23).
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return pool(x)
+    return pool(x)
 
 
 class Decoder(nn.Module):
