@@ -109,11 +109,11 @@ def _build(spec: dict[str, Any]) -> Any:
         channels = tuple(base * 2**i for i in range(levels))
         # MONAI's defaults otherwise (2 residual units per level, instance norm, PReLU).
         return UNet(spatial_dims=3, in_channels=2, out_channels=3, channels=channels, strides=(2,) * (levels - 1),
-                    num_res_units=2, dropout=0.1)
+                    num_res_units=2, dropout=spec["dropout"])
     from rrcunet.models import build_model
 
     return build_model("rrcunet", base_filters=spec["base"], levels=spec["levels"],
-                       checkpointing=spec["checkpointing"], dropout=0.1)
+                       checkpointing=spec["checkpointing"], dropout=spec["dropout"])
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -233,14 +233,14 @@ def _row(spec: dict[str, Any], res: dict[str, Any]) -> str:
 def speed_table(args: argparse.Namespace) -> None:
     layouts = [layout == "channels-last" for layout in args.layouts]
     if args.gpu:  # the paper's configuration
-        device, base, levels, shape, amps = "cuda", 32, 5, PAPER_SHAPE, ("none", "bf16")
+        device, base, levels, shape, amps, dropout = "cuda", 32, 5, PAPER_SHAPE, ("none", "bf16"), 0.1
     else:
         device, base, levels, amps = "cpu", args.cpu_base, args.cpu_levels, (args.cpu_amp,)
-        shape = tuple(args.cpu_shape)
+        shape, dropout = tuple(args.cpu_shape), args.cpu_dropout
     specs = []
     for amp in amps:
         for cl in layouts:
-            common = dict(base=base, levels=levels, shape=shape, amp=amp, channels_last=cl)
+            common = dict(base=base, levels=levels, shape=shape, amp=amp, channels_last=cl, dropout=dropout)
             specs += [dict(model="rrcunet", checkpointing=ckpt, **common) for ckpt in (False, True)]
             if args.compile:
                 specs.append(dict(model="rrcunet", checkpointing=False, compile=True, track=False, **common))
@@ -274,7 +274,7 @@ def estimate_table(args: argparse.Namespace) -> None:
         tensors, rss = [], []
         for shape in sizes:
             spec = dict(model="rrcunet", base=32, levels=5, shape=shape, checkpointing=ckpt, amp="none",
-                        device="cpu", steps=0, warmup=1, threads=args.threads, track=True)
+                        dropout=0.1, device="cpu", steps=0, warmup=1, threads=args.threads, track=True)
             res = _spawn(spec, args.timeout)
             if "error" in res:
                 print(f"| {'yes' if ckpt else 'no'} | error at {shape}: {res['error']} |")
@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="CPU input size (default: the cpu_tumour recipe's)")
     parser.add_argument("--cpu-levels", type=int, default=4, help="levels of the CPU rows (default 4; the paper: 5)")
     parser.add_argument("--cpu-amp", choices=("none", "bf16"), default="none", help="autocast of the CPU rows")
+    parser.add_argument("--cpu-dropout", type=float, default=0.0,
+                        help="dropout of the CPU rows (default 0: the cpu_tumour recipe's; the GPU rows use the "
+                             "paper's 0.1; before 2026-12-06 the CPU rows used 0.1)")
     parser.add_argument("--layouts", nargs="+", choices=("contiguous", "channels-last"),
                         default=["contiguous", "channels-last"], help="memory layouts of the speed rows")
     parser.add_argument("--compile", action="store_true",
