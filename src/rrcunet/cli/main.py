@@ -24,8 +24,9 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 #: MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ variables: at most 2 arenas, so the threads of a cohort
 #: run (``predict --workers``) do not each keep their own freed memory, and a fixed 16 MiB mmap
 #: threshold, so glibc does not raise it after the first large free and whole-CT arrays go back to
-#: the system when freed. On the 40-case cohort: peak RSS 1447 → 1204 MiB, for about 5 % of
-#: throughput (docs/inference.md, "The allocator"). ``RRCUNET_MALLOPT=0`` leaves glibc's defaults.
+#: the system when freed. On the 40-case cohort with ``--workers 2``: peak RSS 1447 → 1204 MiB, for
+#: about 5 % of throughput; one LUNG1-001 prediction: 1333 → 1196 MiB, no slower (docs/inference.md,
+#: "The allocator"). ``RRCUNET_MALLOPT=0`` leaves glibc's defaults.
 MALLOPT: dict[str, tuple[int, int]] = {"MALLOC_ARENA_MAX": (-8, 2), "MALLOC_MMAP_THRESHOLD_": (-3, 16 << 20)}
 
 
