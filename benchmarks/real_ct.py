@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trained-on", nargs="*", default=[], metavar="CASE",
                         help=f"cases training or tuning saw, reported apart: {', '.join(real_case_names())}")
     parser.add_argument("--lung-method", default="classical", choices=["classical", "coordunet"])
+    parser.add_argument("--lung-model", help="Coordinate-UNet lung model file for --lung-method coordunet "
+                                             "(default: the bundled lung model)")
     parser.add_argument("--min-tumour-ml", type=float, default=None, help="override the model's smallest tumour kept")
     parser.add_argument("--keep-outside-lung", action="store_true",
                         help="keep tumour components wholly outside the lung region (drop the outside-lung rule)")
@@ -61,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     post = PostprocessConfig(min_tumour_ml=args.min_tumour_ml, keep_outside_lung=args.keep_outside_lung)
-    config = InferenceConfig(device="cpu", bf16=args.bf16, lung_method=args.lung_method, postprocess=post)
+    lung_model = args.lung_model
+    if args.lung_method == "coordunet" and lung_model is None:
+        from rrcunet.inference.bundled import bundled_model_path
+
+        lung_model = str(bundled_model_path("lung"))
+    config = InferenceConfig(device="cpu", bf16=args.bf16, lung_method=args.lung_method, lung_model=lung_model,
+                             postprocess=post)
     predictor = Predictor.from_file(args.model, config=config)
     chosen = predictor.meta.postprocess.min_tumour_ml if predictor.meta.postprocess is not None else None
     print(f"CPU: {cpu_model()}; torch threads {torch.get_num_threads()}; model: {predictor.model_path}")
-    print(f"lung channel: {args.lung_method}; smallest tumour kept: "
+    print(f"lung channel: {args.lung_method}{'' if lung_model is None else f' ({lung_model})'}; smallest tumour kept: "
           f"{args.min_tumour_ml if args.min_tumour_ml is not None else chosen} mL "
           f"({'--min-tumour-ml' if args.min_tumour_ml is not None else 'the model file'}); outside-lung rule: "
           f"{'off' if args.keep_outside_lung else 'on'}")
