@@ -3,14 +3,30 @@ placement by location class, orientation options."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from rrcunet.errors import ConfigError
 from rrcunet.synthetic import LOCATIONS, PhantomConfig, TumourSpec, generate_phantom
 from rrcunet.synthetic.anatomy import (
-    T_AIR, T_CANAL, T_CORTEX, T_FAT, T_MARROW, T_MEDFAT, T_MUSCLE, T_AIRWALL, T_BLOOD, T_CARTILAGE, T_LYMPH,
-    T_MYOCARD, T_OESOPH, T_SKIN, T_CONTRAST_BLOOD,
+    T_AIR,
+    T_AIRWALL,
+    T_BLOOD,
+    T_CANAL,
+    T_CARTILAGE,
+    T_CONTRAST_BLOOD,
+    T_CORTEX,
+    T_FAT,
+    T_LYMPH,
+    T_MARROW,
+    T_MEDFAT,
+    T_MUSCLE,
+    T_MYOCARD,
+    T_OESOPH,
+    T_SKIN,
 )
 
 SMALL = PhantomConfig.preset("small")
@@ -143,3 +159,34 @@ def test_orientation_options_keep_the_anatomy(direction):
         vol = (ph.label.array == 1).sum() / (ref.label.array == 1).sum()
         assert 0.97 < vol < 1.03  # same lungs, resampled on a tilted grid
     assert [t.kind for t in ph.facts.tumours] == [t.kind for t in ref.facts.tumours]
+
+
+def test_sharp_kernel_option_changes_only_the_image_texture(phantoms):
+    """``sharp_kernel_probability``: an unsharp mask after the PSF, drawn from its own stream, so the
+    anatomy, tumours, labels and every other acquisition draw of the seed are those of the soft scan."""
+    soft = phantoms[2]
+    cfg = dataclasses.replace(SMALL, sharp_kernel_probability=1.0)
+    sharp = generate_phantom(2, config=cfg)
+    again = generate_phantom(2, config=cfg)
+    assert sharp.image.array.tobytes() == again.image.array.tobytes()  # deterministic
+    for name in ("label", "lungs"):
+        assert getattr(sharp, name).array.tobytes() == getattr(soft, name).array.tobytes(), name
+    acq_soft, acq_sharp = dict(soft.facts.acquisition), dict(sharp.facts.acquisition)
+    assert "kernel_sharpening" not in acq_soft  # the default writes what it wrote before the option
+    amount = acq_sharp.pop("kernel_sharpening")
+    assert cfg.sharp_kernel_gain[0] <= amount <= cfg.sharp_kernel_gain[1]
+    assert acq_sharp == acq_soft
+    # more high-frequency energy inside the lungs (edges and noise); the same median HU away from
+    # their edges (the mask adds no offset; near edges it overshoots, and clipping at -1024 HU skews
+    # the mean)
+    lungs = soft.lungs.array.astype(bool)
+    hf_soft = ndimage.laplace(soft.image.array.astype(np.float32))[lungs].std()
+    hf_sharp = ndimage.laplace(sharp.image.array.astype(np.float32))[lungs].std()
+    assert hf_sharp > 1.3 * hf_soft, (hf_sharp, hf_soft)
+    core = ndimage.binary_erosion(lungs, iterations=3)
+    assert abs(float(np.median(sharp.image.array[core])) - float(np.median(soft.image.array[core]))) < 15.0
+
+
+def test_sharp_kernel_probability_is_checked():
+    with pytest.raises(ConfigError, match="sharp_kernel_probability must be a probability"):
+        PhantomConfig(sharp_kernel_probability=1.5)

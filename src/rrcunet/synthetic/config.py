@@ -101,6 +101,12 @@ class PhantomConfig:
         padding_value: HU written outside the reconstruction circle.
         contrast_probability: probability of an IV-contrast scan (bright blood pool).
         truncated_fov_probability: probability of a field of view narrower than the body.
+        sharp_kernel_probability: probability of a sharp (lung / bone) reconstruction kernel:
+            after the PSF, an in-plane unsharp mask (Gaussian of one voxel) with an amount drawn from
+            ``sharp_kernel_gain``, which overshoots at edges and roughens the noise as such kernels
+            do. Default 0: every preset's phantoms are what they were before the option existed
+            (its draws come from their own random stream).
+        sharp_kernel_gain: (min, max) amount of that unsharp mask.
         direction: voxel-grid orientation, one of :data:`DIRECTIONS`.
         vessel_min_radius_mm: radius at which pulmonary vessel trees stop branching.
         airway_min_radius_mm: airways thinner than this are not drawn (their arteries still are).
@@ -130,6 +136,8 @@ class PhantomConfig:
     padding_value: int = -1024
     contrast_probability: float = 0.15
     truncated_fov_probability: float = 0.1
+    sharp_kernel_probability: float = 0.0
+    sharp_kernel_gain: tuple[float, float] = (0.5, 1.5)
     direction: str = "identity"
     vessel_min_radius_mm: float = 0.4
     airway_min_radius_mm: float = 1.0
@@ -156,7 +164,9 @@ class PhantomConfig:
                 or sum(self.n_tumours_weights) <= 0:
             raise ConfigError(f"PhantomConfig.n_tumours_weights must be non-negative with a positive sum, "
                               f"found {self.n_tumours_weights!r}")
-        for name in ("fov_padding_probability", "contrast_probability", "truncated_fov_probability"):
+        _check_range("sharp_kernel_gain", self.sharp_kernel_gain, low=0.0, high=5.0)
+        for name in ("fov_padding_probability", "contrast_probability", "truncated_fov_probability",
+                     "sharp_kernel_probability"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ConfigError(f"PhantomConfig.{name} must be a probability in [0, 1], not {p}")

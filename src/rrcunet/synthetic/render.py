@@ -677,6 +677,11 @@ class Renderer:
                 rng = case_rng(self.seed, STREAM_NOISE, k)
                 full[:, :, k - k0] += amp * rng.standard_normal((nx, ny), dtype=np.float32)
             out[:, :, k0:k1] = ndimage.gaussian_filter(full, (sig_vox[0], sig_vox[1], 0), mode="nearest")
+            if self.acq.kernel_sharpening > 0:
+                # a sharp reconstruction kernel: unsharp mask in-plane (edge overshoot, rougher noise)
+                part = out[:, :, k0:k1]
+                part += F32(self.acq.kernel_sharpening) * (part - ndimage.gaussian_filter(part, (1.0, 1.0, 0),
+                                                                                          mode="nearest"))
             label[i0:i1, j0:j1, k0:k1] = lab
             lungs[i0:i1, j0:j1, k0:k1] = lng
             tissues[i0:i1, j0:j1, k0:k1] = tid

@@ -19,7 +19,7 @@ from rrcunet.synthetic.config import LOCATIONS, TUMOUR_KINDS, PhantomConfig, Tum
 
 # Independent random streams of one case seed.
 STREAM_ANATOMY, STREAM_ACQUISITION, STREAM_TUMOURS, STREAM_SHAPES, STREAM_TREES, STREAM_TEXTURE, \
-    STREAM_NOISE, STREAM_HU, STREAM_BODYTEX = range(9)
+    STREAM_NOISE, STREAM_HU, STREAM_BODYTEX, STREAM_KERNEL = range(10)
 
 COMMON_SLICE_SPACINGS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 SLICE_PROFILE_FWHM_VOXELS = 1.0  # slice thickness = slice spacing
@@ -45,6 +45,7 @@ class Acquisition:
     padding_value: int
     contrast: bool
     truncated_fov: bool
+    kernel_sharpening: float = 0.0  # 0: the soft kernel (the PSF alone); > 0: the unsharp mask's amount
 
     @property
     def fov_mm(self) -> float:
@@ -61,6 +62,8 @@ class Acquisition:
             "psf_fwhm_mm": round(self.psf_fwhm_mm, 3), "slice_profile_fwhm_vox": SLICE_PROFILE_FWHM_VOXELS,
             "fov_mm": round(self.fov_mm, 2), "fov_padding": self.fov_padding, "padding_value": self.padding_value,
             "contrast": self.contrast, "truncated_fov": self.truncated_fov,
+            # only when drawn, so manifests of phantoms without it are what they were
+            **({"kernel_sharpening": round(self.kernel_sharpening, 3)} if self.kernel_sharpening else {}),
         }
 
 
@@ -157,7 +160,19 @@ def sample_acquisition(seed: int, config: PhantomConfig, anatomy: AnatomyParams 
         padding_value=int(config.padding_value),
         contrast=bool(rng.uniform() < config.contrast_probability),
         truncated_fov=truncated,
+        kernel_sharpening=_sample_kernel(seed, config),
     )
+
+
+def _sample_kernel(seed: int, config: PhantomConfig) -> float:
+    """The sharp kernel's unsharp-mask amount, or 0 for the soft kernel (own stream: the other draws
+    of a case do not depend on it)."""
+    if config.sharp_kernel_probability <= 0.0:
+        return 0.0
+    rng = case_rng(seed, STREAM_KERNEL)
+    if rng.uniform() >= config.sharp_kernel_probability:
+        return 0.0
+    return float(rng.uniform(*config.sharp_kernel_gain))
 
 
 _SUBSOLID = ("part_solid", "ground_glass")
