@@ -10,7 +10,6 @@ shows it), and give exit status 2; Ctrl-C, even during start-up, gives 130.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # Before torch is imported (the sub-command modules import it): OpenMP threads that spin while
@@ -35,9 +34,10 @@ def _tune_malloc() -> None:
     if os.environ.get("RRCUNET_MALLOPT", "1") == "0":
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        # the process's own symbols (libc among them): no library search, which would run ldconfig
+        # in a subprocess at every start of the CLI
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
         return
     for variable, (param, value) in MALLOPT.items():
         if variable not in os.environ:
