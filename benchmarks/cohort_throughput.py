@@ -179,12 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {label} | {n} | {r['wall_s']:.1f} | {r['ct_per_min']:.2f} | {r['cpu_util']:.0%} | "
                   f"{r['peak_rss_mib']:.0f} | " + " | ".join(f"{totals[k]:.1f}" for k in STAGES) + " |", flush=True)
     by = {r["mode"]: r for r in results}
-    if "sequential" in by and "overlapped" in by:
-        print(f"\noverlapped processes / sequential throughput: {by['overlapped']['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
-    if "sequential" in by and "threads" in by:
-        print(f"overlapped threads / sequential throughput: {by['threads']['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
-    if "sequential" in by and "parts" in by:
-        print(f"2 parts / sequential throughput: {by['parts']['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
+    print()
+    for mode, name in (("overlapped", "overlapped processes"), ("threads", "overlapped threads"), ("parts", "2 parts")):
+        if "sequential" in by and mode in by:
+            print(f"{name} / sequential throughput: {by[mode]['ct_per_min'] / by['sequential']['ct_per_min']:.2f}x")
     if "one" in by:
         for mode in ("sequential", "overlapped", "threads", "parts"):
             if mode in by:

@@ -141,10 +141,9 @@ def _rt_utils_round_trip(series_dir, rt_path, label) -> dict[str, float]:
     rt = builder.create_from(dicom_series_path=str(series_dir), rt_struct_path=str(rt_path))
     names = {1: "Lung", 2: "Tumour"}
     assert sorted(rt.get_roi_names()) == sorted(names.values())
-    colours = {str(r.ROIName): None for r in rt.ds.StructureSetROISequence}
     by_number = {int(r.ROINumber): str(r.ROIName) for r in rt.ds.StructureSetROISequence}
-    for item in rt.ds.ROIContourSequence:
-        colours[by_number[int(item.ReferencedROINumber)]] = [int(v) for v in item.ROIDisplayColor]
+    colours = {by_number[int(item.ReferencedROINumber)]: [int(v) for v in item.ROIDisplayColor]
+               for item in rt.ds.ROIContourSequence}
     geom = label.geometry
     ks = [int(round(float(geom.physical_to_index(np.array([float(v) for v in s.ImagePositionPatient]))[2])))
           for s in rt.series_data]
