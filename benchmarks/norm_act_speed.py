@@ -4,7 +4,8 @@ decoder's ×2 transposed convolution.
 1. One 16-channel 256×256×48 bf16 tensor (the paper network's level 0), GroupNorm(8) → PReLU →
    + residual: eager PyTorch (channels-last and contiguous), ``torch.compile`` (inductor) of the
    same function in both layouts, and the fused kernel of :mod:`rrcunet.models.kernels` (forward,
-   and its backward).
+   and its backward), also built with GCC's default vector width for the CPU (the flags before
+   ``-mprefer-vector-width=512``), with whether both builds give bit-identical outputs.
 2. The transposed convolution (kernel 2, stride 2) from level 1 to level 0 of the training recipe
    at base 16 (32 → 32 channels, 56×56×32 → 112×112×64), forward + backward under bf16 autocast,
    channels-last: ``nn.ConvTranspose3d`` against the same map written as one matrix product and a
@@ -66,7 +67,25 @@ def norm_act_rows() -> list[tuple[str, float]]:
             rows.append(("fused kernel, forward", median_ms(lambda: ext.forward(x, wf, bf, a, r, 8, 1e-5))))
             _, mean, rstd = ext.forward(x, wf, bf, a, None, 8, 1e-5)
             rows.append(("fused kernel, backward", median_ms(lambda: ext.backward(r, x, mean, rstd, wf, bf, a, 8))))
+            old = default_width_build(kernels)
+            same = all(torch.equal(p, q) for p, q in zip(ext.forward(x, wf, bf, a, r, 8, 1e-5),
+                                                         old.forward(x, wf, bf, a, r, 8, 1e-5)))
+            same &= all(torch.equal(p, q) for p, q in zip(ext.backward(r, x, mean, rstd, wf, bf, a, 8),
+                                                          old.backward(r, x, mean, rstd, wf, bf, a, 8)))
+            rows.append((f"fused kernel, GCC's default vector width, forward (bit-identical: {same})",
+                         median_ms(lambda: old.forward(x, wf, bf, a, r, 8, 1e-5))))
+            rows.append(("fused kernel, GCC's default vector width, backward",
+                         median_ms(lambda: old.backward(r, x, mean, rstd, wf, bf, a, 8))))
     return rows
+
+
+def default_width_build(kernels):
+    """The kernel's source built without ``-mprefer-vector-width=512`` (cached like the package's build)."""
+    from torch.utils.cpp_extension import load
+
+    flags = [f for f in kernels.CFLAGS if not f.startswith("-mprefer-vector-width")]
+    return load(name=kernels.build_name() + "_default_width", sources=[str(kernels.SOURCE)], extra_cflags=flags,
+                extra_ldflags=["-fopenmp"], verbose=False)
 
 
 def upsample_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -150,6 +150,13 @@ def test_the_build_name_changes_with_the_cpu(monkeypatch):
     assert kernels.build_name() != name and kernels.build_name().startswith("rrcunet_norm_act_")
 
 
+def test_the_build_name_changes_with_the_compiler_flags(monkeypatch):
+    # a cached build made with other flags (e.g. before -mprefer-vector-width=512) is never reused
+    name = kernels.build_name()
+    monkeypatch.setattr(kernels, "CFLAGS", tuple(f for f in kernels.CFLAGS if "vector-width" not in f))
+    assert kernels.build_name() != name
+
+
 def test_max_pooling_keeps_bf16_under_autocast_and_the_network_output_is_unchanged(ext, monkeypatch):
     """The encoder pools a bf16 activation in bf16 (CPU autocast would run it in float32 after a cast of
     the whole level); a maximum is exact, so the outputs and gradients equal the cast-and-pool ones."""
