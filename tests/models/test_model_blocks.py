@@ -21,11 +21,13 @@ from rrcunet.models.blocks import (
 
 class _Affine(nn.Module):
     """f(z) = 0.5 z + 1, a stand-in for the Conv-GN-PReLU unit so the recurrence is checkable by hand
-    (``residual`` is added to the output, as :class:`ConvNormAct` does)."""
+    (``residual`` is added to the output and ``tail`` concatenated after it, as :class:`ConvNormAct`
+    does)."""
 
-    def forward(self, z, residual=None):
+    def forward(self, z, residual=None, tail=None):
         y = 0.5 * z + 1.0
-        return y if residual is None else y + residual
+        y = y if residual is None else y + residual
+        return y if tail is None else torch.cat((y, tail), dim=1)
 
 
 @pytest.mark.parametrize(

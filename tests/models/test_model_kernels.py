@@ -184,3 +184,47 @@ def test_max_pooling_keeps_bf16_under_autocast_and_the_network_output_is_unchang
     assert torch.equal(y_new, y_old)
     for a, b in zip(g_new, g_old):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_rrc_join_written_by_the_kernel_equals_the_concatenation(ext):
+    """The last RB writes the entry output beside its own (``tail``): the same tensor, bit for bit, as
+    ``torch.cat`` of the two, and the same gradients (bf16 autocast, channels-last: float32 Conv3d
+    returns the contiguous layout on CPU, so the kernel runs for bf16)."""
+    from rrcunet.models.blocks.rrc import RRcBlock
+
+    torch.manual_seed(0)
+    block = RRcBlock(4, 16).to(memory_format=CL)
+    x = torch.randn(1, 4, 9, 8, 7).contiguous(memory_format=CL)
+    grad = torch.randn(1, 16, 9, 8, 7)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+    calls = []
+    original = kernels._NormAct.apply
+    kernels._NormAct.apply = lambda *a: calls.append(a[5] is not None) or original(*a)
+    try:
+        results = []
+        for joined_by_kernel in (True, False):
+            xi = x.clone().requires_grad_()
+            block.zero_grad()
+            with autocast:
+                e = block.entry(xi)
+                out = block.after_entry(e) if joined_by_kernel else torch.cat((block.recurrent(e), e), dim=1)
+            out.backward(grad.to(out.dtype))
+            results.append((out.detach(), xi.grad, [p.grad.clone() for p in block.parameters()]))
+    finally:
+        kernels._NormAct.apply = original
+    assert any(calls), "the kernel never wrote a tail"
+    (out_k, dx_k, dp_k), (out_c, dx_c, dp_c) = results
+    assert out_k.dtype == out_c.dtype and torch.equal(out_k, out_c)
+    # autograd may add the entry output's two gradients in another order (bf16 rounding)
+    assert torch.allclose(dx_k, dx_c, rtol=1e-2, atol=1e-3)
+    assert all(torch.allclose(a, b, rtol=1e-2, atol=1e-3) for a, b in zip(dp_k, dp_c))
+
+
+def test_the_eager_path_concatenates_the_tail(ext):
+    norm, act = _modules(8, 4)
+    x, r, t = torch.randn(1, 8, 4, 5, 3), torch.randn(1, 8, 4, 5, 3), torch.randn(1, 3, 4, 5, 3)
+    out = kernels.norm_act(norm, act, x, r, t)  # contiguous: not fusable
+    assert torch.equal(out, torch.cat((act(norm(x)) + r, t), dim=1))
+    fused = kernels.norm_act(norm, act, x.contiguous(memory_format=CL), r.contiguous(memory_format=CL),
+                             t.contiguous(memory_format=CL))
+    assert torch.allclose(fused, out, atol=1e-5)

@@ -133,21 +133,26 @@ def available() -> bool:
 class _NormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, slope: torch.Tensor,
-                residual: torch.Tensor | None, groups: int, eps: float) -> torch.Tensor:
-        y, mean, rstd = _EXTENSION.forward(x, weight.detach(), bias.detach(), slope.detach(), residual, groups, eps)
+                residual: torch.Tensor | None, tail: torch.Tensor | None, groups: int, eps: float) -> torch.Tensor:
+        y, mean, rstd = _EXTENSION.forward(x, weight.detach(), bias.detach(), slope.detach(), residual, groups, eps,
+                                           tail)
         ctx.save_for_backward(x, weight, bias, slope, mean, rstd)
         ctx.groups = groups
         ctx.has_residual = residual is not None
+        ctx.has_tail = tail is not None
         return y
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:
         x, weight, bias, slope, mean, rstd = ctx.saved_tensors
+        dtail = None
+        if ctx.has_tail:  # the concatenation's backward: split the gradient along channels
+            dy, dtail = dy[:, :x.shape[1]], dy[:, x.shape[1]:]
         dx, dweight, dbias, dslope = _EXTENSION.backward(dy, x, mean, rstd, weight.detach(), bias.detach(),
                                                          slope.detach(), ctx.groups)
         dres = dy if ctx.has_residual else None
         return (dx, dweight.to(weight.dtype), dbias.to(bias.dtype), dslope.to(slope.dtype).reshape(slope.shape),
-                dres, None, None)
+                dres, dtail, None, None)
 
 
 def fusable(norm: nn.Module, act: nn.Module, x: torch.Tensor) -> bool:
@@ -168,15 +173,23 @@ def fusable(norm: nn.Module, act: nn.Module, x: torch.Tensor) -> bool:
     )
 
 
-def norm_act(norm: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``act(norm(x)) + residual`` (residual optional), fused when :func:`fusable`, else eagerly.
+def norm_act(norm: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None,
+             tail: torch.Tensor | None = None) -> torch.Tensor:
+    """``cat(act(norm(x)) + residual, tail)`` along channels (residual and tail optional), fused when
+    :func:`fusable`, else eagerly.
 
-    The fused path returns ``x``'s dtype (bf16 stays bf16 under autocast); the eager path returns
-    what the modules return (float32 under autocast), as before.
+    The fused path returns ``x``'s dtype (bf16 stays bf16 under autocast) and writes ``tail`` beside
+    the unit's output in the same pass (the RRc block's join without a separate concatenation); the
+    eager path returns what the modules and ``torch.cat`` return (float32 under autocast), as before.
     """
     if fusable(norm, act, x):
         if residual is not None:
             residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last_3d)
-        return _NormAct.apply(x, norm.weight, norm.bias, act.weight, residual, norm.num_groups, float(norm.eps))
+        if tail is not None:
+            tail = tail.to(x.dtype).contiguous(memory_format=torch.channels_last_3d)
+        return _NormAct.apply(x, norm.weight, norm.bias, act.weight, residual, tail, norm.num_groups,
+                              float(norm.eps))
     y = act(norm(x))
-    return y if residual is None else y + residual
+    if residual is not None:
+        y = y + residual
+    return y if tail is None else torch.cat((y, tail), dim=1)

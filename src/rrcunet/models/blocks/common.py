@@ -72,19 +72,23 @@ class LayoutGroupNorm(nn.GroupNorm):
 
 
 class ConvNormAct(Convolution):
-    """MONAI's ``Convolution`` (same children and state-dict keys) with an optional residual input.
+    """MONAI's ``Convolution`` (same children and state-dict keys) with an optional residual input
+    and an optional tensor to concatenate after its output.
 
-    ``unit(x, residual=r)`` is ``unit(x) + r``; without dropout, the GroupNorm → PReLU (→ + r) tail
-    goes through :func:`rrcunet.models.kernels.norm_act`, which fuses it for channels-last CPU
-    tensors. With dropout (the CGPD unit) it runs as MONAI wrote it.
+    ``unit(x, residual=r, tail=t)`` is ``cat(unit(x) + r, t)`` along channels; without dropout, the
+    GroupNorm → PReLU (→ + r → cat t) tail goes through :func:`rrcunet.models.kernels.norm_act`,
+    which fuses it for channels-last CPU tensors. With dropout (the CGPD unit) it runs as MONAI
+    wrote it.
     """
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
+                tail: torch.Tensor | None = None) -> torch.Tensor:
         adn = self.adn
         if set(adn._modules) != {"N", "A"}:
             y = super().forward(x)
-            return y if residual is None else y + residual
-        return norm_act(adn.N, adn.A, self.conv(x), residual)
+            y = y if residual is None else y + residual
+            return y if tail is None else torch.cat((y, tail), dim=1)
+        return norm_act(adn.N, adn.A, self.conv(x), residual, tail)
 
 
 def conv_norm_act(

@@ -50,11 +50,13 @@ class RecurrentUnit(nn.Module):
         check_kernel_size("kernel_size", kernel_size)
         self.unit = conv_norm_act(channels, channels, kernel_size=kernel_size, norm_groups=norm_groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tail: torch.Tensor | None = None) -> torch.Tensor:
+        """``RB(x)``, or ``cat(RB(x), tail)`` along channels when ``tail`` is given (the RRc join,
+        written by the last application's fused kernel in the same pass)."""
         # s_k = x + h_k is what the next application reads; the unit adds x itself (fused on CPU)
-        s = self.unit(x, residual=x if self.t > 1 else None)
+        s = self.unit(x, residual=x if self.t > 1 else None, tail=tail if self.t == 1 else None)
         for k in range(2, self.t + 1):
-            s = self.unit(s, residual=x if k < self.t else None)
+            s = self.unit(s, residual=x if k < self.t else None, tail=tail if k == self.t else None)
         return s
 
     def extra_repr(self) -> str:

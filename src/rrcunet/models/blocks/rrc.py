@@ -88,10 +88,14 @@ class RRcBlock(nn.Module):
     def after_entry(self, e: torch.Tensor) -> torch.Tensor:
         """The block from the entry convolution's output on (the decoder's fused inference path
         computes ``e`` itself; see :mod:`rrcunet.models.fusion`)."""
-        r = self.recurrent(e)
         if self.join == "cat":
-            return torch.cat((r, e), dim=1)
-        return r + e
+            # cat([r, e]): the last RB writes e beside its output (one pass on CPU, no torch.cat)
+            *head, last = self.recurrent
+            r = e
+            for rb in head:
+                r = rb(r)
+            return last(r, tail=e)
+        return self.recurrent(e) + e
 
     def extra_repr(self) -> str:
         return f"join={self.join!r}"

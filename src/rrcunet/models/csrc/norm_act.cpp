@@ -10,6 +10,9 @@
 //
 // Forward (two passes):   z = (x - mean_g) * rstd_g * gamma_c + beta_c
 //                          y = (z > 0 ? z : a * z) [+ r]
+//                          with a tail t (Ct channels): out = cat(y, t) along channels, written in the
+//                          same pass (each voxel's C values of y, then its Ct values of t), so the RRc
+//                          block's join needs no separate concatenation
 // Backward (two passes):   dz = dy * (z > 0 ? 1 : a);  da = sum(dy * z, z <= 0)
 //                          dgamma_c = sum(dz * xhat), dbeta_c = sum(dz)
 //                          dx = rstd_g * (gamma_c * dz - (A_g + xhat * B_g) / n_g)
@@ -120,9 +123,29 @@ void channel_sums(const T* x, int64_t S, const Strips& st, std::vector<double>& 
     }
 }
 
+// The forward's second pass over one strip of `width` values: y = prelu(x * scale + offset) [+ r].
+// One out-of-line function for both output layouts, so both compile to the same arithmetic.
 template <typename T>
-void forward_impl(const at::Tensor& x, const Unit& u, const c10::optional<at::Tensor>& residual, double eps,
-                  at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+__attribute__((noinline)) void apply_strip(const T* __restrict row, const T* __restrict res, T* __restrict out,
+                                           int64_t width, const float* __restrict sc_p,
+                                           const float* __restrict of_p, float a_l) {
+  if (res) {
+    for (int64_t j = 0; j < width; ++j) {
+      const float z = load(row, j) * sc_p[j] + of_p[j];
+      store(out, j, (z > 0.f ? z : a_l * z) + load(res, j));
+    }
+  } else {
+    for (int64_t j = 0; j < width; ++j) {
+      const float z = load(row, j) * sc_p[j] + of_p[j];
+      store(out, j, z > 0.f ? z : a_l * z);
+    }
+  }
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& x, const Unit& u, const c10::optional<at::Tensor>& residual,
+                  const c10::optional<at::Tensor>& tail, double eps, at::Tensor& y, at::Tensor& mean,
+                  at::Tensor& rstd) {
   const int64_t N = u.N, C = u.C, S = u.S, Cg = u.Cg, groups = u.groups;
   const Strips& st = u.st;
   const int64_t L = st.L, R = st.R;
@@ -133,10 +156,12 @@ void forward_impl(const at::Tensor& x, const Unit& u, const c10::optional<at::Te
   float* rstd_p = rstd.data_ptr<float>();
   std::vector<double> s1(C), s2(C);
   std::vector<float> shift(C), scale(C), offset(C);
+  const int64_t Ct = tail.has_value() ? tail->size(1) : 0, Cy = C + Ct;
   for (int64_t n = 0; n < N; ++n) {
     const T* xn = x.data_ptr<T>() + n * S * C;
-    T* yn = y.data_ptr<T>() + n * S * C;
+    T* yn = y.data_ptr<T>() + n * S * Cy;
     const T* rn = residual.has_value() ? residual->data_ptr<T>() + n * S * C : nullptr;
+    const T* tn = tail.has_value() ? tail->data_ptr<T>() + n * S * Ct : nullptr;
     channel_sums(xn, S, st, s1, s2, shift);
     for (int64_t gi = 0; gi < groups; ++gi) {
       // group moments (in double) from the channels' shifted sums: m_c = k_c + s1_c / S
@@ -161,25 +186,22 @@ void forward_impl(const at::Tensor& x, const Unit& u, const c10::optional<at::Te
     const std::vector<float> sc = st.lanes(scale.data()), of = st.lanes(offset.data());
     const int64_t strips = (S + R - 1) / R;
     at::parallel_for(0, strips, kBlock / R, [&](int64_t p0, int64_t p1) {
-      // local restrict copies: without them GCC cannot prove the stores leave the constants alone
-      const float* __restrict sc_p = sc.data();
-      const float* __restrict of_p = of.data();
-      const float a_l = slope;
+      std::vector<T> buf(tn ? L : 0);
       for (int64_t p = p0; p < p1; ++p) {
-        const int64_t width = std::min(R, S - p * R) * C;
-        const T* __restrict row = xn + p * L;
-        T* __restrict out = yn + p * L;
-        if (rn) {
-          const T* __restrict res = rn + p * L;
-          for (int64_t j = 0; j < width; ++j) {
-            const float z = load(row, j) * sc_p[j] + of_p[j];
-            store(out, j, (z > 0.f ? z : a_l * z) + load(res, j));
-          }
-        } else {
-          for (int64_t j = 0; j < width; ++j) {
-            const float z = load(row, j) * sc_p[j] + of_p[j];
-            store(out, j, z > 0.f ? z : a_l * z);
-          }
+        const int64_t voxels = std::min(R, S - p * R), width = voxels * C;
+        const T* row = xn + p * L;
+        const T* res = rn ? rn + p * L : nullptr;
+        if (!tn) {
+          apply_strip(row, res, yn + p * L, width, sc.data(), of.data(), slope);
+          continue;
+        }
+        // with a tail, output voxels are Cy apart: compute the strip, then lay out each voxel's
+        // C values and its Ct tail values side by side
+        apply_strip(row, res, buf.data(), width, sc.data(), of.data(), slope);
+        for (int64_t r = 0; r < voxels; ++r) {
+          const int64_t v = p * R + r;
+          std::memcpy(yn + v * Cy, buf.data() + r * C, C * sizeof(T));
+          std::memcpy(yn + v * Cy + C, tn + v * Ct, Ct * sizeof(T));
         }
       }
     });
@@ -322,7 +344,7 @@ void check_input(const at::Tensor& x, const char* name) {
 
 std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
                                 const at::Tensor& a, const c10::optional<at::Tensor>& residual, int64_t groups,
-                                double eps) {
+                                double eps, const c10::optional<at::Tensor>& tail) {
   check_input(x, "x");
   TORCH_CHECK(x.size(1) % groups == 0, "channels must divide into groups");
   TORCH_CHECK(a.numel() == 1, "one PReLU slope expected");
@@ -331,15 +353,24 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& gamma, co
     TORCH_CHECK(residual->sizes() == x.sizes() && residual->scalar_type() == x.scalar_type(),
                 "residual must match x in shape and dtype");
   }
-  auto y = at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
+  if (tail.has_value()) {
+    check_input(*tail, "tail");
+    TORCH_CHECK(tail->size(0) == x.size(0) && tail->sizes().slice(2) == x.sizes().slice(2) &&
+                    tail->scalar_type() == x.scalar_type(),
+                "tail must match x in batch, spatial size and dtype");
+  }
+  auto y = tail.has_value()
+               ? at::empty({x.size(0), x.size(1) + tail->size(1), x.size(2), x.size(3), x.size(4)},
+                           x.options().memory_format(at::MemoryFormat::ChannelsLast3d))
+               : at::empty_like(x, at::MemoryFormat::ChannelsLast3d);
   auto opts = x.options().dtype(at::kFloat);
   auto mean = at::empty({x.size(0), groups}, opts);
   auto rstd = at::empty({x.size(0), groups}, opts);
   const Unit u(x, gamma, beta, a, groups);
   if (x.scalar_type() == at::kFloat)
-    forward_impl<float>(x, u, residual, eps, y, mean, rstd);
+    forward_impl<float>(x, u, residual, tail, eps, y, mean, rstd);
   else
-    forward_impl<at::BFloat16>(x, u, residual, eps, y, mean, rstd);
+    forward_impl<at::BFloat16>(x, u, residual, tail, eps, y, mean, rstd);
   return {y, mean, rstd};
 }
 
@@ -362,6 +393,8 @@ std::vector<at::Tensor> backward(const at::Tensor& dy_in, const at::Tensor& x, c
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "fused GroupNorm -> PReLU (-> + residual), channels_last_3d");
+  m.def("forward", &forward, "fused GroupNorm -> PReLU (-> + residual) (-> cat with tail), channels_last_3d",
+        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("a"), py::arg("residual"), py::arg("groups"),
+        py::arg("eps"), py::arg("tail") = py::none());
   m.def("backward", &backward, "backward of forward: dx, dgamma, dbeta, da (float64 sums)");
 }
