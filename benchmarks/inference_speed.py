@@ -1,7 +1,8 @@
 """Benchmark: end-to-end prediction time per CT (read → write), model-only time, peak memory, and
 how the time grows with the number of slices.
 
-Every row runs in a fresh subprocess (``THP_MEM_ALLOC_ENABLE=1``, ``OMP_NUM_THREADS=--threads``),
+Every row runs in a fresh subprocess (``THP_MEM_ALLOC_ENABLE=1`` unless the caller's environment sets
+it, ``OMP_NUM_THREADS=--threads``; the glibc malloc variables of the caller pass through too),
 so its peak memory is that process's own ``ru_maxrss``. Sections:
 
 1. **model only**: one forward pass on ``(1, 2, 256, 256, 48)`` — the paper's input — with 32 base
@@ -275,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list] = {"model": [], "e2e": [], "slices": []}
     common = {"threads": args.threads, "base": args.base, "levels": args.levels, "repeats": args.repeats}
     print(f"# CPU: {_model_speed().cpu_model()}")
-    print(f"# {args.threads} thread(s); torch {torch.__version__}; THP_MEM_ALLOC_ENABLE=1; "
-          f"load average at start {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs visible")
+    print(f"# {args.threads} thread(s); torch {torch.__version__}; THP_MEM_ALLOC_ENABLE={_model_speed().thp_setting()}; "
+          f"load average at start {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs visible"
+          + "".join(f"; {k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "RRCUNET_MALLOPT"))
     with tempfile.TemporaryDirectory(prefix="rrcunet_bench_") as tmp_s:
         tmp = Path(tmp_s)
         if not args.skip_model:

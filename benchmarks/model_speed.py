@@ -23,6 +23,12 @@ Prints one row per (variant, dtype, memory layout):
   growth during the forward passes (each row runs in a fresh subprocess, so rows do not share a
   high-water mark); CUDA: ``torch.cuda.max_memory_allocated``.
 
+``heap`` (``--heaps``): the glibc malloc settings of the row. ``network-pass`` (the default) runs
+inference as ``rrcunet predict`` does: the CLI's settings and :func:`rrcunet.heap.network_pass`
+around each pass, so activations reuse freed heap memory instead of fresh, zero-filled pages;
+``cli`` the CLI's settings only; ``glibc`` glibc's defaults (every row before issue 23's heap
+change). Training rows (``--train``) never use ``network_pass`` (the trainer does not).
+
 ``rrcunet-eager`` is RRc-UNet 3D with the fused GroupNorm → PReLU CPU kernel off
 (``rrcunet.models.kernels``; it runs for bf16 channels-last tensors), so its gain is measured in
 the same run. ``rrcunet-unfused`` is RRc-UNet 3D run as written, without the decoder's inference-time fusion of
@@ -33,7 +39,9 @@ dtypes: ``fp32``, and ``bf16`` = ``torch.autocast`` to bfloat16 (weights stay fp
 ``contiguous`` (NCDHW) and ``cl3d`` = ``torch.channels_last_3d`` (NDHWC) for model and input.
 
 Subprocesses get ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's CPU allocator then uses transparent huge
-pages: roughly 30 % faster 3D convolutions on our CI box) and ``OMP_NUM_THREADS=--threads``.
+pages), as the ``rrcunet`` CLI sets it, unless the caller's environment sets the variable (then its
+value, e.g. ``THP_MEM_ALLOC_ENABLE=0 python benchmarks/...``; the header prints it), and
+``OMP_NUM_THREADS=--threads``.
 
 Examples::
 
@@ -50,6 +58,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -62,6 +71,7 @@ from pathlib import Path
 VARIANTS = ("rrcunet", "rrcunet-eager", "rrcunet-unfused", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
 DTYPES = ("fp32", "bf16")
 LAYOUTS = ("contiguous", "cl3d")
+HEAPS = ("network-pass", "cli", "glibc")
 REF_MIN_SECONDS = 0.2
 #: Profiler events that are convolution work (self time), for ``--profile``.
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_overrideable", "aten::slow_conv3d_forward",
@@ -190,7 +200,21 @@ def worker(job: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_before = _maxrss_mib()
 
+    # the allocator as `rrcunet predict` runs the network (rrcunet.heap), or as this benchmark did before
+    heap_mode = job.get("heap", "glibc")
+    pass_heap = contextlib.nullcontext
+    if heap_mode in ("cli", "network-pass"):
+        from rrcunet import heap
+
+        heap.configure()
+        if heap_mode == "network-pass" and not train:
+            pass_heap = heap.network_pass
+
     def run() -> None:
+        with pass_heap():
+            forward_or_step()
+
+    def forward_or_step() -> None:
         if train:
             model.zero_grad(set_to_none=True)
             with autocast:
@@ -257,10 +281,15 @@ def reference_worker(job: dict, fmt) -> dict:
 # --------------------------------------------------------------------------------------------
 # driver side
 # --------------------------------------------------------------------------------------------
+def thp_setting() -> str:
+    """``THP_MEM_ALLOC_ENABLE`` of the worker processes: the caller's value, else ``1`` (the CLI's default)."""
+    return os.environ.get("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def run_worker(script: str | Path, job: dict, timeout: float, pythonpath: list[str]) -> dict:
-    """Run ``script --worker JOB`` in a fresh process (``THP_MEM_ALLOC_ENABLE=1``,
+    """Run ``script --worker JOB`` in a fresh process (``THP_MEM_ALLOC_ENABLE``: :func:`thp_setting`,
     ``OMP_NUM_THREADS=job["threads"]``) and return the last JSON line it prints, or ``{"error": ...}``."""
-    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1", OMP_NUM_THREADS=str(job["threads"]))
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE=thp_setting(), OMP_NUM_THREADS=str(job["threads"]))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [*pythonpath, env.get("PYTHONPATH", "")]))
     try:
         proc = subprocess.run(
@@ -304,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="also profile --repeats passes: time in convolutions and the total as a multiple of it "
                              "(the median pass)")
+    parser.add_argument("--heaps", default="network-pass",
+                        help="comma list of glibc malloc settings, one row each: network-pass (what `rrcunet "
+                             "predict` does: the CLI's settings plus rrcunet.heap.network_pass around each "
+                             "inference pass), cli (the CLI's settings only), glibc (glibc's defaults: this "
+                             "benchmark before issue 23's heap change)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -317,13 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
     dtypes, layouts = args.dtypes.split(","), args.layouts.split(",")
+    heaps = [h for h in args.heaps.split(",") if h]
+    if not heaps or any(h not in HEAPS for h in heaps):
+        parser.error(f"--heaps: choose from {list(HEAPS)}, not {args.heaps!r}")
     common = {"threads": args.threads, "device": args.device, "repeats": args.repeats}
     if args.checkpointing and not args.train:
         parser.error("--checkpointing only applies with --train")
 
     print(f"# CPU: {cpu_model()}")
     print(f"# input {tuple(args.shape)}, base {args.base}, {args.levels} levels, {args.threads} thread(s), "
-          f"device {args.device}, median of {args.repeats}; THP_MEM_ALLOC_ENABLE=1; "
+          f"device {args.device}, median of {args.repeats}; THP_MEM_ALLOC_ENABLE={thp_setting()}; "
           f"load average at start {os.getloadavg()[0]:.1f}; torch {_torch_version()}"
           + ("; TRAINING STEP (fwd+bwd)" + (" with activation checkpointing" if args.checkpointing else "")
              + ": GFLOP and GFLOP/s count forward + backward" if args.train else ""))
@@ -338,27 +375,26 @@ def main(argv: list[str] | None = None) -> int:
                      f", the best of the per-level 3x3x3 C->C convolutions: {r['channels']} channels on "
                      f"{tuple(r['spatial'])}, {r['seconds'] * 1e3:.1f} ms x {r['runs']} runs"))
 
-    header = ["variant", "dtype", "layout", "params", "GFLOP", "step s" if args.train else "fwd s", "CPU s", "GFLOP/s",
+    header = ["variant", "dtype", "layout", "heap", "params", "GFLOP", "step s" if args.train else "fwd s", "CPU s", "GFLOP/s",
               "eff.", "peak MiB", "Δ MiB"] + (["conv s", "×conv"] if args.profile else [])
     print("| " + " | ".join(header) + " |")
-    print("|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
-    for variant in variants:
-        for dtype in dtypes:
-            for layout in layouts:
-                job = {**common, "variant": variant, "dtype": dtype, "layout": layout, "shape": args.shape,
-                       "base": args.base, "levels": args.levels, "train": args.train,
-                       "checkpointing": args.checkpointing, "profile": args.profile}
-                r = run_job(job, args.timeout)
-                if "error" in r:
-                    print(f"| {variant} | {dtype} | {layout} | error: {r['error']} |" + " |" * 7, flush=True)
-                    continue
-                rate = r["flops"] / r["seconds"]
-                cells = [variant, dtype, layout, f"{r['params'] / 1e6:.2f} M", f"{r['flops'] / 1e9:.1f}",
-                         f"{r['seconds']:.3f}", f"{r['cpu_seconds']:.2f}", f"{rate / 1e9:.1f}", f"{rate / ref[(dtype, layout)]:.2f}",
-                         f"{r['peak_mib']:.0f}", f"{r['delta_mib']:.0f}"]
-                if args.profile:
-                    cells += [f"{r['conv_seconds']:.3f}", f"{r['profiled_seconds'] / r['conv_seconds']:.1f}"]
-                print("| " + " | ".join(cells) + " |", flush=True)
+    print("|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|")
+    for variant, dtype, layout, heap_mode in itertools.product(variants, dtypes, layouts, heaps):
+        job = {**common, "variant": variant, "dtype": dtype, "layout": layout, "shape": args.shape,
+               "base": args.base, "levels": args.levels, "train": args.train,
+               "checkpointing": args.checkpointing, "profile": args.profile, "heap": heap_mode}
+        r = run_job(job, args.timeout)
+        if "error" in r:
+            print(f"| {variant} | {dtype} | {layout} | {heap_mode} | error: {r['error']} |" + " |" * 7,
+                  flush=True)
+            continue
+        rate = r["flops"] / r["seconds"]
+        cells = [variant, dtype, layout, heap_mode, f"{r['params'] / 1e6:.2f} M", f"{r['flops'] / 1e9:.1f}",
+                 f"{r['seconds']:.3f}", f"{r['cpu_seconds']:.2f}", f"{rate / 1e9:.1f}", f"{rate / ref[(dtype, layout)]:.2f}",
+                 f"{r['peak_mib']:.0f}", f"{r['delta_mib']:.0f}"]
+        if args.profile:
+            cells += [f"{r['conv_seconds']:.3f}", f"{r['profiled_seconds'] / r['conv_seconds']:.1f}"]
+        print("| " + " | ".join(cells) + " |", flush=True)
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -5,7 +5,9 @@ decoder's ×2 transposed convolution.
    + residual: eager PyTorch (channels-last and contiguous), ``torch.compile`` (inductor) of the
    same function in both layouts, and the fused kernel of :mod:`rrcunet.models.kernels` (forward,
    and its backward), also built with GCC's default vector width for the CPU (the flags before
-   ``-mprefer-vector-width=512``), with whether both builds give bit-identical outputs.
+   ``-mprefer-vector-width=512``), with whether both builds give bit-identical outputs; and the
+   RRc block's join, ``cat(unit output, entry output)``, written by the kernel (its ``tail``) against
+   the kernel followed by ``torch.cat``.
 2. The transposed convolution (kernel 2, stride 2) from level 1 to level 0 of the training recipe
    at base 16 (32 → 32 channels, 56×56×32 → 112×112×64), forward + backward under bf16 autocast,
    channels-last: ``nn.ConvTranspose3d`` against the same map written as one matrix product and a
@@ -67,6 +69,11 @@ def norm_act_rows() -> list[tuple[str, float]]:
             rows.append(("fused kernel, forward", median_ms(lambda: ext.forward(x, wf, bf, a, r, 8, 1e-5))))
             _, mean, rstd = ext.forward(x, wf, bf, a, None, 8, 1e-5)
             rows.append(("fused kernel, backward", median_ms(lambda: ext.backward(r, x, mean, rstd, wf, bf, a, 8))))
+            e = torch.randn_like(x)  # the RRc block's entry output, joined after the last unit's output
+            rows.append(("fused kernel + the RRc join: cat(unit, e) written by the kernel (tail), forward",
+                         median_ms(lambda: ext.forward(x, wf, bf, a, None, 8, 1e-5, e))))
+            rows.append(("fused kernel, then torch.cat(unit, e): the RRc join before, forward",
+                         median_ms(lambda: torch.cat((ext.forward(x, wf, bf, a, None, 8, 1e-5)[0], e), 1))))
             old = default_width_build(kernels)
             same = all(torch.equal(p, q) for p, q in zip(ext.forward(x, wf, bf, a, r, 8, 1e-5),
                                                          old.forward(x, wf, bf, a, r, 8, 1e-5)))

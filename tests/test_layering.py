@@ -14,7 +14,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "rrcunet"
 
 LAYERS: list[set[str]] = [
-    {"<root>", "errors", "config", "tasks", "scores", "formatting", "io"},
+    {"<root>", "errors", "config", "tasks", "scores", "formatting", "heap", "io"},
     {"preprocessing", "lungmask", "models", "losses"},
     {"data", "synthetic"},
     {"training", "inference"},

@@ -9,7 +9,6 @@ shows it), and give exit status 2; Ctrl-C, even during start-up, gives 130.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 # Before torch is imported (the sub-command modules import it): OpenMP threads that spin while
@@ -19,32 +18,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-#: glibc malloc settings of the CLI process (``mallopt``), unless the user set the matching
-#: MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ variables: at most 2 arenas, so the threads of a cohort
-#: run (``predict --workers``) do not each keep their own freed memory, and a fixed 16 MiB mmap
-#: threshold, so glibc does not raise it after the first large free and whole-CT arrays go back to
-#: the system when freed. On the 40-case cohort with ``--workers 2``: peak RSS 1447 → 1204 MiB, for
-#: about 5 % of throughput; one LUNG1-001 prediction: 1333 → 1196 MiB, no slower (docs/inference.md,
-#: "The allocator"). ``RRCUNET_MALLOPT=0`` leaves glibc's defaults.
-MALLOPT: dict[str, tuple[int, int]] = {"MALLOC_ARENA_MAX": (-8, 2), "MALLOC_MMAP_THRESHOLD_": (-3, 16 << 20)}
+# glibc malloc settings of the CLI process (rrcunet.heap: at most 2 arenas, a fixed 16 MiB mmap
+# threshold, and heap reuse during network passes); RRCUNET_MALLOPT=0 leaves glibc's defaults.
+from rrcunet import heap  # noqa: E402  (standard library only: before torch)
 
-
-def _tune_malloc() -> None:
-    """Apply :data:`MALLOPT` where the C library is glibc; a no-op elsewhere (musl, macOS, Windows)."""
-    if os.environ.get("RRCUNET_MALLOPT", "1") == "0":
-        return
-    try:
-        # the process's own symbols (libc among them): no library search, which would run ldconfig
-        # in a subprocess at every start of the CLI
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):
-        return
-    for variable, (param, value) in MALLOPT.items():
-        if variable not in os.environ:
-            mallopt(ctypes.c_int(param), ctypes.c_int(value))
-
-
-_tune_malloc()
+heap.configure()
 
 import argparse  # noqa: E402
 import difflib  # noqa: E402

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rrcunet import heap
 from rrcunet.config import config_to_dict
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.inference.bundled import bundled_model_path
@@ -382,7 +383,8 @@ class Predictor:
 
         if flips is None:
             flips = self.tta_flips if self.config.tta else ((),)
-        with torch.inference_mode(), autocast:
+        # heap.network_pass: the activations reuse freed heap memory instead of fresh pages (CLI only)
+        with torch.inference_mode(), autocast, heap.network_pass():
             first = flips[0]  # the identity, unless overridden
             probs = torch.softmax(logits_of(torch.flip(x, first) if first else x).float(), dim=1)
             if first:

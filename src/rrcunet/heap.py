@@ -1,0 +1,112 @@
+"""glibc malloc settings: the CLI process's defaults, and heap reuse during a network pass.
+
+Owns every ``mallopt`` call of the package (standard library only, so the CLI can apply the
+settings before torch is imported). Elsewhere than glibc (musl, macOS, Windows) everything here is
+a no-op.
+
+**Process defaults** (:func:`configure`, called by the ``rrcunet`` CLI at start-up): :data:`MALLOPT`,
+at most 2 arenas, so the threads of a cohort run (``predict --workers``) do not each keep their
+own freed memory, and a fixed 16 MiB mmap threshold, so glibc does not raise it after the first
+large free and whole-CT arrays go back to the system when freed. On the 40-case cohort with
+``--workers 2``: peak RSS 1447 → 1204 MiB, for about 5 % of throughput (docs/inference.md, "The
+allocator"). A variable the user set (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``) is left
+to glibc; ``RRCUNET_MALLOPT=0`` leaves all of glibc's defaults.
+
+**Heap reuse during the network pass** (:func:`network_pass`): PyTorch's CPU tensors come straight
+from malloc. Above the mmap threshold each one is a fresh ``mmap`` whose pages the kernel
+zero-fills on first touch, and each free an ``munmap``. RRc-UNet 3D at the paper's size makes and
+drops activations of 50–400 MB at every unit, so that page-fault work was about a third of its
+forward pass (issue 23; ``python benchmarks/model_speed.py --heap cli`` against the default
+``--heap network-pass``). Inside the block, allocations up to 1 GiB come from the heap and freed
+memory stays there for the next tensor (mmap and trim thresholds of :data:`NETWORK_PASS`); on exit
+the process defaults come back and ``malloc_trim(0)`` returns the freed heap to the system. The
+price is a higher peak (freed blocks are reused, not returned, so the heap fragments). It is active
+only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
+without the user's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): glibc's adaptive
+threshold cannot be restored once set, so a process that kept it is left alone.
+
+There is no allocator library to configure this for us: PyTorch has no caching allocator for CPU
+tensors, and ``mallopt`` is glibc's own interface.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+#: glibc's trim threshold while the mmap threshold is fixed (it no longer adapts then): 128 KiB.
+GLIBC_TRIM_THRESHOLD = 128 * 1024
+
+#: Process defaults applied by :func:`configure`: environment variable → (mallopt parameter, value).
+MALLOPT: dict[str, tuple[int, int]] = {"MALLOC_ARENA_MAX": (M_ARENA_MAX, 2),
+                                       "MALLOC_MMAP_THRESHOLD_": (M_MMAP_THRESHOLD, 16 << 20)}
+#: Settings inside :func:`network_pass`: parameter → value (1 GiB: every activation of the paper's
+#: network comes from the heap).
+NETWORK_PASS: dict[int, int] = {M_MMAP_THRESHOLD: 1 << 30, M_TRIM_THRESHOLD: 1 << 30}
+#: The user-set variables that turn :func:`network_pass` off.
+USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+_restore: dict[int, int] | None = None  # what network_pass puts back; None: network_pass is off
+_lock = threading.Lock()
+_depth = 0
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The process's own symbols (libc among them): no library search, which would run ldconfig in a
+    subprocess at every start of the CLI."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc has both; others: AttributeError
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+def configure() -> None:
+    """Apply :data:`MALLOPT` (see the module docstring); a no-op without glibc or with ``RRCUNET_MALLOPT=0``."""
+    global _restore
+    _restore = None
+    if os.environ.get("RRCUNET_MALLOPT", "1") == "0":
+        return
+    libc = _libc()
+    if libc is None:
+        return
+    for variable, (param, value) in MALLOPT.items():
+        if variable not in os.environ:
+            libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
+    if not any(v in os.environ for v in USER_VARIABLES):
+        _restore = {M_MMAP_THRESHOLD: MALLOPT["MALLOC_MMAP_THRESHOLD_"][1], M_TRIM_THRESHOLD: GLIBC_TRIM_THRESHOLD}
+
+
+def active() -> bool:
+    """Whether :func:`network_pass` changes anything in this process."""
+    return _restore is not None
+
+
+@contextmanager
+def network_pass() -> Iterator[None]:
+    """Heap reuse for the block (see the module docstring); nests, and is a no-op unless :func:`active`."""
+    global _depth
+    restore = _restore
+    libc = _libc() if restore is not None else None
+    if libc is None or restore is None:
+        yield
+        return
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            for param, value in NETWORK_PASS.items():
+                libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                for param, value in restore.items():
+                    libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
+                libc.malloc_trim(ctypes.c_size_t(0))

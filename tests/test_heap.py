@@ -1,0 +1,101 @@
+"""rrcunet.heap: the CLI's glibc malloc settings (applied unless the user set them or opted out) and the
+heap reuse of a network pass (set on entry, put back and trimmed on exit, only where configure() set
+the threshold)."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+
+from rrcunet import heap
+
+
+class _FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.trims = 0
+
+    def mallopt(self, param, value) -> int:
+        self.calls.append((param.value, value.value))
+        return 1
+
+    def malloc_trim(self, pad) -> int:
+        self.trims += 1
+        return 1
+
+
+@pytest.fixture
+def libc(monkeypatch):
+    fake = _FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: fake)
+    for name in (*heap.MALLOPT, *heap.USER_VARIABLES, "RRCUNET_MALLOPT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(heap, "_restore", None)
+    return fake
+
+
+def test_both_settings_are_applied_by_default(libc):
+    heap.configure()
+    assert sorted(libc.calls) == sorted(heap.MALLOPT.values())
+    assert heap.active()
+
+
+def test_a_variable_the_user_set_is_left_to_glibc(libc, monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    heap.configure()
+    assert libc.calls == [heap.MALLOPT["MALLOC_MMAP_THRESHOLD_"]]
+    assert heap.active()
+
+
+def test_rrcunet_mallopt_0_changes_nothing(libc, monkeypatch):
+    monkeypatch.setenv("RRCUNET_MALLOPT", "0")
+    heap.configure()
+    with heap.network_pass():
+        pass
+    assert libc.calls == [] and libc.trims == 0 and not heap.active()
+
+
+def test_a_c_library_without_mallopt_is_a_no_op(monkeypatch):
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())
+    monkeypatch.delenv("RRCUNET_MALLOPT", raising=False)
+    heap.configure()  # no AttributeError
+    with heap.network_pass():
+        pass
+
+
+def test_the_network_pass_reuses_the_heap_and_puts_the_cli_settings_back(libc):
+    heap.configure()
+    libc.calls.clear()
+    with heap.network_pass():
+        assert sorted(libc.calls) == sorted(heap.NETWORK_PASS.items())
+        with heap.network_pass():  # nested: nothing more
+            pass
+        assert len(libc.calls) == len(heap.NETWORK_PASS) and libc.trims == 0
+    assert libc.calls[len(heap.NETWORK_PASS):] == [
+        (heap.M_MMAP_THRESHOLD, heap.MALLOPT["MALLOC_MMAP_THRESHOLD_"][1]),
+        (heap.M_TRIM_THRESHOLD, heap.GLIBC_TRIM_THRESHOLD)]
+    assert libc.trims == 1
+
+
+@pytest.mark.parametrize("variable", heap.USER_VARIABLES)
+def test_the_network_pass_leaves_a_threshold_the_user_set(libc, monkeypatch, variable):
+    monkeypatch.setenv(variable, str(64 << 20))
+    heap.configure()
+    libc.calls.clear()
+    with heap.network_pass():
+        pass
+    assert libc.calls == [] and libc.trims == 0
+
+
+def test_without_configure_the_network_pass_changes_nothing(libc):
+    with heap.network_pass():
+        pass
+    assert libc.calls == [] and libc.trims == 0
+
+
+def test_the_settings_are_undone_when_the_pass_raises(libc):
+    heap.configure()
+    with pytest.raises(RuntimeError), heap.network_pass():
+        raise RuntimeError("boom")
+    assert libc.trims == 1 and libc.calls[-1] == (heap.M_TRIM_THRESHOLD, heap.GLIBC_TRIM_THRESHOLD)
