@@ -14,7 +14,7 @@ so its peak memory is that process's own ``ru_maxrss``. Sections:
    ``--repeats`` passes after one warm-up pass; ``CPU s`` is the process CPU time of one pass (all
    threads): on an unloaded machine ≈ threads × wall; much less means the row was starved.
 2. **end to end**: ``rrcunet.inference.predict_paths`` (with the CLI's malloc settings,
-   ``rrcunet.cli.main.MALLOPT``; ``RRCUNET_MALLOPT=0`` for glibc's) on one CT with a randomly initialised
+   ``rrcunet.heap.MALLOPT``; ``RRCUNET_MALLOPT=0`` for glibc's) on one CT with a randomly initialised
    RRc-UNet 3D (base 32, 256×256×48) model file: read → lung region (classical) → preprocess →
    network → invert → postprocess/measure → write (NIfTI, plus DICOM SEG for DICOM input) →
    JSON. Per-stage seconds come from the prediction JSON (``runtime_s``); ``total`` is read → write.
