@@ -118,3 +118,13 @@ def test_seg_of_another_frame_of_reference_refused(tmp_path, ct_and_labels):
         **{**ct.meta["dicom"].__dict__, "frame_of_reference_uid": "1.2.3"})})
     with pytest.raises(InputError, match=r"has FrameOfReferenceUID .* but the reference CT .* has 1.2.3"):
         read_seg(out, reference=other)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3), (130, 70, 9), (64, 64, 1), (1, 1, 1), (65, 129, 4, 2)])
+def test_the_tiled_zyx_copy_equals_the_transpose(shape):
+    # the SEG writer's (x, y, z) -> (slices, rows, cols) copy, across tile edges and with a trailing axis
+    from rrcunet.io.dicom_series import zyx_copy
+
+    a = np.random.default_rng(0).integers(0, 3, shape).astype(np.uint8)
+    out = zyx_copy(a)
+    assert out.flags.c_contiguous and np.array_equal(out, np.ascontiguousarray(a.swapaxes(0, 2)))

@@ -590,12 +590,34 @@ def _rescale_value(ds: Any, keyword: str, default: float, path: Path) -> float:
     return number
 
 
+#: Tile of :func:`zyx_copy` (x, y voxels): about 1 MiB of a uint8 source per tile.
+ZYX_TILE = (64, 64)
+
+
+def zyx_copy(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous ``(z, y, x)`` copy of an ``(x, y, z[, ...])`` array, tile by tile.
+
+    ``np.ascontiguousarray(array.transpose(2, 1, 0))`` walks the source with a stride of a whole
+    ``y·z`` plane per output element; copying (x, y) tiles keeps both sides in cache: 0.05 against
+    0.27 s for a 512×512×134 uint8 label map (issue 23). The same call turns ``(z, y, x)`` slices back
+    into ``(x, y, z)``: the reader's decoded slices, the SEG writer's frames.
+    """
+    nx, ny = array.shape[:2]
+    out = np.empty((array.shape[2], ny, nx, *array.shape[3:]), dtype=array.dtype)
+    tx, ty = ZYX_TILE
+    for x0 in range(0, nx, tx):
+        for y0 in range(0, ny, ty):
+            out[:, y0:y0 + ty, x0:x0 + tx] = array[x0:x0 + tx, y0:y0 + ty].swapaxes(0, 2)
+    return out
+
+
 def _read_pixels(entries: list[tuple[float, np.ndarray, Path, Any]], rows: int, cols: int) -> np.ndarray:
     rescale = []
     for _, _, f, ds in entries:
         rescale.append((_rescale_value(ds, "RescaleSlope", 1.0, f), _rescale_value(ds, "RescaleIntercept", 0.0, f)))
     integer = all(s == 1.0 and float(i).is_integer() for s, i in rescale)
-    out = np.empty((cols, rows, len(entries)), dtype=np.int16 if integer else np.float32)
+    # slices decoded into (z, y, x), each a contiguous write, then one tiled copy to (x, y, z)
+    out = np.empty((len(entries), rows, cols), dtype=np.int16 if integer else np.float32)
     for k, (_, _, f, hdr) in enumerate(entries):
         try:
             ds = dcmread_checked(f)
@@ -616,8 +638,8 @@ def _read_pixels(entries: list[tuple[float, np.ndarray, Path, Any]], rows: int, 
         hu = raw.astype(np.float64) * slope + intercept if not integer else raw.astype(np.int32) + int(intercept)
         if out.dtype == np.int16 and (hu.min() < -32768 or hu.max() > 32767):
             out = out.astype(np.float32)
-        out[:, :, k] = hu.T
-    return out
+        out[k] = hu
+    return zyx_copy(out)
 
 
 def _resample_slices(array: np.ndarray, positions: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from rrcunet.io.dicom_series import (
     dcmread_checked,
     load_series_datasets,
     series_geometry,
+    zyx_copy,
 )
 from rrcunet.io.rtstruct import ROI_COLOURS, match_rois
 from rrcunet.io.validation import to_label_array
@@ -308,7 +309,7 @@ def write_seg(
             f"{out_p}: label values {unnamed} have no segment label (segment_labels={segment_labels}); expected "
             "a name for every non-zero label value"
         )
-    pixel = np.ascontiguousarray(numbers.transpose(2, 1, 0))  # (slices, rows, cols)
+    pixel = zyx_copy(numbers)  # (slices, rows, cols)
     if algorithm_name:
         algo = hd.AlgorithmIdentificationSequence(name=algorithm_name, version=__version__,
                                                   family=pydicom.sr.codedict.codes.DCM.ArtificialIntelligence)
