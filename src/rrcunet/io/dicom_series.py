@@ -590,24 +590,26 @@ def _rescale_value(ds: Any, keyword: str, default: float, path: Path) -> float:
     return number
 
 
-#: Tile of :func:`zyx_copy` (x, y voxels): about 1 MiB of a uint8 source per tile.
-ZYX_TILE = (64, 64)
+#: Tile of :func:`zyx_copy`: voxels along the first, second and third source axes.
+ZYX_TILE = (64, 8, 64)
 
 
 def zyx_copy(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous ``(z, y, x)`` copy of an ``(x, y, z[, ...])`` array, tile by tile.
+    """A C-contiguous copy of ``array`` with its first and third axes swapped, tile by tile:
+    ``(x, y, z[, ...])`` → ``(z, y, x[, ...])``, and back.
 
-    ``np.ascontiguousarray(array.transpose(2, 1, 0))`` walks the source with a stride of a whole
-    ``y·z`` plane per output element; copying (x, y) tiles keeps both sides in cache: 0.05 against
-    0.27 s for a 512×512×134 uint8 label map (issue 23). The same call turns ``(z, y, x)`` slices back
-    into ``(x, y, z)``: the reader's decoded slices, the SEG writer's frames.
+    ``np.ascontiguousarray(array.swapaxes(0, 2))`` walks one side of the copy with a stride of a
+    whole plane per element; copying 64×8×64 tiles keeps both sides in cache. Used for the reader's
+    decoded slices and the SEG writer's frames (issue 23; ``python benchmarks/dicom_io_speed.py``
+    times both stages).
     """
-    nx, ny = array.shape[:2]
-    out = np.empty((array.shape[2], ny, nx, *array.shape[3:]), dtype=array.dtype)
-    tx, ty = ZYX_TILE
-    for x0 in range(0, nx, tx):
-        for y0 in range(0, ny, ty):
-            out[:, y0:y0 + ty, x0:x0 + tx] = array[x0:x0 + tx, y0:y0 + ty].swapaxes(0, 2)
+    ni, nj, nk = array.shape[:3]
+    out = np.empty((nk, nj, ni, *array.shape[3:]), dtype=array.dtype)
+    ti, tj, tk = ZYX_TILE
+    for i0 in range(0, ni, ti):
+        for k0 in range(0, nk, tk):
+            for j0 in range(0, nj, tj):
+                out[k0:k0 + tk, j0:j0 + tj, i0:i0 + ti] = array[i0:i0 + ti, j0:j0 + tj, k0:k0 + tk].swapaxes(0, 2)
     return out
 
 
