@@ -383,8 +383,11 @@ class Predictor:
 
         if flips is None:
             flips = self.tta_flips if self.config.tta else ((),)
-        # heap.network_pass: the activations reuse freed heap memory instead of fresh pages (CLI only)
-        with torch.inference_mode(), autocast, heap.network_pass():
+        # heap.network_pass: the activations reuse freed heap memory instead of fresh pages (CLI only).
+        # Only on the bf16 fast path: with float32 activations the kept heap fragmented to a 3.7-4.9 GB
+        # peak on LUNG1-001 (docs/inference.md, "Heap reuse during the network pass").
+        reuse = heap.network_pass() if self.config.bf16 and self.device.type == "cpu" else nullcontext()
+        with torch.inference_mode(), autocast, reuse:
             first = flips[0]  # the identity, unless overridden
             probs = torch.softmax(logits_of(torch.flip(x, first) if first else x).float(), dim=1)
             if first:
