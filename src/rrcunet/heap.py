@@ -16,8 +16,9 @@ to glibc; ``RRCUNET_MALLOPT=0`` leaves all of glibc's defaults.
 from malloc. Above the mmap threshold each one is a fresh ``mmap`` whose pages the kernel
 zero-fills on first touch, and each free an ``munmap``. RRc-UNet 3D at the paper's size makes and
 drops activations of 50–400 MB at every unit, so that page-fault work was about a third of its
-forward pass (issue 23; ``python benchmarks/model_speed.py --heap cli`` against the default
-``--heap network-pass``). Inside the block, allocations up to 1 GiB come from the heap and freed
+forward pass (issue 23; ``python benchmarks/model_speed.py --heaps network-pass,cli``). The
+``Predictor`` uses it for bf16 passes on the CPU only: float32 activations, twice the bytes,
+fragmented the kept heap past 3 GB. Inside the block, allocations up to 1 GiB come from the heap and freed
 memory stays there for the next tensor (mmap and trim thresholds of :data:`NETWORK_PASS`); on exit
 the process defaults come back and ``malloc_trim(0)`` returns the freed heap to the system. The
 price is a higher peak (freed blocks are reused, not returned, so the heap fragments). It is active
