@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference_speed import LUNG1  # noqa: E402  (the benchmarks' one path to LUNG1-001)
 from model_speed import cpu_model  # noqa: E402  (the benchmarks' one CPU-name reader)
-
-REALDATA = Path(os.environ.get("RRCUNET_REALDATA", Path(__file__).resolve().parents[1].parent / "shared" / "realdata"))
-LUNG1 = REALDATA / "nsclc-radiomics-lung1-001" / "image"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -227,21 +227,17 @@ def worker(job: dict) -> dict:
         from rrcunet import heap
 
         heap.configure()
-        if heap_mode == "network-pass" and not train:
+        if heap_mode == "network-pass":  # inference passes only: the trainer does not use it
             pass_heap = heap.network_pass
 
     def run() -> None:
-        with pass_heap():
-            forward_or_step()
-
-    def forward_or_step() -> None:
         if train:
             model.zero_grad(set_to_none=True)
             with autocast:
                 loss = model(x).float().square().mean()  # dense gradients, like a real loss
             loss.backward()
             return
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, pass_heap():
             model(x)
 
     run()  # warm-up: oneDNN primitive creation, allocator growth

@@ -88,11 +88,8 @@ def norm_act_rows() -> list[tuple[str, float]]:
 
 def default_width_build(kernels):
     """The kernel's source built without ``-mprefer-vector-width=512`` (cached like the package's build)."""
-    from torch.utils.cpp_extension import load
-
-    flags = [f for f in kernels.CFLAGS if not f.startswith("-mprefer-vector-width")]
-    return load(name=kernels.build_name() + "_default_width", sources=[str(kernels.SOURCE)], extra_cflags=flags,
-                extra_ldflags=["-fopenmp"], verbose=False)
+    flags = tuple(f for f in kernels.CFLAGS if not f.startswith("-mprefer-vector-width"))
+    return kernels.build(kernels.build_name() + "_default_width", flags)
 
 
 def upsample_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -100,17 +100,23 @@ def build_name() -> str:
     return f"rrcunet_norm_act_{digest.hexdigest()[:16]}"
 
 
+def build(name: str | None = None, cflags: tuple[str, ...] = CFLAGS) -> Any:
+    """Compile :data:`SOURCE` with ``cflags`` (or load the cached build) as module ``name`` (default
+    :func:`build_name`); raises what the compiler raises. ``benchmarks/norm_act_speed.py`` builds it
+    with other flags to compare."""
+    from torch.utils.cpp_extension import load  # lazy: imports setuptools machinery
+
+    return load(name=name or build_name(), sources=[str(SOURCE)], extra_cflags=list(cflags),
+                extra_ldflags=["-fopenmp"], verbose=False)
+
+
 def extension() -> Any | None:
     """The compiled kernel module, building it on first call; None (with one warning) if it cannot be built."""
     global _EXTENSION, _FAILURE
     if _EXTENSION is not None or _FAILURE is not None:
         return _EXTENSION
     try:
-        from torch.utils.cpp_extension import load  # lazy: imports setuptools machinery
-
-        _EXTENSION = load(name=build_name(), sources=[str(SOURCE)],
-                          extra_cflags=list(CFLAGS), extra_ldflags=["-fopenmp"],
-                          verbose=False)
+        _EXTENSION = build()
     except Exception as exc:  # noqa: BLE001 - any build failure means: use the eager path
         _FAILURE = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         warnings.warn(f"rrcunet: the fused GroupNorm+PReLU CPU kernel could not be built ({_FAILURE}); "
