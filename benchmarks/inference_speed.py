@@ -150,6 +150,8 @@ def _e2e_worker(job: dict) -> dict:
 
     if job["dtype"] == "default":  # the predict default: the fast-path rule decides (docs/inference.md)
         config = InferenceConfig(device="cpu")
+    elif job["dtype"] == "fp32-default":  # the predict default where the CPU has no native bf16
+        config = InferenceConfig(device="cpu", bf16=False)
     elif job["dtype"] == "bf16-eager":  # bf16 channels-last with the fused kernel off
         from rrcunet.models import kernels
 
@@ -257,12 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one end-to-end run")
     parser.add_argument("--model-files", nargs="+", metavar="FILE",
                         help="end to end: run these model files instead of a random base-32 RRc-UNet")
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "default", "bf16-eager"],
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "default", "fp32-default", "bf16-eager"],
                         help="end to end: which precisions (default fp32 bf16). fp32 = float32, contiguous unless "
                              "--channels-last (the default of `rrcunet predict` before issue 23); bf16 = autocast, "
                              "same layout rule; default = what `rrcunet predict` does now (bf16, channels-last and "
-                             "the fused kernel on a CPU with native bf16, else fp32); bf16-eager = bf16 channels-last "
-                             "with the fused kernel off")
+                             "the fused kernel on a CPU with native bf16, else fp32); fp32-default = what it does on a CPU "
+                             "without native bf16 (float32, channels-last and the fused kernel); bf16-eager = bf16 "
+                             "channels-last with the fused kernel off")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
     parser.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

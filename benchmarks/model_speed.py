@@ -27,8 +27,14 @@ Prints one row per (variant, dtype, memory layout):
 ``heap`` (``--heaps``): the glibc malloc settings of the row. ``network-pass`` (the default) runs
 inference as ``rrcunet predict`` does: the CLI's settings and :func:`rrcunet.heap.network_pass`
 around each pass, so activations reuse freed heap memory instead of fresh, zero-filled pages;
-``cli`` the CLI's settings only; ``glibc`` glibc's defaults (every row before issue 23's heap
-change). Training rows (``--train``) never use ``network_pass`` (the trainer does not).
+and without transparent huge pages during the pass; ``network-pass-thp`` the same with huge pages
+(``network_pass`` before 2026-12-06, second session); ``cli`` the CLI's settings only; ``glibc``
+glibc's defaults (every row before issue 23's heap change). Training rows (``--train``) never use
+``network_pass`` (the trainer does not).
+
+``--first-pass`` times the first pass of each row's fresh process instead (no warm-up, one pass):
+what ``rrcunet predict`` pays for one CT. oneDNN's primitive creation and every first-touched page
+are in it.
 
 ``rrcunet-eager`` is RRc-UNet 3D with the fused GroupNorm → PReLU CPU kernel off
 (``rrcunet.models.kernels``; it runs for bf16 channels-last tensors), so its gain is measured in
@@ -59,6 +65,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -72,7 +79,7 @@ from pathlib import Path
 VARIANTS = ("rrcunet", "rrcunet-eager", "rrcunet-unfused", "cgpd", "residual", "recurrent", "unet", "monai-unet", "monai-dynunet")
 DTYPES = ("fp32", "bf16")
 LAYOUTS = ("contiguous", "cl3d")
-HEAPS = ("network-pass", "cli", "glibc")
+HEAPS = ("network-pass", "network-pass-thp", "cli", "glibc")
 REF_MIN_SECONDS = 0.2
 #: Profiler events that are convolution work (self time), for ``--profile``.
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_overrideable", "aten::slow_conv3d_forward",
@@ -223,12 +230,12 @@ def worker(job: dict) -> dict:
     # the allocator as `rrcunet predict` runs the network (rrcunet.heap), or as this benchmark did before
     heap_mode = job.get("heap", "glibc")
     pass_heap = contextlib.nullcontext
-    if heap_mode in ("cli", "network-pass"):
+    if heap_mode in ("cli", "network-pass", "network-pass-thp"):
         from rrcunet import heap
 
         heap.configure()
-        if heap_mode == "network-pass":  # inference passes only: the trainer does not use it
-            pass_heap = heap.network_pass
+        if heap_mode.startswith("network-pass"):  # inference passes only: the trainer does not use it
+            pass_heap = functools.partial(heap.network_pass, huge_pages=heap_mode == "network-pass-thp")
 
     def run() -> None:
         if train:
@@ -240,8 +247,11 @@ def worker(job: dict) -> dict:
         with torch.inference_mode(), autocast, pass_heap():
             model(x)
 
-    run()  # warm-up: oneDNN primitive creation, allocator growth
-    times, cpu_times = _timed(run, job["repeats"], device)
+    if job.get("first_pass"):
+        times, cpu_times = _timed(run, 1, device)
+    else:
+        run()  # warm-up: oneDNN primitive creation, allocator growth
+        times, cpu_times = _timed(run, job["repeats"], device)
     conv_seconds = total_seconds = None
     if job.get("profile"):
         from torch.profiler import ProfilerActivity, profile
@@ -349,10 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="also profile --repeats passes: time in convolutions and the total as a multiple of it "
                              "(the median pass)")
+    parser.add_argument("--first-pass", action="store_true",
+                        help="time the first pass of each row's fresh process (no warm-up), as `rrcunet predict` "
+                             "runs one CT")
     parser.add_argument("--heaps", default="network-pass",
                         help="comma list of glibc malloc settings, one row each: network-pass (what `rrcunet "
                              "predict` does: the CLI's settings plus rrcunet.heap.network_pass around each "
-                             "inference pass), cli (the CLI's settings only), glibc (glibc's defaults: this "
+                             "inference pass, without huge pages), network-pass-thp (the same with huge pages), "
+                             "cli (the CLI's settings only), glibc (glibc's defaults: this "
                              "benchmark before issue 23's heap change)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per row before giving up")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -373,10 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     common = {"threads": args.threads, "device": args.device, "repeats": args.repeats}
     if args.checkpointing and not args.train:
         parser.error("--checkpointing only applies with --train")
+    if args.first_pass and (args.profile or args.train):
+        parser.error("--first-pass times one inference pass; it does not combine with --profile or --train")
 
     print(f"# CPU: {cpu_model()}")
     print(f"# input {tuple(args.shape)}, base {args.base}, {args.levels} levels, {args.threads} thread(s), "
-          f"device {args.device}, median of {args.repeats}; THP_MEM_ALLOC_ENABLE={thp_setting()}; "
+          f"device {args.device}, " + ("the first pass of each process" if args.first_pass else f"median of {args.repeats}")
+          + f"; THP_MEM_ALLOC_ENABLE={thp_setting()}; "
           f"load average at start {os.getloadavg()[0]:.1f}; torch {_torch_version()}"
           + ("; TRAINING STEP (fwd+bwd)" + (" with activation checkpointing" if args.checkpointing else "")
              + ": GFLOP and GFLOP/s count forward + backward" if args.train else ""))
@@ -398,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant, dtype, layout, heap_mode in itertools.product(variants, dtypes, layouts, heaps):
         job = {**common, "variant": variant, "dtype": dtype, "layout": layout, "shape": args.shape,
                "base": args.base, "levels": args.levels, "train": args.train,
-               "checkpointing": args.checkpointing, "profile": args.profile, "heap": heap_mode}
+               "checkpointing": args.checkpointing, "profile": args.profile, "heap": heap_mode,
+               "first_pass": args.first_pass}
         r = run_job(job, args.timeout)
         if "error" in r:
             print(f"| {variant} | {dtype} | {layout} | {heap_mode} | error: {r['error']} |" + " |" * 7,

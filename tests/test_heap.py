@@ -5,6 +5,9 @@ the threshold)."""
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -99,3 +102,21 @@ def test_the_settings_are_undone_when_the_pass_raises(libc):
     with pytest.raises(RuntimeError), heap.network_pass():
         raise RuntimeError("boom")
     assert libc.trims == 1 and libc.calls[-1] == (heap.M_TRIM_THRESHOLD, heap.GLIBC_TRIM_THRESHOLD)
+
+
+def test_the_network_pass_takes_no_huge_pages_and_gives_them_back(tmp_path):
+    """With the real C library, in a child process (the settings are process-wide): inside the block
+    the process's no-huge-pages flag is on, and afterwards it is what it was."""
+    code = ("from rrcunet import heap\n"
+            "heap.configure()\n"
+            "before = heap.huge_pages_off()\n"
+            "with heap.network_pass():\n"
+            "    inside = heap.huge_pages_off()\n"
+            "print(before, inside, heap.huge_pages_off())\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in (*heap.MALLOPT, *heap.USER_VARIABLES, "RRCUNET_MALLOPT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    before, inside, after = out.split()
+    if before == "None":
+        pytest.skip("this system has no PR_GET_THP_DISABLE (not Linux, or a kernel before 3.15)")
+    assert (before, inside, after) == ("False", "True", "False")

@@ -21,7 +21,19 @@ forward pass (issue 23; ``python benchmarks/model_speed.py --heaps network-pass,
 fragmented the kept heap past 3 GB. Inside the block, allocations up to 1 GiB come from the heap and freed
 memory stays there for the next tensor (mmap and trim thresholds of :data:`NETWORK_PASS`); on exit
 the process defaults come back and ``malloc_trim(0)`` returns the freed heap to the system. The
-price is a higher peak (freed blocks are reused, not returned, so the heap fragments). It is active
+price is a higher peak (freed blocks are reused, not returned, so the heap fragments).
+
+Inside the block the process also takes no transparent huge pages (``prctl(PR_SET_THP_DISABLE)``,
+put back on exit), although the CLI keeps ``THP_MEM_ALLOC_ENABLE=1``, under which PyTorch asks for
+huge pages for every tensor of 2 MB or more. A single pass, which is what ``rrcunet predict`` runs
+per CT, touches its memory for the first time, and on this project's machines (virtual machines) a
+first-touched 2 MB page cost far more than the 4 KiB pages the kernel recycles: RRc-UNet 3D's first
+bf16 pass at the paper's size took 2.7-2.8 s with huge pages against 1.4 s without (system time
+3.4 s against 0.6 s), float32 channels-last 6.2 s against 3.8 s (``python
+benchmarks/model_speed.py --first-pass``, docs/inference.md, "Huge pages and the first pass"). A
+second pass in the same process with huge pages was faster (1.0 s against 1.3 s), so the
+benchmarks that time warm passes keep them. Outside the block (reading, the lung mask, writing)
+nothing changes. It is active
 only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
 without the user's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): glibc's adaptive
 threshold cannot be restored once set, so a process that kept it is left alone.
@@ -39,6 +51,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
 #: glibc's trim threshold while the mmap threshold is fixed (it no longer adapts then): 128 KiB.
 GLIBC_TRIM_THRESHOLD = 128 * 1024
 
@@ -54,6 +67,7 @@ USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _restore: dict[int, int] | None = None  # what network_pass puts back; None: network_pass is off
 _lock = threading.Lock()
 _depth = 0
+_thp_disabled_before: bool | None = None
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -89,19 +103,22 @@ def active() -> bool:
 
 
 @contextmanager
-def network_pass() -> Iterator[None]:
-    """Heap reuse for the block (see the module docstring); nests, and is a no-op unless :func:`active`."""
+def network_pass(*, huge_pages: bool = False) -> Iterator[None]:
+    """Heap reuse for the block, without huge pages unless ``huge_pages`` (see the module docstring);
+    nests (the outermost block's settings hold), and is a no-op unless :func:`active`."""
     global _depth
     restore = _restore
     libc = _libc() if restore is not None else None
     if libc is None or restore is None:
         yield
         return
+    global _thp_disabled_before
     with _lock:
         _depth += 1
         if _depth == 1:
             for param, value in NETWORK_PASS.items():
                 libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
+            _thp_disabled_before = None if huge_pages else _set_huge_pages_off(libc, True)
     try:
         yield
     finally:
@@ -110,4 +127,30 @@ def network_pass() -> Iterator[None]:
             if _depth == 0:
                 for param, value in restore.items():
                     libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
+                if _thp_disabled_before is not None:
+                    _set_huge_pages_off(libc, _thp_disabled_before)
                 libc.malloc_trim(ctypes.c_size_t(0))
+
+
+def _set_huge_pages_off(libc: ctypes.CDLL, off: bool) -> bool | None:
+    """Set the process's "no transparent huge pages" flag; its previous value, or None where the
+    system has no such flag (not Linux, or a kernel before 3.15)."""
+    try:
+        before = libc.prctl(ctypes.c_int(PR_GET_THP_DISABLE), 0, 0, 0, 0)
+        if before < 0 or libc.prctl(ctypes.c_int(PR_SET_THP_DISABLE), ctypes.c_ulong(int(off)), 0, 0, 0) != 0:
+            return None
+    except AttributeError:  # no prctl in this libc
+        return None
+    return bool(before)
+
+
+def huge_pages_off() -> bool | None:
+    """Whether the process takes no transparent huge pages now (None where it cannot tell)."""
+    libc = _libc()
+    if libc is None:
+        return None
+    try:
+        value = libc.prctl(ctypes.c_int(PR_GET_THP_DISABLE), 0, 0, 0, 0)
+    except AttributeError:
+        return None
+    return None if value < 0 else bool(value)
