@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rrcunet.inference import feret_diameter_2d, measure_lesions
+from rrcunet.inference.measure import tumour_components
 from rrcunet.io import Geometry
 
 
@@ -78,3 +79,23 @@ def test_axial_plane_follows_the_direction_not_the_array_order():
 
 def test_no_tumour_no_lesion():
     assert measure_lesions(np.ones((4, 4, 4), np.uint8), Geometry((4, 4, 4), (1.0, 1.0, 1.0))) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_components_without_some_equal_labelling_what_is_left(seed):
+    """Components.without (the predictor's measurement after postprocessing) gives exactly what
+    tumour_components of the remaining mask gives: labels, numbering, box and sizes."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((40, 36, 30), dtype=bool)
+    mask[3:37, 4:33, 2:28] = rng.random((34, 29, 26)) < 0.08
+    comps = tumour_components(mask)
+    assert comps.count > 20
+    drop = rng.random(comps.count + 1) < 0.5
+    drop[1] = True  # the first in scan order, so the box and the numbering both change
+    left = mask.copy()
+    left[comps.box] &= ~drop[comps.labels]
+    expected, got = tumour_components(left), comps.without(drop)
+    assert got.offset == expected.offset and got.count == expected.count
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.sizes, expected.sizes)
+    assert comps.without(np.ones(comps.count + 1, dtype=bool)).count == 0

@@ -193,3 +193,14 @@ def test_slab_wise_return_to_the_full_grid_equals_the_whole_volume_at_once(facto
     assert whole.any() and not whole.all()
     monkeypatch.setattr(classical, "SLAB_SLICES", 4)  # many slabs, the last one partial
     np.testing.assert_array_equal(classical._to_full_grid(mask, filled, factors, hu, cfg), whole)
+
+
+def test_the_two_lungs_filled_in_two_threads_equal_one_after_the_other(chest, chest_mask, monkeypatch):
+    """Step 5 fills the two lungs in parallel threads (issue 23); the mask is the serial one's."""
+    import rrcunet.lungmask.classical as classical
+
+    calls = []
+    monkeypatch.setattr(classical, "_map_sides", lambda fill, lungs: calls.append(len(lungs)) or [fill(s) for s in lungs])
+    serial = extract_lungs(chest.ct)
+    assert calls == [2]  # the synthetic chest has two lungs, so the threaded path ran for chest_mask
+    np.testing.assert_array_equal(np.asarray(serial.array), np.asarray(chest_mask.array))

@@ -464,7 +464,25 @@ def write_case_outputs(case: CaseInput, ct: Volume, result: PredictionResult, ou
     Returns the optional DICOM outputs (``dicom_seg``, ``rtstruct``) that could not be written, with
     the reason: their failure is reported without discarding the mask and the other outputs."""
     labels = result.labels.with_array(np.asarray(result.labels.array, dtype=np.uint8))
-    _write_volume(labels, Path(case.path), out_dir / outputs["segmentation"])
+    if "dicom_seg" in outputs or "rtstruct" in outputs:
+        # the mask's NIfTI in a second thread while the DICOM objects are built: its gzip (zlib
+        # releases the GIL) overlaps their Python work (issue 23). Its error, if any, is raised below.
+        pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrcunet-write")
+        mask_written = pool.submit(_write_volume, labels, Path(case.path), out_dir / outputs["segmentation"])
+        pool.shutdown(wait=False)
+    else:
+        _write_volume(labels, Path(case.path), out_dir / outputs["segmentation"])
+        mask_written = None
+    try:
+        return _write_other_outputs(case, ct, result, out_dir, outputs)
+    finally:
+        if mask_written is not None:
+            mask_written.result()
+
+
+def _write_other_outputs(case: CaseInput, ct: Volume, result: PredictionResult, out_dir: Path,
+                         outputs: dict[str, Any]) -> dict[str, str]:
+    """:func:`write_case_outputs` after the mask: probabilities, uncertainty, DICOM SEG, RTSTRUCT."""
     if "probabilities" in outputs:
         if result.probabilities is None:
             raise RuntimeError("probabilities were requested but not computed")

@@ -111,6 +111,24 @@ class Components:
     def box(self) -> tuple[slice, slice, slice]:
         return tuple(slice(o, o + s) for o, s in zip(self.offset, self.labels.shape))  # type: ignore[return-value]
 
+    def without(self, drop: np.ndarray) -> Components:
+        """The components left when those with ``drop[n]`` (boolean, indexed by component number,
+        ``drop[0]`` ignored) are removed: what :func:`tumour_components` of the remaining mask gives,
+        without labelling it again. Removing whole components leaves the others' connectivity, and
+        their scan order, as it was; they are renumbered 1.. in that order on their own bounding box."""
+        keep = ~np.asarray(drop, dtype=bool)
+        keep[0] = False
+        numbers = np.zeros(self.count + 1, dtype=np.int32)
+        numbers[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        relabelled = numbers[self.labels]
+        bounds = bounding_box(relabelled != 0)
+        if bounds is None:
+            return Components(np.zeros((0, 0, 0), dtype=np.int32), (0, 0, 0), np.zeros(0, dtype=np.int64))
+        lo, hi = bounds
+        box = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+        offset = tuple(int(o + a) for o, a in zip(self.offset, lo))
+        return Components(np.ascontiguousarray(relabelled[box]), offset, self.sizes[keep[1:]])  # type: ignore[arg-type]
+
 
 def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
     """Inclusive ``(lo, hi)`` index bounds of the non-zero voxels of a 3D mask, or ``None`` if empty."""

@@ -538,8 +538,9 @@ class Predictor:
         with stage(timings, "postprocess"):
             comps = tumour_components(np.asarray(labels.array) == TUMOUR_LABEL)
             labels, removed = postprocess_labels(labels, lung_in, self.config.postprocess, components=comps)
-            if removed:
-                comps = tumour_components(np.asarray(labels.array) == TUMOUR_LABEL)
+            if removed:  # the components left, without labelling the cleaned mask again
+                left = np.asarray(labels.array)[comps.box] == TUMOUR_LABEL
+                comps = comps.without(np.bincount(comps.labels[left], minlength=comps.count + 1) == 0)
         with stage(timings, "measure"):
             lesions = measure_lesions(labels.array, labels.geometry, components=comps)
         with stage(timings, "quality"):

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -423,6 +425,16 @@ def _fill_lung(lung: np.ndarray, inside: np.ndarray, spacing: tuple[float, float
     return out
 
 
+def _map_sides(fill: Callable[[np.ndarray], np.ndarray], lungs: list[np.ndarray]) -> list[np.ndarray]:
+    """``fill`` of each lung, the two lungs in two threads: its distance transforms and labelling
+    are SciPy C loops that release the GIL, so the second core works on the other lung (issue 23:
+    0.75 s of the 2.0 s extraction on LUNG1-001 were the two closings). Same voxels either way."""
+    if len(lungs) < 2:
+        return [fill(side) for side in lungs]
+    with ThreadPoolExecutor(max_workers=len(lungs), thread_name_prefix="rrcunet-lung") as pool:
+        return list(pool.map(fill, lungs))
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 
@@ -482,8 +494,8 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
     if len(lungs) == 1 and seed is not None:
         lungs = _split_left_right(lungs[0], seed[0])
     mask = np.zeros_like(candidate)
-    for side in lungs:
-        mask |= _fill_lung(side, inside_body, spacing, cfg)  # type: ignore[arg-type]
+    for filled in _map_sides(lambda side: _fill_lung(side, inside_body, spacing, cfg), lungs):  # type: ignore[arg-type]
+        mask |= filled
     if airway is not None:
         # the closing must not put the airway lumen back (intrapulmonary bronchi in it are few mL)
         mask &= ~airway
