@@ -241,3 +241,23 @@ def test_a_deflated_file_that_inflates_past_the_bound_is_skipped_or_refused(tmp_
     assert "inflates to more than 1 MiB" in caplog.text
     with pytest.raises(InputError, match="inflates to more than 1 MiB"):
         read_image(path)
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99"])
+def test_the_pixels_are_decoded_without_parsing_the_header_again(tmp_path, monkeypatch, syntax):
+    """The reader decodes each slice's pixels with pydicom.pixels.pixel_array (issue 23); explicit and
+    implicit VR read the same array as a full dcmread, and a deflated series (read the full way)
+    too."""
+    import rrcunet.io.dicom_series as dicom_series
+
+    ct = _ct()
+    write_ct_series(ct, tmp_path / "s", patient_id="P1")
+    for f in sorted((tmp_path / "s").iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.save_as(f, implicit_vr=syntax == "1.2.840.10008.1.2", little_endian=True, enforce_file_format=True)
+    fast = read_image(tmp_path / "s")
+    monkeypatch.setattr(dicom_series, "_decode_pixels", lambda path, header: dicom_series.dcmread_checked(path).pixel_array)
+    full = read_image(tmp_path / "s")
+    np.testing.assert_array_equal(fast.array, ct.array)
+    np.testing.assert_array_equal(full.array, ct.array)

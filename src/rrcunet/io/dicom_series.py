@@ -613,6 +613,24 @@ def zyx_copy(array: np.ndarray) -> np.ndarray:
     return out
 
 
+def _decode_pixels(path: Path, header: Any) -> np.ndarray:
+    """The decoded pixel array of one slice whose header (``header``) the scan already read.
+
+    ``pydicom.pixels.pixel_array(path)`` parses only the pixel data and the elements that describe
+    it: the scan decoded every header element (:func:`dcmread_checked`), so they are not parsed a
+    second time (issue 23). It reads the file as stored and takes the transfer syntax from its file
+    meta, so a deflated file, or one without file meta, goes through :func:`dcmread_checked` as before.
+    """
+    # lazy: pydicom costs ~0.15 s at start-up; only DICOM input and output need it
+    from pydicom.pixels import pixel_array
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
+    if not syntax or syntax == DeflatedExplicitVRLittleEndian:
+        return dcmread_checked(path).pixel_array
+    return pixel_array(path)
+
+
 def _read_pixels(entries: list[tuple[float, np.ndarray, Path, Any]], rows: int, cols: int) -> np.ndarray:
     rescale = []
     for _, _, f, ds in entries:
@@ -622,10 +640,9 @@ def _read_pixels(entries: list[tuple[float, np.ndarray, Path, Any]], rows: int, 
     out = np.empty((len(entries), rows, cols), dtype=np.int16 if integer else np.float32)
     for k, (_, _, f, hdr) in enumerate(entries):
         try:
-            ds = dcmread_checked(f)
-            raw = ds.pixel_array
+            raw = _decode_pixels(f, hdr)
         except Exception as exc:  # decoders raise many types; all mean "cannot decode this file"
-            ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) if "ds" in locals() else None
+            ts = getattr(getattr(hdr, "file_meta", None), "TransferSyntaxUID", None)
             ts_name = f"{ts.name} ({ts})" if ts is not None else "unknown"
             raise InputError(
                 f"{f}: cannot decode the pixel data (transfer syntax {ts_name}: {exc}); expected a decodable CT "
