@@ -228,3 +228,59 @@ def test_the_eager_path_concatenates_the_tail(ext):
     fused = kernels.norm_act(norm, act, x.contiguous(memory_format=CL), r.contiguous(memory_format=CL),
                              t.contiguous(memory_format=CL))
     assert torch.allclose(fused, out, atol=1e-5)
+
+
+def _rrc_step(seed: int = 0):
+    """Gradients of one bf16 channels-last training step of a small base-8 RRc-UNet (4-channel
+    level-0 units, the narrow convolutions :func:`kernels.conv` routes)."""
+    torch.manual_seed(seed)
+    model = build_model("rrcunet", in_channels=2, out_channels=3, levels=2, base_filters=8).to(memory_format=CL)
+    x = torch.randn(1, 2, 12, 10, 8).contiguous(memory_format=CL).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().square().mean()
+    loss.backward()
+    return loss.detach(), x.grad, {n: p.grad for n, p in model.named_parameters()}
+
+
+def test_the_float32_weight_gradient_path_gives_the_autocast_convolutions_gradients(monkeypatch):
+    """Issue 23: a 4-channel convolution's weight gradient is computed in float32 in training. The loss
+    and the input gradient are autocast's bit for bit; the weights' gradients differ only by the bf16
+    rounding that autocast applies to each application of a recurrent unit's convolution."""
+    calls = []
+    real = kernels._ConvFloat32WeightGrad.apply
+    monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)  # the path is on only where measured (AMX)
+    weight_dtypes = []
+    monkeypatch.setattr(kernels._ConvFloat32WeightGrad, "apply",
+                        lambda *a: calls.append(a[1].shape) or weight_dtypes.append(a[1].dtype) or real(*a))
+    loss_f, dx_f, grads_f = _rrc_step()
+    assert calls and all(max(s[0], s[1]) <= kernels.FLOAT32_WEIGHT_GRAD_MAX_CHANNELS for s in calls)
+    assert all(dtype == torch.float32 for dtype in weight_dtypes)
+    monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: False)
+    calls.clear()
+    loss_a, dx_a, grads_a = _rrc_step()
+    assert not calls
+    assert torch.equal(loss_f, loss_a)
+    torch.testing.assert_close(dx_f, dx_a, rtol=0, atol=0)
+    for name, grad in grads_a.items():
+        if name.endswith("unit.conv.weight") and grad.shape[0] <= kernels.FLOAT32_WEIGHT_GRAD_MAX_CHANNELS:
+            assert ((grads_f[name] - grad).norm() / grad.norm()).item() < 2 ** -7, name  # bf16 has 8 bits
+        else:
+            torch.testing.assert_close(grads_f[name], grad, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("case", ["inference", "float32", "contiguous", "wide", "switched off"])
+def test_the_float32_weight_gradient_path_applies_only_to_narrow_bf16_training_convolutions(monkeypatch, case):
+    monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)
+    channels = 8 if case == "wide" else 4
+    conv = nn.Conv3d(channels, channels, 3, padding=1, bias=False).to(memory_format=CL)
+    x = torch.randn(1, channels, 6, 6, 6)
+    x = x if case == "contiguous" else x.contiguous(memory_format=CL)
+    if case == "switched off":
+        monkeypatch.setattr(kernels, "enabled", lambda: False)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case != "float32"), \
+            torch.set_grad_enabled(case != "inference"):
+        assert not kernels.float32_weight_grad_applies(conv, x)
+    if case == "wide":  # and the narrow one in the same setting does
+        narrow = nn.Conv3d(4, 4, 3, padding=1, bias=False).to(memory_format=CL)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert kernels.float32_weight_grad_applies(narrow, x[:, :4].contiguous(memory_format=CL))

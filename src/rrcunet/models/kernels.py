@@ -199,3 +199,83 @@ def norm_act(norm: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.T
     if residual is not None:
         y = y + residual
     return y if tail is None else torch.cat((y, tail), dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# the convolution of a unit in training: its weight gradient in float32 where bf16's is slow
+
+#: Widest convolution (input and output channels) whose weight gradient :func:`conv` computes in
+#: float32. ``python benchmarks/conv_backward_speed.py`` (2026-12-06, Intel Xeon with AMX-BF16):
+#: at 4 → 4 channels on 80×80×48, oneDNN's bf16 weight gradient took 10.3 ms against 4.4 ms in
+#: float32 (its forward 1.3 ms); at 8 → 8 the two were 12.3 and 7.7 ms, but with the casts the
+#: whole step was no faster (one-off prototype: 21.0 against 22.2 ms).
+FLOAT32_WEIGHT_GRAD_MAX_CHANNELS = 4
+
+
+def _cpu_has_amx() -> bool:
+    return "amx_bf16" in _cpu_flags().split()
+
+
+class _ConvFloat32WeightGrad(torch.autograd.Function):
+    """``conv3d(x, weight.to(bf16))`` (stride 1, no bias) for a bf16 ``x`` and the float32 master
+    ``weight``, as CPU autocast computes it; in the backward the input gradient comes from oneDNN in
+    bf16, as autocast's, and the weight gradient from oneDNN's float32 kernel on float32 copies of
+    ``x`` and the output gradient (bf16 values are float32 values), returned in float32: autocast's
+    is rounded to bf16 at every application of the convolution, this one is not."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
+        w16 = weight.detach().to(torch.bfloat16)
+        ctx.save_for_backward(x, w16)
+        ctx.padding = padding
+        ctx.weight_dtype = weight.dtype
+        return torch.nn.functional.conv3d(x, w16, None, 1, padding)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:
+        x, w16 = ctx.saved_tensors
+        args = ([1, 1, 1], list(ctx.padding), [1, 1, 1], False, [0, 0, 0], 1)
+        dy = dy.to(x.dtype)
+        dx = dweight = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.ops.aten.convolution_backward(dy, x, w16, None, *args, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            dweight = torch.ops.aten.convolution_backward(dy.float(), x.float(), w16.float(), None, *args,
+                                                          [False, True, False])[1].to(ctx.weight_dtype)
+        return dx, dweight, None
+
+
+def float32_weight_grad_applies(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether :func:`conv` takes the float32-weight-gradient path for ``module(x)``: a training
+    pass (gradients on) under CPU bf16 autocast, a channels-last 5-D input, a 3-D convolution with
+    stride 1, no dilation, groups or bias, at most :data:`FLOAT32_WEIGHT_GRAD_MAX_CHANNELS` channels
+    in and out, on a CPU with AMX-BF16 (the only kind it was measured on), with the fused kernels
+    :func:`enabled` (``RRCUNET_FUSED_KERNELS=0`` turns it off with them)."""
+    return (
+        torch.is_grad_enabled()
+        and type(module) is nn.Conv3d
+        and module.weight.requires_grad
+        and module.bias is None
+        and module.in_channels <= FLOAT32_WEIGHT_GRAD_MAX_CHANNELS
+        and module.out_channels <= FLOAT32_WEIGHT_GRAD_MAX_CHANNELS
+        and module.stride == (1, 1, 1) and module.dilation == (1, 1, 1) and module.groups == 1
+        and module.padding_mode == "zeros" and isinstance(module.padding, tuple)
+        and x.device.type == "cpu" and x.dim() == 5
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        and enabled()
+        and _cpu_has_amx()
+    )
+
+
+def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``; in training, for the narrow convolutions of :func:`float32_weight_grad_applies`,
+    with the weight gradient computed in float32 (issue 23: oneDNN's bf16 weight gradient of a
+    4-channel 3×3×3 convolution took 7-8× its forward). Same outputs and input gradients; the weight
+    gradient is not rounded to bf16 per application (tested within bf16 rounding of autocast's);
+    inference, float32 and everything else run ``module(x)`` unchanged."""
+    if not float32_weight_grad_applies(module, x):
+        return module(x)
+    with torch.autocast("cpu", enabled=False):
+        return _ConvFloat32WeightGrad.apply(x.to(torch.bfloat16), module.weight, tuple(int(p) for p in module.padding))

@@ -33,7 +33,7 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from rrcunet.errors import ConfigError
-from rrcunet.models.kernels import norm_act
+from rrcunet.models.kernels import conv, norm_act
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ class ConvNormAct(Convolution):
             y = super().forward(x)
             y = y if residual is None else y + residual
             return y if tail is None else torch.cat((y, tail), dim=1)
-        return norm_act(adn.N, adn.A, self.conv(x), residual, tail)
+        return norm_act(adn.N, adn.A, conv(self.conv, x), residual, tail)
 
 
 def conv_norm_act(
