@@ -234,7 +234,8 @@ def _rrc_step(seed: int = 0):
     """Gradients of one bf16 channels-last training step of a small base-8 RRc-UNet (4-channel
     level-0 units, the narrow convolutions :func:`kernels.conv` routes)."""
     torch.manual_seed(seed)
-    model = build_model("rrcunet", in_channels=2, out_channels=3, levels=2, base_filters=8).to(memory_format=CL)
+    model = build_model("rrcunet", in_channels=2, out_channels=3, levels=2, base_filters=8,
+                        entry_kernel_size=1).to(memory_format=CL)
     x = torch.randn(1, 2, 12, 10, 8).contiguous(memory_format=CL).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(x).float().square().mean()
@@ -242,45 +243,78 @@ def _rrc_step(seed: int = 0):
     return loss.detach(), x.grad, {n: p.grad for n, p in model.named_parameters()}
 
 
-def test_the_float32_weight_gradient_path_gives_the_autocast_convolutions_gradients(monkeypatch):
-    """Issue 23: a 4-channel convolution's weight gradient is computed in float32 in training. The loss
-    and the input gradient are autocast's bit for bit; the weights' gradients differ only by the bf16
-    rounding that autocast applies to each application of a recurrent unit's convolution."""
-    calls = []
-    real = kernels._ConvFloat32WeightGrad.apply
+@pytest.mark.parametrize("backward", ["ours", "onednn"])
+def test_the_training_convolutions_give_the_autocast_convolutions_gradients(monkeypatch, backward):
+    """Issue 23: in training, the 4-channel 3×3×3 convolutions and the pointwise ones (the entry
+    convolutions, the head) run through kernels.conv, with our backward or oneDNN's. The loss and the
+    input gradient are autocast's bit for bit, and so are the weights' gradients, except those of the
+    narrow convolutions (the recurrent units'), within bf16 rounding of autocast's: autocast sums a
+    shared weight's gradients over the unit's applications in bf16, kernels.conv in float32, and our
+    narrow backward does not round them to bf16 at all."""
+    kinds = []
+    real = kernels._TrainingConv.apply
     monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)  # the path is on only where measured (AMX)
-    weight_dtypes = []
-    monkeypatch.setattr(kernels._ConvFloat32WeightGrad, "apply",
-                        lambda *a: calls.append(a[1].shape) or weight_dtypes.append(a[1].dtype) or real(*a))
+    monkeypatch.setattr(kernels._TrainingConv, "apply", lambda *a: kinds.append((a[4], a[1].shape)) or real(*a))
+    monkeypatch.setattr(kernels, "_faster", lambda key, ours, onednn: ours() if backward == "ours" else onednn())
     loss_f, dx_f, grads_f = _rrc_step()
-    assert calls and all(max(s[0], s[1]) <= kernels.FLOAT32_WEIGHT_GRAD_MAX_CHANNELS for s in calls)
-    assert all(dtype == torch.float32 for dtype in weight_dtypes)
+    assert {kind for kind, _ in kinds} == {"narrow", "pointwise"}
+    assert all(shape[2:] == (1, 1, 1) for kind, shape in kinds if kind == "pointwise")
+    assert any(shape[:2] == (4, 2) for kind, shape in kinds if kind == "pointwise")  # the first block's entry
+    assert all(max(shape[:2]) <= kernels.NARROW_MAX_CHANNELS for kind, shape in kinds if kind == "narrow")
     monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: False)
-    calls.clear()
+    kinds.clear()
     loss_a, dx_a, grads_a = _rrc_step()
-    assert not calls
+    assert not kinds
     assert torch.equal(loss_f, loss_a)
     torch.testing.assert_close(dx_f, dx_a, rtol=0, atol=0)
     for name, grad in grads_a.items():
-        if name.endswith("unit.conv.weight") and grad.shape[0] <= kernels.FLOAT32_WEIGHT_GRAD_MAX_CHANNELS:
-            assert ((grads_f[name] - grad).norm() / grad.norm()).item() < 2 ** -7, name  # bf16 has 8 bits
+        narrow = (name.endswith("conv.weight") and grad.shape[2:] == (3, 3, 3)
+                  and max(grad.shape[:2]) <= kernels.NARROW_MAX_CHANNELS)
+        if narrow:  # autocast's bf16 rounding apart (bf16 has 8 bits)
+            assert ((grads_f[name] - grad).norm() / grad.norm()).item() < 2 ** -7, name
         else:
             torch.testing.assert_close(grads_f[name], grad, rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.parametrize("case", ["inference", "float32", "contiguous", "wide", "switched off"])
-def test_the_float32_weight_gradient_path_applies_only_to_narrow_bf16_training_convolutions(monkeypatch, case):
-    monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)
+def test_the_faster_backward_is_chosen_once_per_shape(monkeypatch):
+    import time
+
+    monkeypatch.setattr(kernels, "_CHOICE", {})
+    runs = []
+
+    def slow():
+        runs.append("slow")
+        time.sleep(0.02)
+        return "slow"
+
+    def fast():
+        runs.append("fast")
+        return "fast"
+
+    assert kernels._faster(("k", 1), slow, fast) == "fast"
+    assert kernels._faster(("k", 2), fast, slow) == "fast"
+    assert kernels._CHOICE == {("k", 1): False, ("k", 2): True}
+    runs.clear()
+    assert kernels._faster(("k", 1), slow, fast) == "fast" and runs == ["fast"]  # decided: no more timing
+
+
+@pytest.mark.parametrize("case", ["inference", "float32", "contiguous", "wide", "switched off", "no AMX"])
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_the_training_convolutions_apply_only_to_bf16_training_passes(monkeypatch, case, kernel):
+    monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: case != "no AMX")
     channels = 8 if case == "wide" else 4
-    conv = nn.Conv3d(channels, channels, 3, padding=1, bias=False).to(memory_format=CL)
     x = torch.randn(1, channels, 6, 6, 6)
     x = x if case == "contiguous" else x.contiguous(memory_format=CL)
     if case == "switched off":
         monkeypatch.setattr(kernels, "enabled", lambda: False)
+    module = nn.Conv3d(channels, channels, kernel, padding=kernel // 2, bias=kernel == 1).to(memory_format=CL)
+    expected = "pointwise" if case == "wide" and kernel == 1 else None  # pointwise: any width
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case != "float32"), \
             torch.set_grad_enabled(case != "inference"):
-        assert not kernels.float32_weight_grad_applies(conv, x)
-    if case == "wide":  # and the narrow one in the same setting does
-        narrow = nn.Conv3d(4, 4, 3, padding=1, bias=False).to(memory_format=CL)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert kernels.float32_weight_grad_applies(narrow, x[:, :4].contiguous(memory_format=CL))
+        assert kernels.training_conv_path(module, x) == expected
+    narrow = nn.Conv3d(4, 4, kernel, padding=kernel // 2, bias=False).to(memory_format=CL)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the same convolution in a bf16 training pass
+        monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)
+        monkeypatch.setattr(kernels, "enabled", lambda: True)
+        assert kernels.training_conv_path(narrow, torch.randn(1, 4, 6, 6, 6).contiguous(memory_format=CL)) == (
+            "narrow" if kernel == 3 else "pointwise")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -202,62 +203,125 @@ def norm_act(norm: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.T
 
 
 # --------------------------------------------------------------------------------------------
-# the convolution of a unit in training: its weight gradient in float32 where bf16's is slow
+# convolutions in training: a faster backward where oneDNN's bf16 one is slow
 
-#: Widest convolution (input and output channels) whose weight gradient :func:`conv` computes in
-#: float32. ``python benchmarks/conv_backward_speed.py`` (2026-12-06, Intel Xeon with AMX-BF16):
-#: at 4 → 4 channels on 80×80×48, oneDNN's bf16 weight gradient took 10.3 ms against 4.4 ms in
-#: float32 (its forward 1.3 ms); at 8 → 8 the two were 12.3 and 7.7 ms, but with the casts the
-#: whole step was no faster (one-off prototype: 21.0 against 22.2 ms).
-FLOAT32_WEIGHT_GRAD_MAX_CHANNELS = 4
+#: Widest 3×3×3 convolution (input and output channels) that :func:`conv` gives the float32 weight
+#: gradient; widest pointwise (1×1×1) convolution it gives the matrix-product backward.
+#: ``python benchmarks/conv_backward_speed.py`` (2026-12-06, Intel Xeon with AMX-BF16): at 4 → 4
+#: channels on 80×80×48, oneDNN's bf16 weight gradient took 10.3 ms against 4.4 ms in float32 (its
+#: forward 1.3 ms); at 8 → 8, 12.3 against 7.7 ms, but with the casts one convolution's forward and
+#: backward was no faster (one-off prototype: 21.0 against 22.2 ms).
+NARROW_MAX_CHANNELS = 4
+POINTWISE_MAX_CHANNELS = 32
+
+#: The backward each (kind, shapes) takes, chosen by timing (see :func:`_faster`): True = ours.
+_CHOICE: dict[tuple[Any, ...], bool] = {}
 
 
 def _cpu_has_amx() -> bool:
     return "amx_bf16" in _cpu_flags().split()
 
 
-class _ConvFloat32WeightGrad(torch.autograd.Function):
-    """``conv3d(x, weight.to(bf16))`` (stride 1, no bias) for a bf16 ``x`` and the float32 master
-    ``weight``, as CPU autocast computes it; in the backward the input gradient comes from oneDNN in
-    bf16, as autocast's, and the weight gradient from oneDNN's float32 kernel on float32 copies of
-    ``x`` and the output gradient (bf16 values are float32 values), returned in float32: autocast's
-    is rounded to bf16 at every application of the convolution, this one is not."""
+def _faster(key: tuple[Any, ...], ours: Any, onednn: Any) -> Any:
+    """The result of ``ours()`` or ``onednn()`` (two ways to the same gradients), whichever ran faster
+    the first time this ``key`` came up: both are timed twice then and the second runs compared
+    (the first includes oneDNN's one-off primitive creation). oneDNN's bf16 backward has slow shapes
+    that no simple rule predicts: for a pointwise 24 → 4 convolution it took 20 ms on 80×80×40 and
+    80×80×48 and 4-5 ms on 96×96×24 and 128×128×24, where the matrix products took 4-7 ms throughout
+    (one-off timing, 2026-12-06, Intel Xeon with AMX-BF16). Training repeats a few shapes, so the
+    choice is made once per shape and process, as cuDNN's benchmark mode does."""
+    choice = _CHOICE.get(key)
+    if choice is not None:
+        return ours() if choice else onednn()
+    timings = {}
+    for name, fn in (("onednn", onednn), ("ours", ours)):
+        fn()
+        t0 = time.perf_counter()
+        result = fn()
+        timings[name] = (time.perf_counter() - t0, result)
+    _CHOICE[key] = timings["ours"][0] < timings["onednn"][0]
+    log.debug("training convolution %s: ours %.2f ms, oneDNN %.2f ms", key, timings["ours"][0] * 1e3,
+              timings["onednn"][0] * 1e3)
+    return timings["ours" if _CHOICE[key] else "onednn"][1]
+
+
+class _TrainingConv(torch.autograd.Function):
+    """``conv3d(x, weight.to(bf16), bias.to(bf16))`` (stride 1) for a channels-last bf16 ``x`` and the
+    float32 master parameters, as CPU autocast computes it (oneDNN's forward), with a backward that
+    is oneDNN's or ours, whichever :func:`_faster` found faster for these shapes:
+
+    * ``"narrow"`` (3×3×3 and the like, at most :data:`NARROW_MAX_CHANNELS` channels, no bias): the
+      input gradient from oneDNN in bf16, the weight gradient from oneDNN's float32 kernel on
+      float32 copies of ``x`` and the output gradient (bf16 values are float32 values), not rounded
+      to bf16 (autocast's is, at every application of the convolution);
+    * ``"pointwise"`` (1×1×1, at most :data:`POINTWISE_MAX_CHANNELS` channels): matrix products over
+      the voxels, which is what a pointwise convolution is (channels-last ``x`` and output gradient
+      are ``(voxels, channels)`` matrices without a copy): the same bf16 products oneDNN computes.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                padding: tuple[int, ...], kind: str) -> torch.Tensor:
         w16 = weight.detach().to(torch.bfloat16)
+        b16 = None if bias is None else bias.detach().to(torch.bfloat16)
         ctx.save_for_backward(x, w16)
-        ctx.padding = padding
-        ctx.weight_dtype = weight.dtype
-        return torch.nn.functional.conv3d(x, w16, None, 1, padding)
+        ctx.padding, ctx.kind = padding, kind
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        return torch.nn.functional.conv3d(x, w16, b16, 1, padding)
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:
         x, w16 = ctx.saved_tensors
+        dy = dy.to(x.dtype).contiguous(memory_format=torch.channels_last_3d)
+        has_bias = ctx.dtypes[1] is not None
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
         args = ([1, 1, 1], list(ctx.padding), [1, 1, 1], False, [0, 0, 0], 1)
-        dy = dy.to(x.dtype)
-        dx = dweight = None
-        if ctx.needs_input_grad[0]:
-            dx = torch.ops.aten.convolution_backward(dy, x, w16, None, *args, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            dweight = torch.ops.aten.convolution_backward(dy.float(), x.float(), w16.float(), None, *args,
-                                                          [False, True, False])[1].to(ctx.weight_dtype)
-        return dx, dweight, None
+
+        def onednn() -> tuple[Any, ...]:
+            return torch.ops.aten.convolution_backward(dy, x, w16, [w16.shape[0]] if has_bias else None, *args, mask)
+
+        ours = _narrow_backward if ctx.kind == "narrow" else _pointwise_backward
+        key = (ctx.kind, tuple(x.shape), tuple(w16.shape), has_bias, tuple(mask))
+        dx, dweight, dbias = _faster(key, lambda: ours(dy, x, w16, args, mask), onednn)
+        dweight = None if dweight is None else dweight.to(ctx.dtypes[0])
+        dbias = None if dbias is None else dbias.to(ctx.dtypes[1])
+        return dx, dweight, dbias, None, None
 
 
-def float32_weight_grad_applies(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether :func:`conv` takes the float32-weight-gradient path for ``module(x)``: a training
-    pass (gradients on) under CPU bf16 autocast, a channels-last 5-D input, a 3-D convolution with
-    stride 1, no dilation, groups or bias, at most :data:`FLOAT32_WEIGHT_GRAD_MAX_CHANNELS` channels
-    in and out, on a CPU with AMX-BF16 (the only kind it was measured on), with the fused kernels
-    :func:`enabled` (``RRCUNET_FUSED_KERNELS=0`` turns it off with them)."""
-    return (
+def _narrow_backward(dy: torch.Tensor, x: torch.Tensor, w16: torch.Tensor, args: tuple[Any, ...],
+                     mask: list[bool]) -> tuple[Any, ...]:
+    dx = torch.ops.aten.convolution_backward(dy, x, w16, None, *args, [True, False, False])[0] if mask[0] else None
+    dweight = (torch.ops.aten.convolution_backward(dy.float(), x.float(), w16.float(), None, *args,
+                                                   [False, True, False])[1] if mask[1] else None)
+    return dx, dweight, None
+
+
+def _pointwise_backward(dy: torch.Tensor, x: torch.Tensor, w16: torch.Tensor, args: tuple[Any, ...],
+                        mask: list[bool]) -> tuple[Any, ...]:
+    cout, cin = w16.shape[:2]
+    d2 = dy.permute(0, 2, 3, 4, 1).reshape(-1, cout)  # views: channels-last is (voxels, channels)
+    dx = ((d2 @ w16.view(cout, cin)).view(dy.shape[0], *dy.shape[2:], cin).permute(0, 4, 1, 2, 3)
+          if mask[0] else None)
+    dweight = (d2.t() @ x.permute(0, 2, 3, 4, 1).reshape(-1, cin)).view(w16.shape) if mask[1] else None
+    dbias = d2.sum(0, dtype=torch.float32).to(torch.bfloat16) if mask[2] else None
+    return dx, dweight, dbias
+
+
+def training_conv_path(module: nn.Module, x: torch.Tensor) -> str | None:
+    """Which backward :func:`conv` gives ``module(x)``: ``"pointwise"``, ``"narrow"`` (see
+    :class:`_TrainingConv`) or None (``module(x)`` as it is).
+
+    Both need a training pass (gradients on) under CPU bf16 autocast, a channels-last 5-D input,
+    an ``nn.Conv3d`` with stride 1 and no dilation or groups, a CPU with AMX-BF16 (the only kind they
+    were measured on) and the fused kernels :func:`enabled` (``RRCUNET_FUSED_KERNELS=0`` turns them
+    off too). ``"pointwise"``: a 1×1×1 kernel without padding, at most
+    :data:`POINTWISE_MAX_CHANNELS` channels in and out; ``"narrow"``: no bias, at most
+    :data:`NARROW_MAX_CHANNELS` channels in and out.
+    """
+    if not (
         torch.is_grad_enabled()
         and type(module) is nn.Conv3d
         and module.weight.requires_grad
-        and module.bias is None
-        and module.in_channels <= FLOAT32_WEIGHT_GRAD_MAX_CHANNELS
-        and module.out_channels <= FLOAT32_WEIGHT_GRAD_MAX_CHANNELS
         and module.stride == (1, 1, 1) and module.dilation == (1, 1, 1) and module.groups == 1
         and module.padding_mode == "zeros" and isinstance(module.padding, tuple)
         and x.device.type == "cpu" and x.dim() == 5
@@ -266,16 +330,27 @@ def float32_weight_grad_applies(module: nn.Module, x: torch.Tensor) -> bool:
         and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
         and enabled()
         and _cpu_has_amx()
-    )
+    ):
+        return None
+    widest = max(module.in_channels, module.out_channels)
+    if module.kernel_size == (1, 1, 1) and module.padding == (0, 0, 0) and widest <= POINTWISE_MAX_CHANNELS:
+        return "pointwise"
+    if module.bias is None and widest <= NARROW_MAX_CHANNELS:
+        return "narrow"
+    return None
 
 
 def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``; in training, for the narrow convolutions of :func:`float32_weight_grad_applies`,
-    with the weight gradient computed in float32 (issue 23: oneDNN's bf16 weight gradient of a
-    4-channel 3×3×3 convolution took 7-8× its forward). Same outputs and input gradients; the weight
-    gradient is not rounded to bf16 per application (tested within bf16 rounding of autocast's);
-    inference, float32 and everything else run ``module(x)`` unchanged."""
-    if not float32_weight_grad_applies(module, x):
+    """``module(x)``; in training, the convolutions of :func:`training_conv_path` with the faster of
+    oneDNN's backward and ours (issue 23: oneDNN's bf16 backward of a 4-channel 3×3×3 convolution
+    took 7-8× its forward, of some pointwise ones 3-5× the matrix products). Same outputs and input
+    gradients. The weight gradients differ from autocast's only in rounding: a weight applied
+    several times (a recurrent unit's) has its gradients summed in float32, where autocast sums
+    them in bf16, and our narrow backward does not round them to bf16 (tested). Inference, float32
+    and everything else run ``module(x)`` unchanged."""
+    path = training_conv_path(module, x)
+    if path is None:
         return module(x)
     with torch.autocast("cpu", enabled=False):
-        return _ConvFloat32WeightGrad.apply(x.to(torch.bfloat16), module.weight, tuple(int(p) for p in module.padding))
+        return _TrainingConv.apply(x.to(torch.bfloat16), module.weight, module.bias,
+                                   tuple(int(p) for p in module.padding), path)

@@ -25,6 +25,7 @@ from torch import nn
 from rrcunet.errors import ConfigError
 from rrcunet.models.blocks.common import check_choice, check_kernel_size
 from rrcunet.models.blocks.recurrent import RecurrentUnit
+from rrcunet.models.kernels import conv
 
 JOINS = ("cat", "add")
 
@@ -83,7 +84,7 @@ class RRcBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.after_entry(self.entry(x))
+        return self.after_entry(conv(self.entry, x))  # kernels.conv: the training backward of issue 23
 
     def after_entry(self, e: torch.Tensor) -> torch.Tensor:
         """The block from the entry convolution's output on (the decoder's fused inference path
