@@ -256,7 +256,8 @@ class _TrainingConv(torch.autograd.Function):
       to bf16 (autocast's is, at every application of the convolution);
     * ``"pointwise"`` (1×1×1, at most :data:`POINTWISE_MAX_CHANNELS` channels): matrix products over
       the voxels, which is what a pointwise convolution is (channels-last ``x`` and output gradient
-      are ``(voxels, channels)`` matrices without a copy): the same bf16 products oneDNN computes.
+      are ``(voxels, channels)`` matrices without a copy): the input gradient in bf16 as oneDNN's,
+      the weight and bias gradients in float32, not rounded to bf16.
     """
 
     @staticmethod
@@ -302,8 +303,11 @@ def _pointwise_backward(dy: torch.Tensor, x: torch.Tensor, w16: torch.Tensor, ar
     d2 = dy.permute(0, 2, 3, 4, 1).reshape(-1, cout)  # views: channels-last is (voxels, channels)
     dx = ((d2 @ w16.view(cout, cin)).view(dy.shape[0], *dy.shape[2:], cin).permute(0, 4, 1, 2, 3)
           if mask[0] else None)
-    dweight = (d2.t() @ x.permute(0, 2, 3, 4, 1).reshape(-1, cin)).view(w16.shape) if mask[1] else None
-    dbias = d2.sum(0, dtype=torch.float32).to(torch.bfloat16) if mask[2] else None
+    # float32 products: exact sums of the bf16 values, and faster than a bf16 product with so long a
+    # reduction (one-off timing: 0.8-3.8 ms against 3.7-4.2 ms for 307,200 voxels, 2-24 → 3-4 channels)
+    dweight = ((d2.t().float() @ x.permute(0, 2, 3, 4, 1).reshape(-1, cin).float()).view(w16.shape)
+               if mask[1] else None)
+    dbias = d2.sum(0, dtype=torch.float32) if mask[2] else None
     return dx, dweight, dbias
 
 
@@ -346,8 +350,8 @@ def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     took 7-8× its forward, of some pointwise ones 3-5× the matrix products). Same outputs and input
     gradients. The weight gradients differ from autocast's only in rounding: a weight applied
     several times (a recurrent unit's) has its gradients summed in float32, where autocast sums
-    them in bf16, and our narrow backward does not round them to bf16 (tested). Inference, float32
-    and everything else run ``module(x)`` unchanged."""
+    them in bf16, and our backward does not round them to bf16 (tested). Inference, float32 and
+    everything else run ``module(x)`` unchanged."""
     path = training_conv_path(module, x)
     if path is None:
         return module(x)
