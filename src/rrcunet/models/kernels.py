@@ -1,4 +1,6 @@
-"""The fused GroupNorm → PReLU (→ + residual) kernel for channels-last CPU tensors, and its dispatch.
+"""The fused GroupNorm → PReLU (→ + residual) kernel for channels-last CPU tensors, and its dispatch;
+and (:func:`conv`, at the end) the training backward of the narrow and pointwise convolutions where
+oneDNN's bf16 one is slow.
 
 Why our own kernel (issue 23): every unit of RRc-UNet 3D is Conv3d → GroupNorm → PReLU, and its
 recurrent blocks add the block input to each unit's output. On CPU, eager PyTorch runs those as
