@@ -17,8 +17,8 @@ from malloc. Above the mmap threshold each one is a fresh ``mmap`` whose pages t
 zero-fills on first touch, and each free an ``munmap``. RRc-UNet 3D at the paper's size makes and
 drops activations of 50–400 MB at every unit, so that page-fault work was about a third of its
 forward pass (issue 23; ``python benchmarks/model_speed.py --heaps network-pass,cli``). The
-``Predictor`` uses it for bf16 passes on the CPU only: float32 activations, twice the bytes,
-fragmented the kept heap past 3 GB. Inside the block, allocations up to 1 GiB come from the heap and freed
+``Predictor`` uses it for channels-last passes on the CPU only: the contiguous eager path's float32
+activations fragmented the kept heap past 3 GB (channels-last float32 peaked at 2.4-2.7 GB). Inside the block, allocations up to 1 GiB come from the heap and freed
 memory stays there for the next tensor (mmap and trim thresholds of :data:`NETWORK_PASS`); on exit
 the process defaults come back and ``malloc_trim(0)`` returns the freed heap to the system. The
 price is a higher peak (freed blocks are reused, not returned, so the heap fragments).
@@ -28,13 +28,15 @@ put back on exit), although the CLI keeps ``THP_MEM_ALLOC_ENABLE=1``, under whic
 huge pages for every tensor of 2 MB or more. A single pass, which is what ``rrcunet predict`` runs
 per CT, touches its memory for the first time, and on this project's machines (virtual machines) a
 first-touched 2 MB page cost far more than the 4 KiB pages the kernel recycles: RRc-UNet 3D's first
-bf16 pass at the paper's size took 2.7-2.8 s with huge pages against 1.4 s without (system time
-3.4 s against 0.6 s), float32 channels-last 6.2 s against 3.8 s (``python
-benchmarks/model_speed.py --first-pass``, docs/inference.md, "Huge pages and the first pass"). A
-second pass in the same process with huge pages was faster (1.0 s against 1.3 s), so the
-benchmarks that time warm passes keep them. Outside the block (reading, the lung mask, writing)
-nothing changes. It is active
-only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
+bf16 pass at the paper's size took 2.45 s with huge pages against 1.32 s without, float32
+channels-last 7.03 s against 3.61 s (``python benchmarks/model_speed.py --variants rrcunet --dtypes
+bf16,fp32 --layouts cl3d --heaps network-pass,network-pass-thp --first-pass``; docs/inference.md,
+"Huge pages and the first pass"). Passes repeated back to back were faster with huge pages (0.87
+against 1.05 s: the second finds the first one's pages warm); ``rrcunet predict`` runs one pass
+per CT, seconds apart. ``network_pass(huge_pages=True)`` keeps them (the benchmark's
+``network-pass-thp``). Outside the block (reading, the lung mask, writing) nothing changes.
+
+It is active only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
 without the user's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): glibc's adaptive
 threshold cannot be restored once set, so a process that kept it is left alone.
 
@@ -106,13 +108,12 @@ def active() -> bool:
 def network_pass(*, huge_pages: bool = False) -> Iterator[None]:
     """Heap reuse for the block, without huge pages unless ``huge_pages`` (see the module docstring);
     nests (the outermost block's settings hold), and is a no-op unless :func:`active`."""
-    global _depth
+    global _depth, _thp_disabled_before
     restore = _restore
     libc = _libc() if restore is not None else None
     if libc is None or restore is None:
         yield
         return
-    global _thp_disabled_before
     with _lock:
         _depth += 1
         if _depth == 1:
