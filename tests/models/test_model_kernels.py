@@ -243,19 +243,17 @@ def _rrc_step(seed: int = 0):
     return loss.detach(), x.grad, {n: p.grad for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("backward", ["ours", "onednn"])
-def test_the_training_convolutions_give_the_autocast_convolutions_gradients(monkeypatch, backward):
+def test_the_training_convolutions_give_the_autocast_convolutions_gradients(monkeypatch):
     """Issue 23: in training, the 4-channel 3×3×3 convolutions and the pointwise ones (the entry
-    convolutions, the head) run through kernels.conv, with our backward or oneDNN's. The loss and the
+    convolutions, the head) run through kernels.conv, with our backward. The loss and the
     input gradient are autocast's bit for bit, and so are the weights' gradients, except those of the
-    narrow convolutions (the recurrent units') and, with our backward, the pointwise ones: within bf16
+    narrow convolutions (the recurrent units') and the pointwise ones: within bf16
     rounding of autocast's. Autocast sums a shared weight's gradients over the unit's applications in
     bf16, kernels.conv in float32, and our backward does not round them to bf16 at all."""
     kinds = []
     real = kernels._TrainingConv.apply
     monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)  # the path is on only where measured (AMX)
     monkeypatch.setattr(kernels._TrainingConv, "apply", lambda *a: kinds.append((a[4], a[1].shape)) or real(*a))
-    monkeypatch.setattr(kernels, "_faster", lambda key, ours, onednn: ours() if backward == "ours" else onednn())
     loss_f, dx_f, grads_f = _rrc_step()
     assert {kind for kind, _ in kinds} == {"narrow", "pointwise"}
     assert all(shape[2:] == (1, 1, 1) for kind, shape in kinds if kind == "pointwise")
@@ -270,33 +268,11 @@ def test_the_training_convolutions_give_the_autocast_convolutions_gradients(monk
     for name, grad in grads_a.items():
         narrow = (name.endswith("conv.weight") and grad.shape[2:] == (3, 3, 3)
                   and max(grad.shape[:2]) <= kernels.NARROW_MAX_CHANNELS)
-        pointwise = backward == "ours" and (name.endswith(("entry.weight", "entry.bias", "head.weight", "head.bias")))
+        pointwise = name.endswith(("entry.weight", "entry.bias", "head.weight", "head.bias"))
         if narrow or pointwise:  # autocast's bf16 rounding apart (bf16 has 8 bits)
             assert ((grads_f[name] - grad).norm() / grad.norm()).item() < 2 ** -7, name
         else:
             torch.testing.assert_close(grads_f[name], grad, rtol=0, atol=0, msg=name)
-
-
-def test_the_faster_backward_is_chosen_once_per_shape(monkeypatch):
-    import time
-
-    monkeypatch.setattr(kernels, "_CHOICE", {})
-    runs = []
-
-    def slow():
-        runs.append("slow")
-        time.sleep(0.02)
-        return "slow"
-
-    def fast():
-        runs.append("fast")
-        return "fast"
-
-    assert kernels._faster(("k", 1), slow, fast) == "fast"
-    assert kernels._faster(("k", 2), fast, slow) == "fast"
-    assert kernels._CHOICE == {("k", 1): False, ("k", 2): True}
-    runs.clear()
-    assert kernels._faster(("k", 1), slow, fast) == "fast" and runs == ["fast"]  # decided: no more timing
 
 
 @pytest.mark.parametrize("case", ["inference", "float32", "contiguous", "wide", "switched off", "no AMX"])

@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -208,49 +207,28 @@ def norm_act(norm: nn.Module, act: nn.Module, x: torch.Tensor, residual: torch.T
 # convolutions in training: a faster backward where oneDNN's bf16 one is slow
 
 #: Widest 3×3×3 convolution (input and output channels) that :func:`conv` gives the float32 weight
-#: gradient; widest pointwise (1×1×1) convolution it gives the matrix-product backward.
-#: ``python benchmarks/conv_backward_speed.py`` (2026-12-06, Intel Xeon with AMX-BF16): at 4 → 4
-#: channels on 80×80×48, oneDNN's bf16 weight gradient took 10.3 ms against 4.4 ms in float32 (its
-#: forward 1.3 ms); at 8 → 8, 12.3 against 7.7 ms, but with the casts one convolution's forward and
-#: backward was no faster (one-off prototype: 21.0 against 22.2 ms).
+#: gradient. ``python benchmarks/conv_backward_speed.py`` (2026-12-06, Intel Xeon with AMX-BF16): at
+#: 4 → 4 channels on 80×80×48, oneDNN's bf16 weight gradient took 10.3 ms against 4.4 ms in float32
+#: (its forward 1.3 ms); at 8 → 8, 12.3 against 7.7 ms, but with the casts one convolution's forward
+#: and backward was no faster (one-off prototype: 21.0 against 22.2 ms).
 NARROW_MAX_CHANNELS = 4
-POINTWISE_MAX_CHANNELS = 32
-
-#: The backward each (kind, shapes) takes, chosen by timing (see :func:`_faster`): True = ours.
-_CHOICE: dict[tuple[Any, ...], bool] = {}
+#: Widest pointwise (1×1×1) convolution that :func:`conv` gives the matrix-product backward. One-off
+#: timings of the backward alone (2026-12-06, Intel Xeon with AMX-BF16): oneDNN's bf16 one took
+#: 19-21 ms for 24 → 4, 16 → 8 and 8 → 8 channels on 80×80×48 and 80×80×40 against 4-6 ms as matrix
+#: products, and 4-5 ms on 96×96×24 and 128×128×24 (matrix products 4-7 ms), 0.4-0.9 ms on
+#: 64×64×24 (matrix products 0.8-1.6 ms). So the products lose at most about a millisecond where
+#: oneDNN is fast and save 15 where it is slow; no simple rule predicts which shapes are slow. Wider
+#: than 24 channels was not measured.
+POINTWISE_MAX_CHANNELS = 24
 
 
 def _cpu_has_amx() -> bool:
     return "amx_bf16" in _cpu_flags().split()
 
 
-def _faster(key: tuple[Any, ...], ours: Any, onednn: Any) -> Any:
-    """The result of ``ours()`` or ``onednn()`` (two ways to the same gradients), whichever ran faster
-    the first time this ``key`` came up: both are timed twice then and the second runs compared
-    (the first includes oneDNN's one-off primitive creation). oneDNN's bf16 backward has slow shapes
-    that no simple rule predicts: for a pointwise 24 → 4 convolution it took 20 ms on 80×80×40 and
-    80×80×48 and 4-5 ms on 96×96×24 and 128×128×24, where the matrix products took 4-7 ms throughout
-    (one-off timing, 2026-12-06, Intel Xeon with AMX-BF16). Training repeats a few shapes, so the
-    choice is made once per shape and process, as cuDNN's benchmark mode does."""
-    choice = _CHOICE.get(key)
-    if choice is not None:
-        return ours() if choice else onednn()
-    timings = {}
-    for name, fn in (("onednn", onednn), ("ours", ours)):
-        fn()
-        t0 = time.perf_counter()
-        result = fn()
-        timings[name] = (time.perf_counter() - t0, result)
-    _CHOICE[key] = timings["ours"][0] < timings["onednn"][0]
-    log.debug("training convolution %s: ours %.2f ms, oneDNN %.2f ms", key, timings["ours"][0] * 1e3,
-              timings["onednn"][0] * 1e3)
-    return timings["ours" if _CHOICE[key] else "onednn"][1]
-
-
 class _TrainingConv(torch.autograd.Function):
     """``conv3d(x, weight.to(bf16), bias.to(bf16))`` (stride 1) for a channels-last bf16 ``x`` and the
-    float32 master parameters, as CPU autocast computes it (oneDNN's forward), with a backward that
-    is oneDNN's or ours, whichever :func:`_faster` found faster for these shapes:
+    float32 master parameters, as CPU autocast computes it (oneDNN's forward), with our backward:
 
     * ``"narrow"`` (3×3×3 and the like, at most :data:`NARROW_MAX_CHANNELS` channels, no bias): the
       input gradient from oneDNN in bf16, the weight gradient from oneDNN's float32 kernel on
@@ -280,12 +258,8 @@ class _TrainingConv(torch.autograd.Function):
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
         args = ([1, 1, 1], list(ctx.padding), [1, 1, 1], False, [0, 0, 0], 1)
 
-        def onednn() -> tuple[Any, ...]:
-            return torch.ops.aten.convolution_backward(dy, x, w16, [w16.shape[0]] if has_bias else None, *args, mask)
-
-        ours = _narrow_backward if ctx.kind == "narrow" else _pointwise_backward
-        key = (ctx.kind, tuple(x.shape), tuple(w16.shape), has_bias, tuple(mask))
-        dx, dweight, dbias = _faster(key, lambda: ours(dy, x, w16, args, mask), onednn)
+        backward = _narrow_backward if ctx.kind == "narrow" else _pointwise_backward
+        dx, dweight, dbias = backward(dy, x, w16, args, mask)
         dweight = None if dweight is None else dweight.to(ctx.dtypes[0])
         dbias = None if dbias is None else dbias.to(ctx.dtypes[1])
         return dx, dweight, dbias, None, None
@@ -347,9 +321,10 @@ def training_conv_path(module: nn.Module, x: torch.Tensor) -> str | None:
 
 
 def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``; in training, the convolutions of :func:`training_conv_path` with the faster of
-    oneDNN's backward and ours (issue 23: oneDNN's bf16 backward of a 4-channel 3×3×3 convolution
-    took 7-8× its forward, of some pointwise ones 3-5× the matrix products). Same outputs and input
+    """``module(x)``; in training, the convolutions of :func:`training_conv_path` with our backward
+    (issue 23: oneDNN's bf16 backward of a 4-channel 3×3×3 convolution took 7-8× its forward, of
+    some pointwise ones 3-5× the matrix products). The choice is fixed, not timed per shape, so a
+    run repeats bit for bit on the CPU (docs/training.md, "Determinism"). Same outputs and input
     gradients. The weight gradients differ from autocast's only in rounding: a weight applied
     several times (a recurrent unit's) has its gradients summed in float32, where autocast sums
     them in bf16, and our backward does not round them to bf16 (tested). Inference, float32 and
