@@ -157,6 +157,15 @@ def test_the_build_name_changes_with_the_compiler_flags(monkeypatch):
     assert kernels.build_name() != name
 
 
+def test_the_build_name_changes_with_the_source_path(monkeypatch, tmp_path):
+    # two installs of the package keep one build each instead of rebuilding each other's
+    name = kernels.build_name()
+    copy = tmp_path / "norm_act.cpp"
+    copy.write_bytes(kernels.SOURCE.read_bytes())
+    monkeypatch.setattr(kernels, "SOURCE", copy)
+    assert kernels.build_name() != name
+
+
 def test_max_pooling_keeps_bf16_under_autocast_and_the_network_output_is_unchanged(ext, monkeypatch):
     """The encoder pools a bf16 activation in bf16 (CPU autocast would run it in float32 after a cast of
     the whole level); a maximum is exact, so the outputs and gradients equal the cast-and-pool ones."""

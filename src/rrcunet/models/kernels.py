@@ -23,8 +23,8 @@ most of the gain comes from under autocast.
 
 The kernel is compiled on first use with :func:`torch.utils.cpp_extension.load` (a C++ compiler and
 ninja, about 25 s once) for the CPU it runs on (``-march=native``; the build name includes a hash
-of the source, the compiler flags, the torch version and the CPU's flags, so a cache shared by different CPUs never
-loads a binary built for another). The build is cached by PyTorch under
+of the source and its path, the compiler flags, the torch version and the CPU's flags, so a cache shared by
+different CPUs never loads a binary built for another, and two installs do not rebuild each other's). The build is cached by PyTorch under
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``). If it cannot be built, one
 warning says why and every unit runs the eager path, which is the same function.
 
@@ -92,10 +92,15 @@ CFLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp")
 
 
 def build_name() -> str:
-    """Extension name: a hash of the source, the compiler flags, the torch version and the CPU flags
-    (see module doc)."""
+    """Extension name: a hash of the source and its path, the compiler flags, the torch version and
+    the CPU flags (see module doc). The path: PyTorch rebuilds a cached extension whose recorded
+    source path differs, so two installs of the package (two checkouts, two virtual environments)
+    that shared one name rebuilt each other's kernel on every switch (about 30 s each time, seen
+    with `rrcunet demo` alternating between two checkouts); with the path in the name each keeps
+    its own build."""
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
+    digest.update(str(SOURCE.resolve()).encode())
     digest.update(" ".join(CFLAGS).encode())
     digest.update(torch.__version__.encode())
     digest.update(_cpu_flags().encode())
