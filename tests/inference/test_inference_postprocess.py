@@ -66,3 +66,15 @@ def test_lung_on_another_grid_and_bad_threshold_are_refused():
         postprocess_labels(pred, other, PostprocessConfig())
     with pytest.raises(ConfigError, match="min_tumour_ml must be a number >= 0"):
         PostprocessConfig(min_tumour_ml=-1)
+
+
+def test_each_removed_component_names_its_number_among_the_components():
+    """The predictor drops the removed components from the ones it measures by these numbers."""
+    from rrcunet.inference.measure import tumour_components
+
+    pred, lung = _case()
+    comps = tumour_components(np.asarray(pred.array) == 2)
+    out, removed = postprocess_labels(pred, lung, PostprocessConfig(min_tumour_ml=0.03), components=comps)
+    assert sorted(r.component for r in removed) == sorted(
+        c for c in range(1, comps.count + 1) if not (np.asarray(out.array)[comps.box][comps.labels == c] == 2).any())
+    assert all(int((comps.labels == r.component).sum()) == r.n_voxels for r in removed)

@@ -31,6 +31,9 @@ class RemovedComponent:
     n_voxels: int
     volume_ml: float
     centroid_mm: tuple[float, float, float]
+    #: its number among the tumour components postprocessing examined (1-based, scan order), so the
+    #: caller can drop it from those (:meth:`~rrcunet.inference.measure.Components.without`); 0: unknown
+    component: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "n_voxels": self.n_voxels, "volume_ml": self.volume_ml,
@@ -100,7 +103,8 @@ def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessC
         cen = centroid(sub_labels[sl] == c) + off + np.asarray([s.start for s in sl])
         removed.append(RemovedComponent(reasons[c], int(comps.sizes[c - 1]),
                                         float(comps.sizes[c - 1]) * labels.geometry.voxel_volume_ml,
-                                        tuple(float(v) for v in labels.geometry.index_to_physical(cen))))  # type: ignore[arg-type]
+                                        tuple(float(v) for v in labels.geometry.index_to_physical(cen)),  # type: ignore[arg-type]
+                                        component=c))
     out = arr.copy()
     sub = out[box]
     replacement = np.where(lung_box, LUNG, 0) if lung_box is not None else 0

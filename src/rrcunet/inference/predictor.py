@@ -54,8 +54,7 @@ from rrcunet.inference.quality import lesion_confidences, quality_report
 from rrcunet.io.validation import DEFAULT_MAX_VOXELS
 from rrcunet.io.volume import Volume
 from rrcunet.lungmask import ClassicalLungExtractor, LungExtractor, check_method
-from rrcunet.models.kernels import available as fused_kernel_available
-from rrcunet.models.kernels import cpu_has_native_bf16
+from rrcunet.models.kernels import available as fused_kernel_available, cpu_has_native_bf16
 from rrcunet.models.model_file import ModelMeta, load_model
 from rrcunet.models.registry import check_divisible
 from rrcunet.models.unet3d import forward_padded
@@ -539,8 +538,9 @@ class Predictor:
             comps = tumour_components(np.asarray(labels.array) == TUMOUR_LABEL)
             labels, removed = postprocess_labels(labels, lung_in, self.config.postprocess, components=comps)
             if removed:  # the components left, without labelling the cleaned mask again
-                left = np.asarray(labels.array)[comps.box] == TUMOUR_LABEL
-                comps = comps.without(np.bincount(comps.labels[left], minlength=comps.count + 1) == 0)
+                drop = np.zeros(comps.count + 1, dtype=bool)
+                drop[[r.component for r in removed]] = True
+                comps = comps.without(drop)
         with stage(timings, "measure"):
             lesions = measure_lesions(labels.array, labels.geometry, components=comps)
         with stage(timings, "quality"):

@@ -47,6 +47,7 @@ import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -58,6 +59,8 @@ from rrcunet.io.volume import Volume
 from rrcunet.preprocessing.orientation import OrientationStep, orientation_step
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -214,8 +217,7 @@ def _to_full_grid(mask: np.ndarray, filled: np.ndarray, factors: tuple[int, int,
         grown = _expand(filled[:, :, r0:r1], factors, part)
         out[:, :, z0:z1] = _refine_boundary(full, grown, hu_full[:, :, z0:z1], cfg.boundary_hu, cfg.boundary_steps)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rrcunet-lung") as pool:
-        list(pool.map(slab, range(0, shape[2], step)))  # list(): raise a slab's error here
+    _in_two_threads(slab, list(range(0, shape[2], step)))
     return out
 
 
@@ -437,10 +439,16 @@ def _map_sides(fill: Callable[[np.ndarray], np.ndarray], lungs: list[np.ndarray]
     """``fill`` of each lung, the two lungs in two threads: its distance transforms and labelling
     are SciPy C loops that release the GIL, so the second core works on the other lung (issue 23:
     0.75 s of the 2.0 s extraction on LUNG1-001 were the two closings). Same voxels either way."""
-    if len(lungs) < 2:
-        return [fill(side) for side in lungs]
-    with ThreadPoolExecutor(max_workers=len(lungs), thread_name_prefix="rrcunet-lung") as pool:
-        return list(pool.map(fill, lungs))
+    return _in_two_threads(fill, lungs)
+
+
+def _in_two_threads(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """``[fn(item) for item in items]``, in two threads when there are two items or more (the first
+    error is raised here)."""
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rrcunet-lung") as pool:
+        return list(pool.map(fn, items))
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ activations) takes the eager path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -63,7 +64,10 @@ _EXTENSION: Any = None
 _FAILURE: str | None = None
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_flags() -> str:
+    """The ``flags`` line of ``/proc/cpuinfo`` (read once: :func:`training_conv_path` asks on every
+    convolution of a training step)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
