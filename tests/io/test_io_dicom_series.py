@@ -261,3 +261,44 @@ def test_the_pixels_are_decoded_without_parsing_the_header_again(tmp_path, monke
     full = read_image(tmp_path / "s")
     np.testing.assert_array_equal(fast.array, ct.array)
     np.testing.assert_array_equal(full.array, ct.array)
+
+
+def test_headers_of_unchanged_files_are_read_once(tmp_path, monkeypatch):
+    """Finding the series and reading it parse each settled header once (issue 23); a file rewritten
+    since, or one modified moments ago, is parsed again, so an edit is never missed."""
+    import os
+    import time
+
+    import rrcunet.io.dicom_series as dicom_series
+
+    ct = _ct()
+    files = write_ct_series(ct, tmp_path / "s", patient_id="P1")
+    an_hour_ago = time.time() - 3600
+    for f in files:
+        os.utime(f, (an_hour_ago, an_hour_ago))
+    parsed = []
+    real = dicom_series.dcmread_checked
+    monkeypatch.setattr(dicom_series, "dcmread_checked", lambda path, **kw: parsed.append(path) or real(path, **kw))
+    monkeypatch.setattr(dicom_series, "_header_cache", type(dicom_series._header_cache)())
+    list_dicom_series(tmp_path / "s")
+    assert len(parsed) == len(files)
+    back = read_image(tmp_path / "s")
+    assert len(parsed) == len(files)  # the read parsed no header again
+    np.testing.assert_array_equal(back.array, ct.array)
+
+    # rewritten now, at the same size: parsed again, and the edit is seen
+    ds = pydicom.dcmread(files[0])
+    ds.Modality = "MR"
+    ds.save_as(files[0])
+    with pytest.raises(InputError, match="MR"):
+        read_image(tmp_path / "s")
+    assert parsed.count(files[0]) == 2
+    # a fresh file is never kept: every read parses it
+    with pytest.raises(InputError, match="MR"):
+        read_image(tmp_path / "s")
+    assert parsed.count(files[0]) == 3
+    # at most HEADER_CACHE_FILES are kept
+    monkeypatch.setattr(dicom_series, "HEADER_CACHE_FILES", 3)
+    dicom_series._header_cache.clear()
+    list_dicom_series(tmp_path / "s")
+    assert len(dicom_series._header_cache) == 3
