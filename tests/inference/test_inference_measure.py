@@ -99,3 +99,22 @@ def test_components_without_some_equal_labelling_what_is_left(seed):
     np.testing.assert_array_equal(got.labels, expected.labels)
     np.testing.assert_array_equal(got.sizes, expected.sizes)
     assert comps.without(np.ones(comps.count + 1, dtype=bool)).count == 0
+
+
+def test_component_centroids_are_each_components_centroid():
+    """component_centroids (one pass, issue 23) gives every component's centroid() on its own box,
+    in the full array's indices."""
+    from scipy import ndimage
+
+    from rrcunet.inference.measure import centroid, component_centroids
+
+    rng = np.random.default_rng(5)
+    mask = np.zeros((70, 50, 30), bool)
+    mask[10:60, 5:45, 4:26] = ndimage.binary_opening(rng.random((50, 40, 22)) > 0.55)
+    comps = tumour_components(mask)
+    assert comps.count > 20 and comps.offset != (0, 0, 0)
+    full = np.zeros(mask.shape, np.int32)
+    full[comps.box] = comps.labels
+    numbers = np.arange(comps.count, 0, -1)
+    want = [centroid(full == n) for n in numbers]
+    np.testing.assert_allclose(component_centroids(comps, numbers), want, rtol=0, atol=1e-9)

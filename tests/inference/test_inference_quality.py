@@ -128,3 +128,29 @@ def test_stochastic_passes_without_perturbation_or_dropout_are_the_mirrored_mean
 def test_uncertainty_option_is_checked(bad):
     with pytest.raises(ConfigError, match="uncertainty"):
         InferenceConfig(uncertainty=bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_lesion_means_are_scipys_per_component_means(dtype):
+    """lesion_confidences counts only the labelled voxels (issue 23); its means are those of
+    scipy.ndimage.mean over the components' box, for many components of random shape."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_opening(rng.random((50, 40, 20)) > 0.6)
+    comps = tumour_components(mask)
+    assert comps.count > 20
+    prob = rng.random(mask.shape)
+    prob = (prob * 255).round().astype(np.uint8) if dtype == np.uint8 else prob.astype(np.float32)
+    lung = (rng.random(mask.shape) > 0.3).astype(np.uint8)
+    unc = rng.random(mask.shape).astype(np.float32)
+    extras = lesion_confidences(comps, prob, lung, unc)
+    order = np.argsort(-comps.sizes, kind="stable") + 1
+    box = comps.box
+    scale = 255.0 if dtype == np.uint8 else 1.0
+    want = ndimage.mean(prob[box].astype(np.float64) / scale, comps.labels, order)
+    np.testing.assert_allclose([x["confidence"] for x in extras], want, rtol=1e-12)
+    np.testing.assert_allclose([x["fraction_in_lung"] for x in extras],
+                               ndimage.mean(lung[box] > 0, comps.labels, order), rtol=1e-12)
+    np.testing.assert_allclose([x["mean_uncertainty"] for x in extras],
+                               ndimage.mean(unc[box].astype(np.float64), comps.labels, order), rtol=1e-12)

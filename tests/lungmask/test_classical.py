@@ -204,3 +204,41 @@ def test_the_two_lungs_filled_in_two_threads_equal_one_after_the_other(chest, ch
     serial = extract_lungs(chest.ct)
     assert calls == [2]  # the synthetic chest has two lungs, so the threaded path ran for chest_mask
     np.testing.assert_array_equal(np.asarray(serial.array), np.asarray(chest_mask.array))
+
+
+def _scipy_ball_closing(mask, radius_mm, spacing):
+    """The closing as SciPy's exact EDT gives it (the extractor's form before issue 23)."""
+    import math
+
+    pad = [int(math.ceil(radius_mm / s)) + 1 for s in spacing]
+    padded = np.pad(mask, [(p, p) for p in pad])
+    dilated = ndi.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
+    closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
+    return closed[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]]
+
+
+@pytest.mark.parametrize("spacing", [(1.953125, 1.953125, 3.0), (1.0, 1.0, 1.0), (2.0, 2.0, 2.5), (1.40625, 1.40625, 5.0)])
+@pytest.mark.parametrize("radius", [5.0, 6.0, 15.0])
+def test_the_ball_closing_is_scipys_closing(spacing, radius):
+    """SimpleITK's distance maps close exactly as SciPy's EDT does (issue 23) where the spacing is a
+    binary fraction, as a FOV/512 pixel size and 0.625-5 mm slices are (ties compare exactly)."""
+    from rrcunet.lungmask.classical import _ball_closing
+
+    rng = np.random.default_rng(int(radius))
+    mask = ndi.binary_opening(rng.random((50, 40, 24)) > 0.6)
+    mask[10:40, 8:30, 5:20] |= ndi.binary_erosion(rng.random((30, 22, 15)) > 0.2)
+    want = _scipy_ball_closing(mask, radius, spacing)
+    assert want.sum() > mask.sum() > 0
+    np.testing.assert_array_equal(_ball_closing(mask, radius, spacing), want)
+
+
+def test_the_ball_closing_differs_from_scipys_only_at_the_radius():
+    """With a spacing that is not a binary fraction the float32 squared distances may round across
+    the radius, so a few boundary voxels may differ (here at most 5 % of the closed mask)."""
+    from rrcunet.lungmask.classical import _ball_closing
+
+    rng = np.random.default_rng(1)
+    mask = ndi.binary_opening(rng.random((60, 50, 30)) > 0.7)
+    spacing, radius = (0.7, 0.8, 2.0), 15.0
+    got, want = _ball_closing(mask, radius, spacing), _scipy_ball_closing(mask, radius, spacing)
+    assert np.count_nonzero(got != want) <= 0.05 * np.count_nonzero(want)

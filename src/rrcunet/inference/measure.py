@@ -130,6 +130,18 @@ class Components:
         return Components(np.ascontiguousarray(relabelled[box]), offset, self.sizes[keep[1:]])  # type: ignore[arg-type]
 
 
+def component_centroids(components: Components, numbers: np.ndarray) -> np.ndarray:
+    """Mean voxel index (indices of the full array) of each component in ``numbers`` (1-based), as
+    ``(len(numbers), 3)``: one pass over the labelled voxels, where a :func:`centroid` per component
+    on its own box cost 0.4 s for the 670 components a random network leaves on LUNG1-001 (issue 23)."""
+    numbers = np.asarray(numbers, dtype=np.intp)
+    flat = np.flatnonzero(components.labels)
+    number = components.labels.ravel()[flat]
+    sums = np.stack([np.bincount(number, weights=index, minlength=components.count + 1)
+                     for index in np.unravel_index(flat, components.labels.shape)], axis=1)
+    return sums[numbers] / components.sizes[numbers - 1, None] + np.asarray(components.offset, dtype=np.float64)
+
+
 def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
     """Inclusive ``(lo, hi)`` index bounds of the non-zero voxels of a 3D mask, or ``None`` if empty."""
     lo, hi = [], []

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from rrcunet.errors import InputError
 from rrcunet.inference.config import PostprocessConfig
-from rrcunet.inference.measure import Components, centroid, tumour_components
+from rrcunet.inference.measure import Components, component_centroids, tumour_components
 from rrcunet.io.volume import Volume
 
 TUMOUR = 2
@@ -95,16 +94,12 @@ def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessC
     if not drop.any():
         return labels, []
     removed_mask = drop[sub_labels]
-    boxes = ndimage.find_objects(sub_labels)
-    off = np.asarray(comps.offset, dtype=np.float64)
-    removed = []
-    for c in (int(c) for c in ids if drop[c]):
-        sl = boxes[c - 1]
-        cen = centroid(sub_labels[sl] == c) + off + np.asarray([s.start for s in sl])
-        removed.append(RemovedComponent(reasons[c], int(comps.sizes[c - 1]),
-                                        float(comps.sizes[c - 1]) * labels.geometry.voxel_volume_ml,
-                                        tuple(float(v) for v in labels.geometry.index_to_physical(cen)),  # type: ignore[arg-type]
-                                        component=c))
+    dropped = ids[drop[1:]]
+    voxel_ml = labels.geometry.voxel_volume_ml
+    centres_mm = labels.geometry.index_to_physical(component_centroids(comps, dropped)).reshape(-1, 3)
+    removed = [RemovedComponent(reasons[c], int(comps.sizes[c - 1]), float(comps.sizes[c - 1]) * voxel_ml,
+                                tuple(float(v) for v in mm), component=c)  # type: ignore[arg-type]
+               for c, mm in zip((int(c) for c in dropped), centres_mm)]
     out = arr.copy()
     sub = out[box]
     replacement = np.where(lung_box, LUNG, 0) if lung_box is not None else 0

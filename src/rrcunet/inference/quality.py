@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from rrcunet.inference.measure import Components, Lesion
 from rrcunet.io.volume import Volume
@@ -66,14 +65,24 @@ def lesion_confidences(components: Components, tumour_probability: np.ndarray, l
         return []
     box, labels = components.box, components.labels
     ids = _component_order(components)
-    prob = np.asarray(tumour_probability[box], dtype=np.float64)
+    # Per-component means over the labelled voxels only: ``scipy.ndimage.mean`` over the whole box
+    # (a float64 copy of it, then a weighted count of every voxel) took 0.6 s on LUNG1-001 with a
+    # random network's 4.5 L of tumour (issue 23). Same sums, in the same voxel order.
+    where = labels != 0
+    number = labels[where]
+    sizes = np.bincount(number, minlength=components.count + 1)[ids]
+
+    def mean_of(values: np.ndarray) -> np.ndarray:
+        return np.bincount(number, weights=np.asarray(values[box])[where].astype(np.float64),
+                           minlength=components.count + 1)[ids] / sizes
+
+    conf = mean_of(np.asarray(tumour_probability))
     if np.asarray(tumour_probability).dtype == np.uint8:  # stored as round(255 × p)
-        prob /= 255.0
-    conf = ndimage.mean(prob, labels, ids)
-    inside = ndimage.mean(np.asarray(lung[box]) > 0, labels, ids)
+        conf = conf / 255.0
+    inside = np.bincount(number[np.asarray(lung[box])[where] > 0], minlength=components.count + 1)[ids] / sizes
     out = [{"confidence": float(c), "fraction_in_lung": float(f)} for c, f in zip(conf, inside)]
     if uncertainty is not None:
-        for d, u in zip(out, ndimage.mean(np.asarray(uncertainty[box], dtype=np.float64), labels, ids)):
+        for d, u in zip(out, mean_of(np.asarray(uncertainty))):
             d["mean_uncertainty"] = float(u)
     return out
 

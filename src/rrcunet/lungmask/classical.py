@@ -226,13 +226,36 @@ def _ball_closing(mask: np.ndarray, radius_mm: float, spacing: tuple[float, floa
 
     Reimplemented (rather than ``ndi.binary_closing`` with a structuring element) because a
     20 mm ball is ~10⁴ voxels and the EDT form is one or two orders of magnitude faster. The
-    volume is padded by the radius so the closing does not stick to the array edge.
+    volume is padded by the radius so the closing does not stick to the array edge. The distance
+    transforms are SimpleITK's (Maurer's exact algorithm, squared distances against the squared
+    radius): on one lung of LUNG1-001 it took 0.17 s where ``scipy.ndimage.distance_transform_edt``
+    took 1.05 s, with the same voxels (issue 23; tested against SciPy's form). Voxels at exactly the
+    radius can only differ where the float32 squared distance rounds across it.
     """
     pad = [int(math.ceil(radius_mm / s)) + 1 for s in spacing]
     padded = np.pad(mask, [(p, p) for p in pad])
-    dilated = ndi.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
-    closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
+    r2 = radius_mm * radius_mm
+    dilated = _squared_distance_to(padded, spacing) <= r2
+    closed = _squared_distance_to(~dilated, spacing) > r2
     return closed[pad[0]:-pad[0], pad[1]:-pad[1], pad[2]:-pad[2]]
+
+
+def _squared_distance_to(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Squared distance (mm², float32) of every voxel centre to the nearest voxel of ``mask`` (0 on
+    it): ``scipy.ndimage.distance_transform_edt(~mask, sampling=spacing) ** 2``, by SimpleITK's
+    ``SignedMaurerDistanceMap`` (whose outside distances are those; its inside ones are to the
+    object's own boundary voxels, so they are not used)."""
+    import SimpleITK as sitk  # the package's image I/O dependency; lazy like the readers'
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(mask.transpose(2, 1, 0)).view(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    signed = sitk.SignedMaurerDistanceMapImageFilter()
+    signed.SetUseImageSpacing(True)
+    signed.SetSquaredDistance(True)
+    signed.SetInsideIsPositive(False)  # outside the mask positive
+    signed.SetBackgroundValue(0)
+    d = sitk.GetArrayFromImage(signed.Execute(image)).transpose(2, 1, 0)
+    return np.maximum(d, 0.0)
 
 
 def _working_grid(ct: Volume, cfg: ClassicalLungConfig) -> tuple[
