@@ -221,7 +221,7 @@ def _resampled(ct, slices: int):
 
 def _fmt_stages(rt: dict) -> list[str]:
     return [f"{rt.get(k, 0.0):.2f}" for k in ("read", "lungmask", "preprocess", "model", "invert", "postprocess",
-                                              "measure", "write", "total")]
+                                              "measure", "quality", "write", "total")]
 
 
 def _print_fit(points: list[tuple[int, float]]) -> None:
@@ -329,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                    "channels_last": args.channels_last}
             models = ([(Path(f).name, str(Path(f).resolve())) for f in args.model_files] if args.model_files
                       else [(f"random RRc-UNet base {args.base}", str(model_path))])
-            header = ("| model | input | dtype | read | lung | preproc | model | invert | post | measure | write | total s "
+            header = ("| model | input | dtype | read | lung | preproc | model | invert | post | measure | quality | write | total s "
                       "| CPU s | peak MiB |")
-            rule = "|---|---|---|" + "---:|" * 11
+            rule = "|---|---|---|" + "---:|" * 12
 
             if not args.skip_e2e:
                 what = (", ".join(m for m, _ in models) if args.model_files
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.slices:
                 print(f"\n## Slices: {name} resampled to 512x512xN, NIfTI → NIfTI, fp32\n")
                 print(header.replace("| model | input |", "| N |") + " total − model s |")
-                print("|---|---|" + "---:|" * 11 + "---:|")
+                print("|---|---|" + "---:|" * 12 + "---:|")
                 for n in args.slices:
                     path = tmp / f"ct_{n}.nii.gz"
                     write_volume(_resampled(ct, n), path)

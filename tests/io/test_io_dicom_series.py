@@ -302,3 +302,19 @@ def test_headers_of_unchanged_files_are_read_once(tmp_path, monkeypatch):
     dicom_series._header_cache.clear()
     list_dicom_series(tmp_path / "s")
     assert len(dicom_series._header_cache) == 3
+
+
+def test_uids_are_filled_in_on_copies_not_on_the_kept_headers(tmp_path):
+    """load_series_datasets hands out the reader's kept headers (issue 23); the UIDs a SEG or
+    RTSTRUCT needs are filled in on copies, so the kept headers stay as the files are."""
+    from rrcunet.io.dicom_series import _with_uids
+
+    files = write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    for ds in headers:
+        del ds.FrameOfReferenceUID
+    filled = _with_uids(headers)
+    assert all(ds.FrameOfReferenceUID for ds in filled)
+    assert all("FrameOfReferenceUID" not in ds for ds in headers)
+    complete = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    assert all(a is b for a, b in zip(_with_uids(complete), complete))  # nothing to fill: no copies

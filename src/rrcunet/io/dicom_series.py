@@ -28,6 +28,7 @@ and files in slice order) is kept as a :class:`DicomSeriesInfo` in ``Volume.meta
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import logging
 import math
@@ -943,7 +944,9 @@ def load_series_datasets(info_or_dir: DicomSeriesInfo | str | os.PathLike[str] |
         datasets = [pydicom.dcmread(d, stop_before_pixels=stop_before_pixels)
                     if isinstance(d, (str, os.PathLike)) else d for d in items]
         return _with_uids(_sorted_by_position(datasets))
-    return _with_uids([pydicom.dcmread(f, stop_before_pixels=stop_before_pixels) for f in files])
+    if stop_before_pixels:  # the headers the reader parsed (a SEG or RTSTRUCT written right after the read)
+        return _with_uids([_read_header(Path(f)) for f in files])
+    return _with_uids([pydicom.dcmread(f) for f in files])
 
 
 def _with_uids(datasets: list[Any]) -> list[Any]:
@@ -955,6 +958,11 @@ def _with_uids(datasets: list[Any]) -> list[Any]:
 
     if not datasets:
         return datasets
+    if not all(str(ds.get(keyword, "") or "") for ds in datasets
+               for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPClassUID",
+                               "SOPInstanceUID")):
+        # filled in on copies: the datasets may be the reader's kept headers (_read_header)
+        datasets = [copy.deepcopy(ds) for ds in datasets]
     seed = [str(datasets[0].get("FrameOfReferenceUID", "")), str(datasets[0].get("ImagePositionPatient", "")),
             str(len(datasets))]
     filled = []
