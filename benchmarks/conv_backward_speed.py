@@ -7,8 +7,9 @@ forward + backward (a gradient for the input and the weights, as in training). `
 (forward + backward − forward) / forward: about 2 when the backward is two convolutions' work
 (input gradient and weight gradient), more when oneDNN's backward kernels are slower than its
 forward. ``dX ms`` and ``dW ms``: the input gradient alone and the weight (and bias) gradient
-alone (``aten::convolution_backward`` with one output asked for). Median of ``--repeats`` after a
-warm-up. The CPU model is printed; compare rows within
+alone (``aten::convolution_backward`` with one output asked for). A second table times the
+training step's own replacements (:mod:`rrcunet.models.kernels`) against oneDNN's. Median of
+``--repeats`` after a warm-up. The CPU model is printed; compare rows within
 one run only.
 
     python benchmarks/conv_backward_speed.py
@@ -82,6 +83,69 @@ def time_conv(cin: int, cout: int, shape: tuple[int, int, int], dtype: torch.dty
     return out[0], out[1], out[2], out[3]
 
 
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def training_rows(repeats: int) -> list[tuple[str, float]]:
+    """The training step's replacements (rrcunet.models.kernels, issue 23) against what they replace,
+    at the recipe's level 0: the 4 → 4-channel 3×3×3 convolution's gradients (80×80×48, bf16,
+    channels-last) and the 16 → 16 ×2 transposed convolution from 40×40×24, forward + backward under
+    bf16 autocast."""
+    from torch import nn
+
+    from rrcunet.models import kernels
+
+    cl = torch.channels_last_3d
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 80, 80, 48).to(torch.bfloat16).contiguous(memory_format=cl)
+    dy = torch.randn(1, 4, 80, 80, 48).to(torch.bfloat16).contiguous(memory_format=cl)
+    w = (0.1 * torch.randn(4, 4, 3, 3, 3)).to(torch.bfloat16)
+    args = ([1, 1, 1], [1, 1, 1], [1, 1, 1], False, [0, 0, 0], 1)
+    rows = [
+        ("4→4 dX: oneDNN's backward", median_ms(
+            lambda: torch.ops.aten.convolution_backward(dy, x, w, None, *args, [True, False, False]), repeats)),
+        ("4→4 dX: forward convolution, kernel flipped (ours)", median_ms(
+            lambda: torch.nn.functional.conv3d(dy, w.transpose(0, 1).flip(2, 3, 4), None, 1, 1), repeats)),
+        ("4→4 dW: oneDNN's bf16 backward", median_ms(
+            lambda: torch.ops.aten.convolution_backward(dy, x, w, None, *args, [False, True, False]), repeats)),
+        ("4→4 dW: oneDNN's float32 backward on float32 copies (before)", median_ms(
+            lambda: torch.ops.aten.convolution_backward(dy.float(), x.float(), w.float(), None, *args,
+                                                        [False, True, False]), repeats)),
+    ]
+    ext = kernels.extension()
+    if ext is not None:
+        rows.append(("4→4 dW: the kernel's narrow_weight_grad (ours)",
+                     median_ms(lambda: ext.narrow_weight_grad(dy, x, [3, 3, 3], [1, 1, 1]), repeats)))
+    up = nn.Sequential(nn.ConvTranspose3d(16, 16, 2, stride=2)).to(memory_format=cl)
+    xu = torch.randn(1, 16, 40, 40, 24).contiguous(memory_format=cl).requires_grad_()
+    gu = torch.randn(1, 16, 80, 80, 48).to(torch.bfloat16).contiguous(memory_format=cl)
+    real_amx = kernels._cpu_has_amx
+
+    def upsampling(fn):
+        def run() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = fn()
+            y.backward(gu)
+        return run
+
+    rows.append(("16→16 ×2 transposed convolution, fwd + bwd: ConvTranspose3d",
+                 median_ms(upsampling(lambda: up(xu)), repeats)))
+    kernels._cpu_has_amx = lambda: True  # the product form is what kernels.upsample runs on AMX CPUs
+    try:
+        rows.append(("16→16 ×2 transposed convolution, fwd + bwd: matrix product + copy (ours)",
+                     median_ms(upsampling(lambda: kernels.upsample(up, xu)), repeats)))
+    finally:
+        kernels._cpu_has_amx = real_amx
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
@@ -98,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {cin}→{cout} | {'×'.join(map(str, shape))} | {str(dtype).removeprefix('torch.')} | "
                       f"{'channels-last' if channels_last else 'contiguous'} | {fwd:.2f} | {both:.2f} | "
                       f"{(both - fwd) / fwd:.1f} | {dx:.2f} | {dw:.2f} |", flush=True)
+    print("\n| training step piece (level 0 of the recipe) | ms |\n|---|---:|")
+    for name, ms in training_rows(args.repeats):
+        print(f"| {name} | {ms:.2f} |", flush=True)
     return 0
 
 

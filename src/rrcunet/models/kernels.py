@@ -147,6 +147,44 @@ def available() -> bool:
     return enabled() and extension() is not None
 
 
+def _dense_split(dy: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dy[:, :channels]`` and ``dy[:, channels:]`` as dense channels-last tensors, not views.
+
+    A concatenation's backward hands each input a channel slice of the gradient, and autograd adds
+    it to the input's other gradients (a residual's, a skip connection's). With channels-last
+    memory a slice has the wide tensor's voxel stride, and that add took 2.5 ms against 0.7 ms for
+    copying the slice and adding dense tensors (4 of 8 channels, 80×80×48 bf16; issue 23)."""
+    cl = torch.channels_last_3d
+    return dy[:, :channels].contiguous(memory_format=cl), dy[:, channels:].contiguous(memory_format=cl)
+
+
+class _DenseCat(torch.autograd.Function):
+    """``torch.cat((a, b), dim=1)`` whose backward gives dense channels-last gradients (:func:`_dense_split`)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.channels, ctx.dtypes = a.shape[1], (a.dtype, b.dtype)
+        return torch.cat((a, b), dim=1)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        da, db = _dense_split(dy, ctx.channels)
+        return da.to(ctx.dtypes[0]), db.to(ctx.dtypes[1])
+
+
+def cat_channels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.cat((a, b), dim=1)``; in a training pass on channels-last 5-D tensors with the kernels
+    :func:`enabled`, one whose backward gives each input a dense gradient (:func:`_dense_split`).
+    Same values."""
+    cl = torch.channels_last_3d
+    if (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad) and a.dim() == 5 and b.dim() == 5
+            and a.device.type == "cpu" and a.is_contiguous(memory_format=cl) and b.is_contiguous(memory_format=cl)
+            and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and enabled()):
+        return _DenseCat.apply(a, b)
+    return torch.cat((a, b), dim=1)
+
+
 class _NormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, slope: torch.Tensor,
@@ -164,7 +202,7 @@ class _NormAct(torch.autograd.Function):
         x, weight, bias, slope, mean, rstd = ctx.saved_tensors
         dtail = None
         if ctx.has_tail:  # the concatenation's backward: split the gradient along channels
-            dy, dtail = dy[:, :x.shape[1]], dy[:, x.shape[1]:]
+            dy, dtail = _dense_split(dy, x.shape[1])
         dx, dweight, dbias, dslope = _EXTENSION.backward(dy, x, mean, rstd, weight.detach(), bias.detach(),
                                                          slope.detach(), ctx.groups)
         dres = dy if ctx.has_residual else None
@@ -229,6 +267,8 @@ NARROW_MAX_CHANNELS = 4
 #: oneDNN is fast and save 15 where it is slow; no simple rule predicts which shapes are slow. Wider
 #: than 24 channels was not measured.
 POINTWISE_MAX_CHANNELS = 24
+#: voxels per block of the pointwise weight gradient's float32 products (:func:`_pointwise_backward`)
+POINTWISE_BLOCK = 32768
 
 
 def _cpu_has_amx() -> bool:
@@ -240,9 +280,12 @@ class _TrainingConv(torch.autograd.Function):
     float32 master parameters, as CPU autocast computes it (oneDNN's forward), with our backward:
 
     * ``"narrow"`` (3×3×3 and the like, at most :data:`NARROW_MAX_CHANNELS` channels, no bias): the
-      input gradient from oneDNN in bf16, the weight gradient from oneDNN's float32 kernel on
-      float32 copies of ``x`` and the output gradient (bf16 values are float32 values), not rounded
-      to bf16 (autocast's is, at every application of the convolution);
+      input gradient from oneDNN in bf16; the weight gradient in float32, not rounded to bf16
+      (autocast's is, at every application of the convolution), from the compiled kernel's
+      ``narrow_weight_grad`` (the bf16 products summed in float32 lanes, then in double; 2.6× faster
+      than oneDNN's float32 kernel on 4 → 4 channels of 80×80×48, ``python
+      benchmarks/conv_backward_speed.py``), or, without the kernel, from oneDNN's float32 kernel on
+      float32 copies of ``x`` and the output gradient (bf16 values are float32 values);
     * ``"pointwise"`` (1×1×1, at most :data:`POINTWISE_MAX_CHANNELS` channels): matrix products over
       the voxels, which is what a pointwise convolution is (channels-last ``x`` and output gradient
       are ``(voxels, channels)`` matrices without a copy): the input gradient in bf16 as oneDNN's,
@@ -276,9 +319,25 @@ class _TrainingConv(torch.autograd.Function):
 
 def _narrow_backward(dy: torch.Tensor, x: torch.Tensor, w16: torch.Tensor, args: tuple[Any, ...],
                      mask: list[bool]) -> tuple[Any, ...]:
-    dx = torch.ops.aten.convolution_backward(dy, x, w16, None, *args, [True, False, False])[0] if mask[0] else None
-    dweight = (torch.ops.aten.convolution_backward(dy.float(), x.float(), w16.float(), None, *args,
-                                                   [False, True, False])[1] if mask[1] else None)
+    dx = None
+    if mask[0]:
+        # the input gradient of a stride-1 convolution is the forward convolution of dy with the
+        # kernel flipped and its channel axes swapped, padded k - 1 - p: oneDNN's forward at 4
+        # channels takes about 60 % of its backward (1.45 against 2.56 ms for 4 → 4 channels on
+        # 80×80×48). The same sums, in another order: equal up to bf16 rounding (tested).
+        padding = [k - 1 - p for k, p in zip(w16.shape[2:], args[1])]
+        if min(padding) >= 0:
+            dx = torch.nn.functional.conv3d(dy, w16.transpose(0, 1).flip(2, 3, 4), None, 1, padding)
+        else:
+            dx = torch.ops.aten.convolution_backward(dy, x, w16, None, *args, [True, False, False])[0]
+    dweight = None
+    if mask[1]:
+        ext = extension()
+        if ext is not None:  # the kernel's own weight gradient: float32 sums of the bf16 products
+            dweight = ext.narrow_weight_grad(dy, x, list(w16.shape[2:]), list(args[1]))
+        else:  # oneDNN's float32 kernel on float32 copies (bf16 values are float32 values)
+            dweight = torch.ops.aten.convolution_backward(dy.float(), x.float(), w16.float(), None, *args,
+                                                          [False, True, False])[1]
     return dx, dweight, None
 
 
@@ -289,11 +348,35 @@ def _pointwise_backward(dy: torch.Tensor, x: torch.Tensor, w16: torch.Tensor, ar
     dx = ((d2 @ w16.view(cout, cin)).view(dy.shape[0], *dy.shape[2:], cin).permute(0, 4, 1, 2, 3)
           if mask[0] else None)
     # float32 products: exact sums of the bf16 values, and faster than a bf16 product with so long a
-    # reduction (one-off timing: 0.8-3.8 ms against 3.7-4.2 ms for 307,200 voxels, 2-24 → 3-4 channels)
-    dweight = ((d2.t().float() @ x.permute(0, 2, 3, 4, 1).reshape(-1, cin).float()).view(w16.shape)
-               if mask[1] else None)
+    # reduction (one-off timing: 0.8-3.8 ms against 3.7-4.2 ms for 307,200 voxels, 2-24 → 3-4 channels);
+    # in blocks of voxels, so the float32 copies are small and reused instead of fresh pages (the
+    # 24-channel copy of 80×80×48 voxels alone took 7.5 ms in a training step's profile)
+    dweight = None
+    if mask[1]:
+        x2 = x.permute(0, 2, 3, 4, 1).reshape(-1, cin)
+        dweight = torch.zeros(cout, cin, dtype=torch.float32)
+        for start in range(0, x2.shape[0], POINTWISE_BLOCK):
+            stop = start + POINTWISE_BLOCK
+            dweight.addmm_(d2[start:stop].t().float(), x2[start:stop].float())
+        dweight = dweight.view(w16.shape)
     dbias = d2.sum(0, dtype=torch.float32) if mask[2] else None
     return dx, dweight, dbias
+
+
+def _training_pass(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    """A CPU bf16-autocast training pass (gradients on, ``weight`` trained) on a channels-last 5-D
+    ``x``, outside TorchScript, tracing and ``torch.compile``, with the kernels :func:`enabled`, on a
+    CPU with AMX-BF16: where :func:`conv` and :func:`upsample` take their own backward."""
+    return (
+        torch.is_grad_enabled()
+        and weight.requires_grad
+        and x.device.type == "cpu" and x.dim() == 5
+        and x.is_contiguous(memory_format=torch.channels_last_3d)
+        and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        and enabled()
+        and _cpu_has_amx()
+    )
 
 
 def training_conv_path(module: nn.Module, x: torch.Tensor) -> str | None:
@@ -308,17 +391,10 @@ def training_conv_path(module: nn.Module, x: torch.Tensor) -> str | None:
     :data:`NARROW_MAX_CHANNELS` channels in and out.
     """
     if not (
-        torch.is_grad_enabled()
-        and type(module) is nn.Conv3d
-        and module.weight.requires_grad
+        type(module) is nn.Conv3d
         and module.stride == (1, 1, 1) and module.dilation == (1, 1, 1) and module.groups == 1
         and module.padding_mode == "zeros" and isinstance(module.padding, tuple)
-        and x.device.type == "cpu" and x.dim() == 5
-        and x.is_contiguous(memory_format=torch.channels_last_3d)
-        and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-        and enabled()
-        and _cpu_has_amx()
+        and _training_pass(module.weight, x)
     ):
         return None
     widest = max(module.in_channels, module.out_channels)
@@ -344,3 +420,36 @@ def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.autocast("cpu", enabled=False):
         return _TrainingConv.apply(x.to(torch.bfloat16), module.weight, module.bias,
                                    tuple(int(p) for p in module.padding), path)
+
+
+def _lone_deconv(module: nn.Module) -> nn.ConvTranspose3d | None:
+    """The ``ConvTranspose3d`` (kernel 2, stride 2, no padding, groups or dilation) that ``module``
+    is or holds alone (MONAI's ``UpSample(mode="deconv")`` is a Sequential of it); else None."""
+    deconv = module
+    if isinstance(module, nn.Sequential):
+        deconv = module[0] if len(module) == 1 else None
+    if not (type(deconv) is nn.ConvTranspose3d and deconv.kernel_size == (2, 2, 2) and deconv.stride == (2, 2, 2)
+            and deconv.padding == (0, 0, 0) and deconv.output_padding == (0, 0, 0) and deconv.groups == 1
+            and deconv.dilation == (1, 1, 1) and deconv.padding_mode == "zeros"):
+        return None
+    return deconv
+
+
+def upsample(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``; in a bf16 training pass (the conditions of :func:`training_conv_path`), a lone
+    ×2 transposed convolution (kernel 2, stride 2) as what it is: one matrix product over the input
+    voxels (``(voxels, C_in) @ (C_in, 8·C_out)``, bias added in the product) and a depth-to-space
+    copy, whose backward is two products and the inverse copy. oneDNN's bf16 backward of the
+    16 → 16-channel one from 40×40×24 to 80×80×48 took 12.3 ms of a 0.22 s step (issue 23,
+    ``python benchmarks/norm_act_speed.py`` times both forms at another size). The same sums in
+    another order: outputs and gradients equal up to bf16 rounding (tested)."""
+    deconv = _lone_deconv(module)
+    if deconv is None or not _training_pass(deconv.weight, x):
+        return module(x)
+    n, c_in, d, h, w = x.shape
+    c_out = deconv.weight.shape[1]
+    weight = deconv.weight.permute(0, 2, 3, 4, 1).reshape(c_in, 8 * c_out)  # columns (a, b, c, c_out)
+    x2 = x.permute(0, 2, 3, 4, 1).reshape(-1, c_in)  # channels-last: a view
+    cols = (torch.addmm(deconv.bias.repeat(8), x2, weight) if deconv.bias is not None else x2 @ weight)
+    out = cols.view(n, d, h, w, 2, 2, 2, c_out).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    return out.reshape(n, 2 * d, 2 * h, 2 * w, c_out).permute(0, 4, 1, 2, 3)

@@ -35,7 +35,7 @@ from rrcunet.models.blocks import BLOCK_REGISTRY, make_block
 from rrcunet.models.blocks.common import check_choice, check_kernel_size, check_positive_int, per_level
 from rrcunet.models.blocks.rrc import JOINS
 from rrcunet.models.blocks.upsample import UPSAMPLE_MODES, upsample2x
-from rrcunet.models import fusion
+from rrcunet.models import fusion, kernels
 from rrcunet.models.kernels import conv
 
 UP_CHANNELS = ("keep", "halve")
@@ -196,8 +196,7 @@ class Decoder(nn.Module):
                 # inference: upsampling folded into the block's 1x1x1 entry (rrcunet.models.fusion)
                 x = stage.dropout(stage.block.after_entry(fusion.fused_entry(upsample, stage.block, x, skips.pop())))
             else:
-                x = upsample(x)
-                x = torch.cat((x, skips.pop()), dim=1)
+                x = kernels.cat_channels(kernels.upsample(upsample, x), skips.pop())
                 x = stage(x)
             yield level, x
 
