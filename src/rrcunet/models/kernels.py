@@ -282,10 +282,11 @@ class _TrainingConv(torch.autograd.Function):
     * ``"narrow"`` (3×3×3 and the like, at most :data:`NARROW_MAX_CHANNELS` channels, no bias): the
       input gradient from oneDNN in bf16; the weight gradient in float32, not rounded to bf16
       (autocast's is, at every application of the convolution), from the compiled kernel's
-      ``narrow_weight_grad`` (the bf16 products summed in float32 lanes, then in double; 2.6× faster
-      than oneDNN's float32 kernel on 4 → 4 channels of 80×80×48, ``python
-      benchmarks/conv_backward_speed.py``), or, without the kernel, from oneDNN's float32 kernel on
-      float32 copies of ``x`` and the output gradient (bf16 values are float32 values);
+      ``narrow_weight_grad`` (the bf16 products summed in float32 lanes, then in double: 2.02 ms
+      against 4.45 ms for oneDNN's float32 kernel with its casts, 10.09 ms in bf16, on 4 → 4
+      channels of 80×80×48, ``python benchmarks/conv_backward_speed.py``, 2026-12-07, Intel Xeon
+      with AMX-BF16), or, without the kernel, from oneDNN's float32 kernel on float32 copies of
+      ``x`` and the output gradient (bf16 values are float32 values);
     * ``"pointwise"`` (1×1×1, at most :data:`POINTWISE_MAX_CHANNELS` channels): matrix products over
       the voxels, which is what a pointwise convolution is (channels-last ``x`` and output gradient
       are ``(voxels, channels)`` matrices without a copy): the input gradient in bf16 as oneDNN's,
@@ -323,8 +324,9 @@ def _narrow_backward(dy: torch.Tensor, x: torch.Tensor, w16: torch.Tensor, args:
     if mask[0]:
         # the input gradient of a stride-1 convolution is the forward convolution of dy with the
         # kernel flipped and its channel axes swapped, padded k - 1 - p: oneDNN's forward at 4
-        # channels takes about 60 % of its backward (1.45 against 2.56 ms for 4 → 4 channels on
-        # 80×80×48). The same sums, in another order: equal up to bf16 rounding (tested).
+        # channels takes about 60 % of its backward (1.32 against 2.26 ms for 4 → 4 channels on
+        # 80×80×48, benchmarks/conv_backward_speed.py). The same sums, in another order: equal up
+        # to bf16 rounding (tested).
         padding = [k - 1 - p for k, p in zip(w16.shape[2:], args[1])]
         if min(padding) >= 0:
             dx = torch.nn.functional.conv3d(dy, w16.transpose(0, 1).flip(2, 3, 4), None, 1, padding)
@@ -409,11 +411,12 @@ def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; in training, the convolutions of :func:`training_conv_path` with our backward
     (issue 23: oneDNN's bf16 backward of a 4-channel 3×3×3 convolution took 7-8× its forward, of
     some pointwise ones 3-5× the matrix products). The choice is fixed, not timed per shape, so a
-    run repeats bit for bit on the CPU (docs/training.md, "Determinism"). Same outputs and input
-    gradients. The weight gradients differ from autocast's only in rounding: a weight applied
-    several times (a recurrent unit's) has its gradients summed in float32, where autocast sums
-    them in bf16, and our backward does not round them to bf16 (tested). Inference, float32 and
-    everything else run ``module(x)`` unchanged."""
+    run repeats bit for bit on the CPU (docs/training.md, "Determinism"). Same outputs; input
+    and weight gradients differ from autocast's only in rounding: the narrow input gradient is a
+    forward convolution (the same sums in another order), a weight applied several times (a
+    recurrent unit's) has its gradients summed in float32, where autocast sums them in bf16, and
+    our backward does not round them to bf16 (tested). Inference, float32 and everything else run
+    ``module(x)`` unchanged."""
     path = training_conv_path(module, x)
     if path is None:
         return module(x)
@@ -440,9 +443,10 @@ def upsample(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ×2 transposed convolution (kernel 2, stride 2) as what it is: one matrix product over the input
     voxels (``(voxels, C_in) @ (C_in, 8·C_out)``, bias added in the product) and a depth-to-space
     copy, whose backward is two products and the inverse copy. oneDNN's bf16 backward of the
-    16 → 16-channel one from 40×40×24 to 80×80×48 took 12.3 ms of a 0.22 s step (issue 23,
-    ``python benchmarks/norm_act_speed.py`` times both forms at another size). The same sums in
-    another order: outputs and gradients equal up to bf16 rounding (tested)."""
+    16 → 16-channel one from 40×40×24 to 80×80×48 took 12.3 ms of a 0.22 s step (issue 23); forward
+    and backward, 8.31 against 11.52 ms (``python benchmarks/conv_backward_speed.py``, 2026-12-07,
+    Intel Xeon with AMX-BF16). The same sums in another order: outputs and gradients equal up to
+    bf16 rounding (tested)."""
     deconv = _lone_deconv(module)
     if deconv is None or not _training_pass(deconv.weight, x):
         return module(x)
