@@ -102,6 +102,7 @@ def postprocess_labels(labels: Volume, lung: Volume | None, config: PostprocessC
                for c, mm in zip((int(c) for c in dropped), centres_mm)]
     out = arr.copy()
     sub = out[box]
-    replacement = np.where(lung_box, LUNG, 0) if lung_box is not None else 0
-    sub[removed_mask] = (replacement[removed_mask] if isinstance(replacement, np.ndarray) else 0)
+    # removed tumour becomes lung inside the lung region, background outside it (worked out on the
+    # removed voxels only, not as a full-box int64 array)
+    sub[removed_mask] = np.where(lung_box[removed_mask], LUNG, 0) if lung_box is not None else 0
     return labels.with_array(out), removed
