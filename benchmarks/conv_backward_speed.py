@@ -71,19 +71,13 @@ def time_conv(cin: int, cout: int, shape: tuple[int, int, int], dtype: torch.dty
                                                     [1, 1, 1], False, [0, 0, 0], 1, mask)
         return run
 
-    out = []
-    for fn in (forward, step, gradient([True, False, False]), gradient([False, True, True])):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        out.append(statistics.median(times) * 1e3)
-    return out[0], out[1], out[2], out[3]
+    fwd, both, dx, dw = (median_ms(fn, repeats) for fn in (forward, step, gradient([True, False, False]),
+                                                         gradient([False, True, True])))
+    return fwd, both, dx, dw
 
 
 def median_ms(fn, repeats: int) -> float:
+    """Median milliseconds of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -93,7 +87,7 @@ def median_ms(fn, repeats: int) -> float:
     return 1000.0 * statistics.median(times)
 
 
-def training_rows(repeats: int) -> list[tuple[str, float]]:
+def training_rows(repeats: int, size: tuple[int, int, int] = (80, 80, 48)) -> list[tuple[str, float]]:
     """The training step's replacements (rrcunet.models.kernels, issue 23) against what they replace,
     at the recipe's level 0: the 4 → 4-channel 3×3×3 convolution's gradients (80×80×48, bf16,
     channels-last) and the 16 → 16 ×2 transposed convolution from 40×40×24, forward + backward under
@@ -104,8 +98,8 @@ def training_rows(repeats: int) -> list[tuple[str, float]]:
 
     cl = torch.channels_last_3d
     torch.manual_seed(0)
-    x = torch.randn(1, 4, 80, 80, 48).to(torch.bfloat16).contiguous(memory_format=cl)
-    dy = torch.randn(1, 4, 80, 80, 48).to(torch.bfloat16).contiguous(memory_format=cl)
+    x = torch.randn(1, 4, *size).to(torch.bfloat16).contiguous(memory_format=cl)
+    dy = torch.randn(1, 4, *size).to(torch.bfloat16).contiguous(memory_format=cl)
     w = (0.1 * torch.randn(4, 4, 3, 3, 3)).to(torch.bfloat16)
     args = ([1, 1, 1], [1, 1, 1], [1, 1, 1], False, [0, 0, 0], 1)
     rows = [
@@ -124,8 +118,8 @@ def training_rows(repeats: int) -> list[tuple[str, float]]:
         rows.append(("4→4 dW: the kernel's narrow_weight_grad (ours)",
                      median_ms(lambda: ext.narrow_weight_grad(dy, x, [3, 3, 3], [1, 1, 1]), repeats)))
     up = nn.Sequential(nn.ConvTranspose3d(16, 16, 2, stride=2)).to(memory_format=cl)
-    xu = torch.randn(1, 16, 40, 40, 24).contiguous(memory_format=cl).requires_grad_()
-    gu = torch.randn(1, 16, 80, 80, 48).to(torch.bfloat16).contiguous(memory_format=cl)
+    xu = torch.randn(1, 16, *(s // 2 for s in size)).contiguous(memory_format=cl).requires_grad_()
+    gu = torch.randn(1, 16, *(2 * (s // 2) for s in size)).to(torch.bfloat16).contiguous(memory_format=cl)
     real_amx = kernels._cpu_has_amx
 
     def upsampling(fn):

@@ -167,9 +167,10 @@ class _DenseCat(torch.autograd.Function):
         return torch.cat((a, b), dim=1)
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         da, db = _dense_split(dy, ctx.channels)
-        return da.to(ctx.dtypes[0]), db.to(ctx.dtypes[1])
+        return (da.to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None,
+                db.to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None)
 
 
 def cat_channels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -280,7 +281,8 @@ class _TrainingConv(torch.autograd.Function):
     float32 master parameters, as CPU autocast computes it (oneDNN's forward), with our backward:
 
     * ``"narrow"`` (3×3×3 and the like, at most :data:`NARROW_MAX_CHANNELS` channels, no bias): the
-      input gradient from oneDNN in bf16; the weight gradient in float32, not rounded to bf16
+      input gradient in bf16 as oneDNN's forward convolution of the output gradient with the kernel
+      flipped (:func:`_narrow_backward`); the weight gradient in float32, not rounded to bf16
       (autocast's is, at every application of the convolution), from the compiled kernel's
       ``narrow_weight_grad`` (the bf16 products summed in float32 lanes, then in double: 2.02 ms
       against 4.45 ms for oneDNN's float32 kernel with its casts, 10.09 ms in bf16, on 4 → 4
