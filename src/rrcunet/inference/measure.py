@@ -132,8 +132,8 @@ class Components:
 
 def component_centroids(components: Components, numbers: np.ndarray) -> np.ndarray:
     """Mean voxel index (indices of the full array) of each component in ``numbers`` (1-based), as
-    ``(len(numbers), 3)``: one pass over the labelled voxels, where a :func:`centroid` per component
-    on its own box cost 0.4 s for the 670 components a random network leaves on LUNG1-001 (issue 23)."""
+    ``(len(numbers), 3)``: one pass over the labelled voxels, instead of a :func:`centroid` per
+    component on its own box (hundreds of calls when a random network leaves speckle; issue 23)."""
     numbers = np.asarray(numbers, dtype=np.intp)
     flat = np.flatnonzero(components.labels)
     number = components.labels.ravel()[flat]

@@ -65,9 +65,9 @@ def lesion_confidences(components: Components, tumour_probability: np.ndarray, l
         return []
     box, labels = components.box, components.labels
     ids = _component_order(components)
-    # Per-component means over the labelled voxels only: ``scipy.ndimage.mean`` over the whole box
-    # (a float64 copy of it, then a weighted count of every voxel) took 0.6 s on LUNG1-001 with a
-    # random network's 4.5 L of tumour (issue 23). Same sums, in the same voxel order.
+    # Per-component means over the labelled voxels only, not ``scipy.ndimage.mean`` over the whole
+    # box (a float64 copy of it, then a weighted count of every voxel: slow when a random network
+    # marks litres of tumour; issue 23). Same sums, in the same voxel order.
     where = labels != 0
     number = labels[where]
     sizes = np.bincount(number, minlength=components.count + 1)[ids]

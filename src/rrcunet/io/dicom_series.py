@@ -185,7 +185,7 @@ def _read_header(path: Path) -> Any:
 
     ``rrcunet predict`` on a DICOM folder reads every header twice: once to find the cases
     (:func:`list_dicom_series`) and once to read the chosen series (:func:`read_dicom_series`);
-    on LUNG1-001 (134 slices) each reading took about 0.5 s of a 7.5 s prediction (issue 23). A file
+    parsing is most of a DICOM read (issue 23: docs/inference.md, "The stages around the network"). A file
     is read again when its size, modification time or inode differs from the reading kept. A file
     modified less than :data:`HEADER_SETTLE_S` before it is read is not kept at all (as git treats
     "racily clean" files): file times are coarse (a few ms), so a file rewritten at the same size

@@ -152,8 +152,9 @@ def _dense_split(dy: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.T
 
     A concatenation's backward hands each input a channel slice of the gradient, and autograd adds
     it to the input's other gradients (a residual's, a skip connection's). With channels-last
-    memory a slice has the wide tensor's voxel stride, and that add took 2.5 ms against 0.7 ms for
-    copying the slice and adding dense tensors (4 of 8 channels, 80×80×48 bf16; issue 23)."""
+    memory a slice has the wide tensor's voxel stride, and that add was several times slower than
+    copying the slice and adding dense tensors (issue 23: the step is in docs/training.md, "The
+    step at 2×")."""
     cl = torch.channels_last_3d
     return dy[:, :channels].contiguous(memory_format=cl), dy[:, channels:].contiguous(memory_format=cl)
 
@@ -353,8 +354,8 @@ def _pointwise_backward(dy: torch.Tensor, x: torch.Tensor, w16: torch.Tensor, ar
           if mask[0] else None)
     # float32 products: exact sums of the bf16 values, and faster than a bf16 product with so long a
     # reduction (one-off timing: 0.8-3.8 ms against 3.7-4.2 ms for 307,200 voxels, 2-24 → 3-4 channels);
-    # in blocks of voxels, so the float32 copies are small and reused instead of fresh pages (the
-    # 24-channel copy of 80×80×48 voxels alone took 7.5 ms in a training step's profile)
+    # in blocks of voxels, so the float32 copies are small and reused instead of fresh pages (a
+    # full float32 copy of a 24-channel 80×80×48 input is 29 MB of new memory every step)
     dweight = None
     if mask[1]:
         x2 = x.permute(0, 2, 3, 4, 1).reshape(-1, cin)
@@ -444,9 +445,8 @@ def upsample(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; in a bf16 training pass (the conditions of :func:`training_conv_path`), a lone
     ×2 transposed convolution (kernel 2, stride 2) as what it is: one matrix product over the input
     voxels (``(voxels, C_in) @ (C_in, 8·C_out)``, bias added in the product) and a depth-to-space
-    copy, whose backward is two products and the inverse copy. oneDNN's bf16 backward of the
-    16 → 16-channel one from 40×40×24 to 80×80×48 took 12.3 ms of a 0.22 s step (issue 23); forward
-    and backward, 8.31 against 11.52 ms (``python benchmarks/conv_backward_speed.py``, 2026-12-07,
+    copy, whose backward is two products and the inverse copy. For the 16 → 16-channel one from
+    40×40×24 to 80×80×48, forward and backward, 8.31 against 11.52 ms (``python benchmarks/conv_backward_speed.py``, 2026-12-07,
     Intel Xeon with AMX-BF16). The same sums in another order: outputs and gradients equal up to
     bf16 rounding (tested)."""
     deconv = _lone_deconv(module)
