@@ -92,9 +92,8 @@ def training_rows(repeats: int, size: tuple[int, int, int] = (80, 80, 48)) -> li
     at the recipe's level 0: the 4 → 4-channel 3×3×3 convolution's gradients (80×80×48, bf16,
     channels-last) and the 16 → 16 ×2 transposed convolution from 40×40×24, forward + backward under
     bf16 autocast."""
-    from torch import nn
-
     from rrcunet.models import kernels
+    from rrcunet.models.blocks.upsample import upsample2x
 
     cl = torch.channels_last_3d
     torch.manual_seed(0)
@@ -117,7 +116,7 @@ def training_rows(repeats: int, size: tuple[int, int, int] = (80, 80, 48)) -> li
     if ext is not None:
         rows.append(("4→4 dW: the kernel's narrow_weight_grad (ours)",
                      median_ms(lambda: ext.narrow_weight_grad(dy, x, [3, 3, 3], [1, 1, 1]), repeats)))
-    up = nn.Sequential(nn.ConvTranspose3d(16, 16, 2, stride=2)).to(memory_format=cl)
+    up = upsample2x(16, 16).to(memory_format=cl)  # the decoder's module (MONAI UpSample("deconv"))
     xu = torch.randn(1, 16, *(s // 2 for s in size)).contiguous(memory_format=cl).requires_grad_()
     gu = torch.randn(1, 16, *(2 * (s // 2) for s in size)).to(torch.bfloat16).contiguous(memory_format=cl)
     real_amx = kernels._cpu_has_amx

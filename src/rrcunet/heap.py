@@ -133,25 +133,26 @@ def network_pass(*, huge_pages: bool = False) -> Iterator[None]:
                 libc.malloc_trim(ctypes.c_size_t(0))
 
 
-def _set_huge_pages_off(libc: ctypes.CDLL, off: bool) -> bool | None:
-    """Set the process's "no transparent huge pages" flag; its previous value, or None where the
-    system has no such flag (not Linux, or a kernel before 3.15)."""
-    try:
-        before = libc.prctl(ctypes.c_int(PR_GET_THP_DISABLE), 0, 0, 0, 0)
-        if before < 0 or libc.prctl(ctypes.c_int(PR_SET_THP_DISABLE), ctypes.c_ulong(int(off)), 0, 0, 0) != 0:
-            return None
-    except AttributeError:  # no prctl in this libc
-        return None
-    return bool(before)
-
-
-def huge_pages_off() -> bool | None:
-    """Whether the process takes no transparent huge pages now (None where it cannot tell)."""
-    libc = _libc()
-    if libc is None:
-        return None
+def _thp_disabled(libc: ctypes.CDLL) -> bool | None:
+    """The process's "no transparent huge pages" flag, or None where the system has no such flag
+    (not Linux, a kernel before 3.15, or no ``prctl`` in this libc)."""
     try:
         value = libc.prctl(ctypes.c_int(PR_GET_THP_DISABLE), 0, 0, 0, 0)
     except AttributeError:
         return None
     return None if value < 0 else bool(value)
+
+
+def _set_huge_pages_off(libc: ctypes.CDLL, off: bool) -> bool | None:
+    """Set the process's "no transparent huge pages" flag; its previous value, or None where the
+    system has no such flag (:func:`_thp_disabled`)."""
+    before = _thp_disabled(libc)
+    if before is None or libc.prctl(ctypes.c_int(PR_SET_THP_DISABLE), ctypes.c_ulong(int(off)), 0, 0, 0) != 0:
+        return None
+    return before
+
+
+def huge_pages_off() -> bool | None:
+    """Whether the process takes no transparent huge pages now (None where it cannot tell)."""
+    libc = _libc()
+    return None if libc is None else _thp_disabled(libc)

@@ -317,7 +317,10 @@ def test_the_training_upsampling_is_the_transposed_convolution(monkeypatch):
     channels-last. Outside training (and for other upsamplings) it is the module itself."""
     monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)
     torch.manual_seed(0)
-    up = nn.Sequential(nn.ConvTranspose3d(8, 6, 2, stride=2)).to(memory_format=CL)
+    from rrcunet.models.blocks.upsample import upsample2x
+    from rrcunet.models.fusion import _deconv_of
+
+    up = upsample2x(8, 6).to(memory_format=CL)  # the decoder's module: MONAI UpSample("deconv")
     x = torch.randn(1, 8, 5, 6, 7).contiguous(memory_format=CL).requires_grad_()
     g = torch.randn(1, 6, 10, 12, 14)
 
@@ -327,16 +330,18 @@ def test_the_training_upsampling_is_the_transposed_convolution(monkeypatch):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = fn()
         (y.float() * g).sum().backward()
-        return [y.detach(), x.grad, up[0].weight.grad, up[0].bias.grad]
+        return [y.detach(), x.grad, up.deconv.weight.grad, up.deconv.bias.grad]
 
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the product form, not the module, ran
+        assert "Convolution" not in type(kernels.upsample(up, x).grad_fn).__name__
     ours, theirs = run(lambda: kernels.upsample(up, x)), run(lambda: up(x))
     assert ours[0].is_contiguous(memory_format=CL) and ours[0].dtype == theirs[0].dtype
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape and _relative(a, b) < 2 ** -7
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(kernels.upsample(up, x), up(x))
-    assert kernels._lone_deconv(nn.Sequential(nn.ConvTranspose3d(8, 6, 2, stride=2), nn.ReLU())) is None
-    assert kernels._lone_deconv(nn.ConvTranspose3d(8, 6, 3, stride=2)) is None
+    assert _deconv_of(nn.Sequential(nn.ConvTranspose3d(8, 6, 2, stride=2), nn.ReLU())) is None
+    assert _deconv_of(nn.ConvTranspose3d(8, 6, 3, stride=2)) is None
 
 
 @pytest.mark.parametrize("case", ["inference", "float32", "contiguous", "wide", "switched off", "no AMX"])

@@ -70,7 +70,7 @@ def lesion_confidences(components: Components, tumour_probability: np.ndarray, l
     # marks litres of tumour; issue 23). Same sums, in the same voxel order.
     where = labels != 0
     number = labels[where]
-    sizes = np.bincount(number, minlength=components.count + 1)[ids]
+    sizes = components.sizes[ids - 1]
 
     def mean_of(values: np.ndarray) -> np.ndarray:
         return np.bincount(number, weights=np.asarray(values[box])[where].astype(np.float64),

@@ -460,9 +460,9 @@ def _fill_lung(lung: np.ndarray, inside: np.ndarray, spacing: tuple[float, float
 
 
 def _map_sides(fill: Callable[[np.ndarray], np.ndarray], lungs: list[np.ndarray]) -> list[np.ndarray]:
-    """``fill`` of each lung, the two lungs in two threads: its distance transforms and labelling
-    are SciPy C loops that release the GIL, so the second core works on the other lung (issue 23:
-    0.75 s of the 2.0 s extraction on LUNG1-001 were the two closings). Same voxels either way."""
+    """``fill`` of each lung, the two lungs in two threads (:func:`_in_two_threads`): its distance
+    maps (SimpleITK) and hole filling (SciPy) run in C and release the GIL for much of their time, so
+    the second core works on the other lung (issue 23). Same voxels either way."""
     return _in_two_threads(fill, lungs)
 
 

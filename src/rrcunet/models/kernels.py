@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rrcunet.models.fusion import _deconv_of
 from rrcunet.models.switch import Switch
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,11 @@ def available() -> bool:
     return enabled() and extension() is not None
 
 
+def _eager() -> bool:
+    """Not inside TorchScript, tracing or ``torch.compile`` (where the Python-side paths do not apply)."""
+    return not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+
+
 def _dense_split(dy: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``dy[:, :channels]`` and ``dy[:, channels:]`` as dense channels-last tensors, not views.
 
@@ -181,8 +187,7 @@ def cat_channels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cl = torch.channels_last_3d
     if (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad) and a.dim() == 5 and b.dim() == 5
             and a.device.type == "cpu" and a.is_contiguous(memory_format=cl) and b.is_contiguous(memory_format=cl)
-            and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and enabled()):
+            and _eager() and enabled()):
         return _DenseCat.apply(a, b)
     return torch.cat((a, b), dim=1)
 
@@ -223,9 +228,7 @@ def fusable(norm: nn.Module, act: nn.Module, x: torch.Tensor) -> bool:
         and norm.affine
         and isinstance(act, nn.PReLU)
         and act.weight.numel() == 1
-        and not torch.jit.is_scripting()
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
+        and _eager()
         and available()
     )
 
@@ -378,7 +381,7 @@ def _training_pass(weight: torch.Tensor, x: torch.Tensor) -> bool:
         and x.device.type == "cpu" and x.dim() == 5
         and x.is_contiguous(memory_format=torch.channels_last_3d)
         and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        and _eager()
         and enabled()
         and _cpu_has_amx()
     )
@@ -428,28 +431,17 @@ def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
                                    tuple(int(p) for p in module.padding), path)
 
 
-def _lone_deconv(module: nn.Module) -> nn.ConvTranspose3d | None:
-    """The ``ConvTranspose3d`` (kernel 2, stride 2, no padding, groups or dilation) that ``module``
-    is or holds alone (MONAI's ``UpSample(mode="deconv")`` is a Sequential of it); else None."""
-    deconv = module
-    if isinstance(module, nn.Sequential):
-        deconv = module[0] if len(module) == 1 else None
-    if not (type(deconv) is nn.ConvTranspose3d and deconv.kernel_size == (2, 2, 2) and deconv.stride == (2, 2, 2)
-            and deconv.padding == (0, 0, 0) and deconv.output_padding == (0, 0, 0) and deconv.groups == 1
-            and deconv.dilation == (1, 1, 1) and deconv.padding_mode == "zeros"):
-        return None
-    return deconv
-
-
 def upsample(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``; in a bf16 training pass (the conditions of :func:`training_conv_path`), a lone
-    ×2 transposed convolution (kernel 2, stride 2) as what it is: one matrix product over the input
+    """``module(x)``; in a bf16 training pass (the conditions of :func:`training_conv_path`), the
+    decoder's ×2 transposed convolution (MONAI's ``UpSample(mode="deconv")`` holding only a kernel-2,
+    stride-2 ``ConvTranspose3d``: :func:`rrcunet.models.fusion._deconv_of`, the test the inference
+    fusion uses) as what it is: one matrix product over the input
     voxels (``(voxels, C_in) @ (C_in, 8·C_out)``, bias added in the product) and a depth-to-space
     copy, whose backward is two products and the inverse copy. For the 16 → 16-channel one from
     40×40×24 to 80×80×48, forward and backward, 8.31 against 11.52 ms (``python benchmarks/conv_backward_speed.py``, 2026-12-07,
     Intel Xeon with AMX-BF16). The same sums in another order: outputs and gradients equal up to
     bf16 rounding (tested)."""
-    deconv = _lone_deconv(module)
+    deconv = _deconv_of(module)
     if deconv is None or not _training_pass(deconv.weight, x):
         return module(x)
     n, c_in, d, h, w = x.shape

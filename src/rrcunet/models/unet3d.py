@@ -36,7 +36,6 @@ from rrcunet.models.blocks.common import check_choice, check_kernel_size, check_
 from rrcunet.models.blocks.rrc import JOINS
 from rrcunet.models.blocks.upsample import UPSAMPLE_MODES, upsample2x
 from rrcunet.models import fusion, kernels
-from rrcunet.models.kernels import conv
 
 UP_CHANNELS = ("keep", "halve")
 
@@ -386,7 +385,7 @@ class UNet3D(nn.Module):
         self.check_input(x)
         if self.deep_supervision and self.training:
             return self._forward_deep_supervision(self.encoder(x))
-        return conv(self.head, self.decoder(self.encoder(x)))
+        return kernels.conv(self.head, self.decoder(self.encoder(x)))
 
     def _forward_deep_supervision(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
         """Full-size logits first, then those of decoder levels 1 .. ``deep_supervision``."""
@@ -394,7 +393,7 @@ class UNet3D(nn.Module):
         for level, x in self.decoder.levels(skips):
             if 1 <= level <= self.deep_supervision:
                 aux[level] = self.aux_heads[level - 1](x)
-        return [conv(self.head, x)] + [aux[k] for k in range(1, self.deep_supervision + 1)]
+        return [kernels.conv(self.head, x)] + [aux[k] for k in range(1, self.deep_supervision + 1)]
 
 
 def forward_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
