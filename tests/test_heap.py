@@ -120,3 +120,50 @@ def test_the_network_pass_takes_no_huge_pages_and_gives_them_back(tmp_path):
     if before == "None":
         pytest.skip("this system has no PR_GET_THP_DISABLE (not Linux, or a kernel before 3.15)")
     assert (before, inside, after) == ("False", "True", "False")
+
+
+# --------------------------------------------------------------------------------------------
+# the cyclic collector during a prediction
+
+
+@pytest.fixture
+def collector():
+    """Python's collector as the test found it, put back afterwards."""
+    import gc
+
+    before, enabled = gc.get_threshold(), gc.isenabled()
+    gc.set_threshold(700, 10, 10)
+    gc.enable()
+    yield gc
+    gc.set_threshold(*before)
+    (gc.enable if enabled else gc.disable)()
+
+
+def test_fewer_collections_raises_the_thresholds_and_puts_them_back(collector):
+    with heap.fewer_collections():
+        assert collector.get_threshold() == heap.FEWER_COLLECTIONS
+        with heap.fewer_collections():  # nested: the outer block's settings hold
+            assert collector.get_threshold() == heap.FEWER_COLLECTIONS
+        assert collector.get_threshold() == heap.FEWER_COLLECTIONS
+    assert collector.get_threshold() == (700, 10, 10)
+
+
+def test_fewer_collections_puts_them_back_when_the_block_raises(collector):
+    with pytest.raises(RuntimeError), heap.fewer_collections():
+        raise RuntimeError("boom")
+    assert collector.get_threshold() == (700, 10, 10)
+
+
+def test_fewer_collections_leaves_a_collector_that_is_off_or_collects_less_often(collector):
+    collector.disable()
+    with heap.fewer_collections():
+        assert collector.get_threshold() == (700, 10, 10) and not collector.isenabled()
+    collector.enable()
+    collector.set_threshold(0)  # "off" by threshold
+    with heap.fewer_collections():
+        assert collector.get_threshold()[0] == 0
+    rarer = tuple(2 * t for t in heap.FEWER_COLLECTIONS)
+    collector.set_threshold(*rarer)
+    with heap.fewer_collections():
+        assert collector.get_threshold() == rarer
+    assert collector.get_threshold() == rarer

@@ -171,3 +171,18 @@ def test_a_bad_case_is_reported_and_the_others_finish(predictor, scans, tmp_path
     assert status["nolung"][0] == "failed" and "lung" in status["nolung"][1]
     assert not (tmp_path / "out" / "broken.json").exists()
     assert (tmp_path / "out" / "a.json").exists()
+
+
+def test_predict_paths_runs_with_fewer_collections_and_puts_the_thresholds_back(predictor, scans, tmp_path):
+    import gc
+
+    from rrcunet import heap
+
+    before = gc.get_threshold()
+    seen = []
+    predictor.predict_paths([scans / "a.nii.gz"], tmp_path / "out", progress=False,
+                            on_case=lambda outcome: seen.append(gc.get_threshold()))
+    assert seen
+    if gc.isenabled() and before[0] > 0:  # (a collector that is off is left off)
+        assert all(t[0] >= heap.FEWER_COLLECTIONS[0] for t in seen)
+    assert gc.get_threshold() == before
