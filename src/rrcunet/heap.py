@@ -35,7 +35,18 @@ bf16,fp32 --layouts cl3d --heaps network-pass,network-pass-thp --first-pass``; d
 "Huge pages and the first pass"). Passes repeated back to back were faster with huge pages (0.87
 against 1.05 s: the second finds the first one's pages warm); ``rrcunet predict`` runs one pass
 per CT, seconds apart. ``network_pass(huge_pages=True)`` keeps them (the benchmark's
-``network-pass-thp``). Outside the block (reading, the lung mask, writing) nothing changes.
+``network-pass-thp``).
+
+``rrcunet predict`` (``predict_case``) puts the stages before the network (reading, the lung
+region, preprocessing) and after it (inverting, postprocessing, measuring, writing) in blocks of
+their own: their arrays of 10-140 MB (a 512×512×134 CT is 35 M voxels) then also reuse freed memory,
+without huge pages. LUNG1-001 DICOM → NIfTI + SEG with the random paper-size network, alternating
+with the code before, twice (``python benchmarks/inference_speed.py --threads 2 --skip-model
+--slices --dtypes default fp32-default``; docs/inference.md, "The whole call"): the lung region
+1.19/1.28 s against 1.51/1.58 s, the whole call 5.24/5.56 s against 5.83/5.96 s (bf16), 7.94/8.00 s against 8.48/8.17 s (float32 channels-last).
+The heap is trimmed between the blocks: with the network inside one block for the whole case, its
+float32 pass ran 0.7 s slower and peaked at 3239 MiB. A cohort's overlapped stages (``--workers``)
+keep glibc's settings outside the network pass.
 
 It is active only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
 without the user's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): glibc's adaptive

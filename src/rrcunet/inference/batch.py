@@ -549,10 +549,15 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
     """Read, predict and write one case; return its JSON document (already written).
     ``read_options``: keywords of :func:`rrcunet.io.read_image` (``check_intensity``, ``allow_non_ct``, ...)."""
     t0 = time.perf_counter()
-    ct, prepared, t_read = read_and_prepare(predictor, case, read_options)
+    # the stages before and after the network in heap-reuse blocks of their own, like the network's
+    # pass (rrcunet.heap: the CLI's settings only); the heap is trimmed between them, so the network's
+    # activations do not land on a heap fragmented by the reading and the lung region
+    with heap.network_pass():
+        ct, prepared, t_read = read_and_prepare(predictor, case, read_options)
     probs = predictor.run_prepared(prepared)
-    return finish_and_write(predictor, case, ct, prepared, probs, out_dir, t_read=t_read, t0=t0,
-                            save_probabilities=save_probabilities, rtstruct=rtstruct)
+    with heap.network_pass():
+        return finish_and_write(predictor, case, ct, prepared, probs, out_dir, t_read=t_read, t0=t0,
+                                save_probabilities=save_probabilities, rtstruct=rtstruct)
 
 
 def read_and_prepare(predictor: Predictor, case: CaseInput,
