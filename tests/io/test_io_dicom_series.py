@@ -318,3 +318,67 @@ def test_uids_are_filled_in_on_copies_not_on_the_kept_headers(tmp_path):
     assert all("FrameOfReferenceUID" not in ds for ds in headers)
     complete = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     assert all(a is b for a, b in zip(_with_uids(complete), complete))  # nothing to fill: no copies
+
+
+# --------------------------------------------------------------------------------------------
+# uncompressed slices read from the end of the file (dicom_series._native_pixels)
+
+
+def _native_and_pydicom(path):
+    from pydicom.pixels import pixel_array
+
+    from rrcunet.io.dicom_series import _native_pixels
+
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    return _native_pixels(path, header), pixel_array(path)
+
+
+def test_native_pixels_are_pydicoms_for_every_real_slice():
+    from tests.conftest import realdata_path
+
+    root = realdata_path()
+    taken = 0
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM (NIfTI, README, ...)
+            continue
+        if "Rows" not in ds or str(ds.get("SOPClassUID", "")).startswith("1.2.840.10008.5.1.4.1.1.66"):
+            continue  # not an image (SEG, RTSTRUCT)
+        native, reference = _native_and_pydicom(f)
+        if native is not None:
+            taken += 1
+            assert native.dtype == reference.dtype and np.array_equal(native, reference), f
+    assert taken >= 134  # LUNG1-001's slices at least take the direct read
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+@pytest.mark.parametrize("signed", [0, 1])
+def test_native_pixels_match_pydicom_with_unused_high_bits(tmp_path, syntax, signed):
+    """BitsStored 12 with garbage in the four unused bits: pydicom shifts them out (sign-extending
+    signed values); so does the direct read. Explicit and implicit VR little endian."""
+    files = write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    ds = pydicom.dcmread(files[0])
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 1 << 16, size=(ds.Rows, ds.Columns), dtype=np.uint16)
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, signed
+    ds.PixelData = raw.astype("<u2").tobytes()
+    ds.file_meta.TransferSyntaxUID = syntax
+    out = tmp_path / "slice.dcm"
+    ds.save_as(out, implicit_vr=syntax == "1.2.840.10008.1.2", little_endian=True, enforce_file_format=True)
+    native, reference = _native_and_pydicom(out)
+    assert native is not None
+    assert native.dtype == reference.dtype and np.array_equal(native, reference)
+
+
+def test_native_pixels_decline_a_file_with_elements_after_the_pixel_data(tmp_path):
+    from pydicom.tag import Tag
+
+    files = write_ct_series(_ct(), tmp_path / "s", patient_id="P1")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.add_new(Tag(0xFFFC, 0xFFFC), "OB", b"\0" * 8)  # Data Set Trailing Padding
+        ds.save_as(f)
+    native, reference = _native_and_pydicom(files[0])
+    assert native is None  # the last bytes are not the pixel data: pydicom reads it
+    assert np.array_equal(read_image(tmp_path / "s").array, _ct().array)
