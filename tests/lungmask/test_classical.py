@@ -242,3 +242,25 @@ def test_the_ball_closing_differs_from_scipys_only_at_the_radius():
     spacing, radius = (0.7, 0.8, 2.0), 15.0
     got, want = _ball_closing(mask, radius, spacing), _scipy_ball_closing(mask, radius, spacing)
     assert np.count_nonzero(got != want) <= 0.05 * np.count_nonzero(want)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_bounding_box_and_the_one_voxel_dilation_are_scipys(seed):
+    """classical._bbox_slices (axis projections) and _dilated_once (on the grown box) give what
+    ndimage.find_objects and ndimage.binary_dilation give, masks touching the array's faces included."""
+    from rrcunet.lungmask import classical
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((30, 24, 18), bool)
+    lo = rng.integers(0, 10, 3)
+    hi = lo + rng.integers(1, 14, 3)
+    mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = rng.random(tuple(hi - lo)) > 0.6
+    mask[0, 5, 5] = mask[-1, 3, 17] = bool(seed % 2)  # on the faces
+    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    pad = (2, 0, 1)
+    grown = tuple(slice(max(0, s.start - p), min(n, s.stop + p)) for s, p, n in zip(box, pad, mask.shape))
+    assert classical._bbox_slices(mask, pad) == grown
+    assert np.array_equal(classical._dilated_once(mask), ndi.binary_dilation(mask, iterations=1))
+    empty = np.zeros_like(mask)
+    assert classical._bbox_slices(empty, pad) is None
+    assert not classical._dilated_once(empty).any()

@@ -273,11 +273,28 @@ def _working_grid(ct: Volume, cfg: ClassicalLungConfig) -> tuple[
 
 
 def _bbox_slices(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, slice] | None:
-    objs = ndi.find_objects(mask.astype(np.uint8))
-    if not objs or objs[0] is None:
-        return None
-    box = zip(objs[0], pad, mask.shape)
-    return tuple(slice(max(0, s.start - p), min(n, s.stop + p)) for s, p, n in box)  # type: ignore[return-value]
+    """The bounding box of ``mask`` grown by ``pad`` voxels per axis (clipped), None when empty.
+
+    From the three axis projections (``any``), several times faster than ``ndimage.find_objects``
+    on a uint8 copy (issue 23)."""
+    box = []
+    for axis, (p, n) in enumerate(zip(pad, mask.shape)):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(0, int(hit[0]) - p), min(n, int(hit[-1]) + 1 + p)))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def _dilated_once(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_dilation(mask, iterations=1)`` (6-connected) worked out on the mask's bounding box
+    grown by one voxel, not on the whole grid: the same voxels."""
+    box = _bbox_slices(mask, (1, 1, 1))
+    if box is None:
+        return mask.copy()
+    out = np.zeros_like(mask)
+    out[box] = ndi.binary_dilation(mask[box], iterations=1)
+    return out
 
 
 def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
@@ -301,7 +318,8 @@ def _outside_air(air: np.ndarray, hu: np.ndarray, cfg: ClassicalLungConfig) -> n
     phantom), while its median stays at −1000; a lung cut by the field of view has a median near
     −850.
     """
-    labels, n = ndi.label(air)
+    # labels as intp: the counts below (bincount) and the lookup would each convert an int32 copy
+    labels, n = ndi.label(air, output=np.intp)
     if n == 0:
         return np.zeros_like(air)
     border = np.zeros(n + 1, dtype=bool)
@@ -393,7 +411,7 @@ def _select_lungs(mask: np.ndarray, voxel_ml: float, cfg: ClassicalLungConfig) -
     the same (x, y) column: an apex cut off by scarring or a lobe isolated by consolidation has
     lung below it, while gas in the stomach or colon only has lung above it (the diaphragm dome).
     """
-    labels, n = ndi.label(mask)
+    labels, n = ndi.label(mask, output=np.intp)  # intp: bincount takes it without a converted copy
     if n == 0:
         return []
     sizes = np.bincount(labels.ravel())
@@ -518,7 +536,7 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
         if airway is None:
             logger.info("no trachea found in %s; airways are kept in the lung mask", source)
         else:
-            airway = ndi.binary_dilation(airway, iterations=1)
+            airway = _dilated_once(airway)
             candidate &= ~airway
 
     # 4. the lungs
