@@ -264,3 +264,48 @@ def test_the_bounding_box_and_the_one_voxel_dilation_are_scipys(seed):
     empty = np.zeros_like(mask)
     assert classical._bbox_slices(empty, pad) is None
     assert not classical._dilated_once(empty).any()
+
+
+def _airways_by_labelling(hu, candidate, seed, spacing, cfg):
+    """The airway growing as ndimage.label of the whole box at every threshold (the reference)."""
+    import math
+
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    reach = [int(math.ceil(80.0 / s)) for s in spacing[:2]]
+    box = (slice(max(0, seed[0] - reach[0]), seed[0] + reach[0] + 1),
+           slice(max(0, seed[1] - reach[1]), seed[1] + reach[1] + 1), slice(0, seed[2] + 1))
+    local = (seed[0] - box[0].start, seed[1] - box[1].start, seed[2])
+    best, previous = None, 0.0
+    for threshold in np.arange(-990.0, cfg.air_hu, 15.0):
+        region = candidate[box] & (hu[box] < threshold)
+        if not region[local]:
+            continue
+        labels, _ = ndi.label(region)
+        grown = labels == labels[local]
+        volume = grown.sum() * voxel_ml
+        if volume > cfg.airway_max_ml or (previous > 5.0 and volume > 2.0 * previous):
+            break
+        best, previous = grown, volume
+    if best is None:
+        return None
+    out = np.zeros_like(candidate)
+    out[box] = best
+    return out
+
+
+@pytest.mark.parametrize("noise", [0.0, 60.0])
+def test_the_airway_flood_fill_grows_the_voxels_labelling_grows(chest, noise):
+    from rrcunet.lungmask import classical
+
+    cfg = ClassicalLungConfig()
+    _, _, _, hu, spacing = classical._working_grid(chest.ct, cfg)
+    hu = hu + np.random.default_rng(3).normal(0.0, noise, hu.shape).astype(np.float32) if noise else hu
+    air = hu < cfg.air_hu
+    candidate = air & ~classical._outside_air(air, hu, cfg)
+    seed = classical._find_trachea_seed(candidate, spacing, cfg)
+    assert seed is not None
+    grown = classical._grow_airways(hu, candidate, seed, spacing, cfg)
+    reference = _airways_by_labelling(hu, candidate, seed, spacing, cfg)
+    assert (grown is None) == (reference is None)
+    if grown is not None:
+        assert grown.any() and np.array_equal(grown, reference)

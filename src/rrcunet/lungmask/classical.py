@@ -381,16 +381,27 @@ def _grow_airways(hu: np.ndarray, candidate: np.ndarray, seed: tuple[int, int, i
     box = (slice(max(0, seed[0] - reach[0]), seed[0] + reach[0] + 1),
            slice(max(0, seed[1] - reach[1]), seed[1] + reach[1] + 1),
            slice(0, seed[2] + 1))
-    sub_hu, sub_cand = hu[box], candidate[box]
+    import SimpleITK as sitk  # the package's image I/O dependency; lazy like the readers'
+
+    # the candidate's HU, +inf elsewhere: the tree at a threshold is the seed's 6-connected region
+    # below it, which SimpleITK's flood fill visits alone, rather than labelling the whole box at every
+    # step as ndimage.label did (the same voxels, tested; issue 23)
+    sub = np.where(candidate[box], hu[box], np.float32(np.inf)).astype(np.float32, copy=False)
     local_seed = (seed[0] - box[0].start, seed[1] - box[1].start, seed[2])
+    image = sitk.GetImageFromArray(sub)  # sitk indices are the array's axes reversed
+    flood = sitk.ConnectedThresholdImageFilter()
+    flood.SetSeedList([tuple(int(i) for i in local_seed[::-1])])
+    flood.SetConnectivity(flood.FaceConnectivity)
+    flood.SetLower(-math.inf)
+    flood.SetReplaceValue(1)
     best: np.ndarray | None = None
     previous = 0.0
     for threshold in np.arange(-990.0, cfg.air_hu, 15.0):
-        region = sub_cand & (sub_hu < threshold)
-        if not region[local_seed]:
+        if not sub[local_seed] < threshold:
             continue
-        labels, _ = ndi.label(region)
-        grown = labels == labels[local_seed]
+        # HU < threshold, as the filter's inclusive upper bound: the float32 just below it
+        flood.SetUpper(float(np.nextafter(np.float32(threshold), np.float32(-np.inf))))
+        grown = sitk.GetArrayFromImage(flood.Execute(image)).view(bool)
         volume = grown.sum() * voxel_ml
         if volume > cfg.airway_max_ml or (previous > 5.0 and volume > 2.0 * previous):
             break
