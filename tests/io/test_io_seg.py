@@ -128,3 +128,20 @@ def test_the_tiled_zyx_copy_equals_the_transpose(shape):
     a = np.random.default_rng(0).integers(0, 3, shape).astype(np.uint8)
     out = zyx_copy(a)
     assert out.flags.c_contiguous and np.array_equal(out, np.ascontiguousarray(a.swapaxes(0, 2)))
+
+
+def test_label_values_that_are_not_segment_numbers_and_other_dtypes(tmp_path, ct_and_labels):
+    """Values 1..n are the segment numbers as they are (no lookup); other values go through the
+    lookup; either way the SEG holds the same segments, and negative values are refused."""
+    ct, lab = ct_and_labels
+    arr = np.asarray(lab.array)
+    direct = read_seg(write_seg(lab.with_array(arr.astype(np.int64)), ct.meta["dicom"], tmp_path / "d.dcm"))
+    assert np.array_equal(direct.array, arr)
+    remapped = np.select([arr == 1, arr == 2], [3, 7], 0).astype(np.int16)
+    out = write_seg(lab.with_array(remapped), ct.meta["dicom"], tmp_path / "r.dcm",
+                    segment_labels={3: "Lung", 7: "Tumour"})
+    assert list_segments(out) == ["Lung", "Tumour"] and np.array_equal(read_seg(out).array, arr)
+    negative = arr.astype(np.int16)
+    negative[0, 0, 0] = -1
+    with pytest.raises(InputError, match="negative values"):
+        write_seg(lab.with_array(negative), ct.meta["dicom"], tmp_path / "n.dcm")
