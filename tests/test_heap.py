@@ -167,3 +167,21 @@ def test_fewer_collections_leaves_a_collector_that_is_off_or_collects_less_often
     with heap.fewer_collections():
         assert collector.get_threshold() == rarer
     assert collector.get_threshold() == rarer
+
+
+def test_no_huge_pages_sets_the_flag_and_puts_it_back(monkeypatch):
+    """Only the huge-page flag changes (no mallopt call); nested blocks keep it off; a process
+    without the CLI's settings is left alone."""
+    calls = []
+    monkeypatch.setattr(heap, "_libc", lambda: _FakeLibc())
+    monkeypatch.setattr(heap, "_set_huge_pages_off", lambda libc, off: calls.append(off) or False)
+    monkeypatch.setattr(heap, "_restore", {heap.M_MMAP_THRESHOLD: 1})
+    with heap.no_huge_pages():
+        with heap.no_huge_pages():
+            assert calls == [True]
+        assert calls == [True]
+    assert calls == [True, False]
+    monkeypatch.setattr(heap, "_restore", None)
+    with heap.no_huge_pages():
+        pass
+    assert calls == [True, False]

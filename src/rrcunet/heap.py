@@ -37,16 +37,19 @@ against 1.05 s: the second finds the first one's pages warm); ``rrcunet predict`
 per CT, seconds apart. ``network_pass(huge_pages=True)`` keeps them (the benchmark's
 ``network-pass-thp``).
 
-``rrcunet predict`` (``predict_case``) puts the stages before the network (reading, the lung
-region, preprocessing) and after it (inverting, postprocessing, measuring, writing) in blocks of
-their own: their arrays of 10-140 MB (a 512×512×134 CT is 35 M voxels) then also reuse freed memory,
-without huge pages. LUNG1-001 DICOM → NIfTI + SEG with the random paper-size network, alternating
-with the code before, twice (``python benchmarks/inference_speed.py --threads 2 --skip-model
---slices --dtypes default fp32-default``; docs/inference.md, "The whole call"): the lung region
-1.19/1.28 s against 1.51/1.58 s, the whole call 5.24/5.56 s against 5.83/5.96 s (bf16), 7.94/8.00 s against 8.48/8.17 s (float32 channels-last).
-The heap is trimmed between the blocks: with the network inside one block for the whole case, its
-float32 pass ran 0.7 s slower and peaked at 3239 MiB. A cohort's overlapped stages (``--workers``)
-keep glibc's settings outside the network pass.
+``rrcunet predict`` (``predict_case``) runs the stages after the network (inverting,
+postprocessing, measuring, writing) in a block of their own: their arrays of 10-140 MB (a
+512×512×134 CT is 35 M voxels) then also reuse freed memory. The stages before it (reading, the
+lung region, preprocessing) run under :func:`no_huge_pages` only: NumPy asks for huge pages for every
+array of 4 MB or more (``madvise``), as PyTorch does under ``THP_MEM_ALLOC_ENABLE=1``, and their
+first touch is what made reading and the lung region slow; their long-lived results (the CT, the
+lung region, the network's input) must not come from a kept heap: with those stages in a
+heap-reuse block too (commit d522474), ``python benchmarks/inference_speed.py --threads 2 --skip-model
+--slices --dtypes fp32-default`` gave LUNG1-001's DICOM row peaks of 3877 and 3913 MiB with the
+float32 network stage at 7.26 and 6.57 s in two runs of three (2711 MiB and 4.28 s in the third;
+about 3.8 s without the block), the fragmentation the contiguous float32 pass showed. Measured in
+docs/inference.md, "The whole call". A cohort's overlapped stages (``--workers``) keep glibc's
+settings outside the network pass.
 
 It is active only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
 without the user's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): glibc's adaptive
@@ -213,3 +216,30 @@ def fewer_collections() -> Iterator[None]:
             if _gc_depth == 0 and _gc_before is not None:
                 gc.set_threshold(*_gc_before)
                 _gc_before = None
+
+
+_thp_depth = 0
+_thp_before: bool | None = None
+
+
+@contextmanager
+def no_huge_pages() -> Iterator[None]:
+    """No transparent huge pages for the block (the process's flag, put back on exit), glibc's heap
+    settings unchanged (see the module docstring); nests, and is a no-op unless :func:`active`."""
+    global _thp_depth, _thp_before
+    libc = _libc() if _restore is not None else None
+    if libc is None:
+        yield
+        return
+    with _lock:
+        _thp_depth += 1
+        if _thp_depth == 1:
+            _thp_before = _set_huge_pages_off(libc, True)
+    try:
+        yield
+    finally:
+        with _lock:
+            _thp_depth -= 1
+            if _thp_depth == 0 and _thp_before is not None:
+                _set_huge_pages_off(libc, _thp_before)
+                _thp_before = None

@@ -188,35 +188,38 @@ def test_predict_paths_runs_with_fewer_collections_and_puts_the_thresholds_back(
     assert gc.get_threshold() == before
 
 
-def test_predict_case_reads_and_writes_in_heap_reuse_blocks_of_their_own(predictor, scans, tmp_path, monkeypatch):
-    """The stages before and after the network each run inside a heap-reuse block (rrcunet.heap), and
-    the network's pass is not inside either (the heap is trimmed before it)."""
+def test_predict_case_runs_its_stages_in_the_heap_blocks(predictor, scans, tmp_path, monkeypatch):
+    """(rrcunet.heap) The stages before the network run without huge pages, those after it in a
+    heap-reuse block of their own; the network's pass is inside neither."""
     import contextlib
 
     from rrcunet import heap
     from rrcunet.inference import batch
 
-    depth = [0]
+    inside = []
     seen = {}
 
-    @contextlib.contextmanager
-    def block(**_):
-        depth[0] += 1
-        try:
-            yield
-        finally:
-            depth[0] -= 1
+    def block(kind):
+        @contextlib.contextmanager
+        def enter(**_):
+            inside.append(kind)
+            try:
+                yield
+            finally:
+                inside.remove(kind)
+        return enter
 
     def spy(name, fn):
         def wrapped(*args, **kwargs):
-            seen[name] = depth[0]
+            seen[name] = sorted(inside)
             return fn(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(heap, "network_pass", block)
+    monkeypatch.setattr(heap, "network_pass", block("reuse"))
+    monkeypatch.setattr(heap, "no_huge_pages", block("no-thp"))
     monkeypatch.setattr(batch, "read_and_prepare", spy("read", batch.read_and_prepare))
     monkeypatch.setattr(batch, "finish_and_write", spy("write", batch.finish_and_write))
     monkeypatch.setattr(type(predictor), "run_prepared", spy("network", type(predictor).run_prepared))
     report = predictor.predict_paths([scans / "a.nii.gz"], tmp_path / "out", progress=False, workers=0)
     assert [o.status for o in report.outcomes] == ["done"]
-    assert seen == {"read": 1, "network": 0, "write": 1}
+    assert seen == {"read": ["no-thp"], "network": [], "write": ["reuse"]}

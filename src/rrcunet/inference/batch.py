@@ -549,10 +549,10 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
     """Read, predict and write one case; return its JSON document (already written).
     ``read_options``: keywords of :func:`rrcunet.io.read_image` (``check_intensity``, ``allow_non_ct``, ...)."""
     t0 = time.perf_counter()
-    # the stages before and after the network in heap-reuse blocks of their own, like the network's
-    # pass (rrcunet.heap: the CLI's settings only); the heap is trimmed between them, so the network's
-    # activations do not land on a heap fragmented by the reading and the lung region
-    with heap.network_pass():
+    # (rrcunet.heap, the CLI's settings only) the stages before the network without huge pages, the
+    # stages after it in a heap-reuse block of their own, like the network's pass; not the stages
+    # before it: their long-lived arrays on a kept heap fragmented it for the float32 pass
+    with heap.no_huge_pages():
         ct, prepared, t_read = read_and_prepare(predictor, case, read_options)
     probs = predictor.run_prepared(prepared)
     with heap.network_pass():
