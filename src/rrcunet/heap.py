@@ -47,9 +47,11 @@ lung region, the network's input) must not come from a kept heap: with those sta
 heap-reuse block too (commit d522474), ``python benchmarks/inference_speed.py --threads 2 --skip-model
 --slices --dtypes fp32-default`` gave LUNG1-001's DICOM row peaks of 3877 and 3913 MiB with the
 float32 network stage at 7.26 and 6.57 s in two runs of three (2711 MiB and 4.28 s in the third;
-about 3.8 s without the block), the fragmentation the contiguous float32 pass showed. Measured in
-docs/inference.md, "The whole call". A cohort's overlapped stages (``--workers``) keep glibc's
-settings outside the network pass.
+about 3.8 s without the block), the fragmentation the contiguous float32 pass showed. Inside those
+stages the classical lung extractor alone takes a block (:func:`temporaries`) for its working
+arrays, with its result allocated before the block; a block around the preprocessing as well
+brought the 3.7-3.9 GB peaks back (tried, not kept). Measured in docs/inference.md, "The whole
+call". A cohort's overlapped stages (``--workers``) keep glibc's settings outside the network pass.
 
 It is active only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
 without the user's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): glibc's adaptive
@@ -79,7 +81,7 @@ import gc
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
@@ -216,6 +218,12 @@ def fewer_collections() -> Iterator[None]:
             if _gc_depth == 0 and _gc_before is not None:
                 gc.set_threshold(*_gc_before)
                 _gc_before = None
+
+
+def temporaries() -> AbstractContextManager[None]:
+    """:func:`network_pass` for a block of CPU work whose large arrays are temporaries, freed before
+    it ends (see the module docstring: what lives on must be allocated before the block)."""
+    return network_pass()
 
 
 _thp_depth = 0

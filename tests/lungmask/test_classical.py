@@ -309,3 +309,34 @@ def test_the_airway_flood_fill_grows_the_voxels_labelling_grows(chest, noise):
     assert (grown is None) == (reference is None)
     if grown is not None:
         assert grown.any() and np.array_equal(grown, reference)
+
+
+def test_the_working_arrays_are_temporaries_and_the_result_is_not(chest, chest_mask, monkeypatch):
+    """The extraction's steps run inside rrcunet.heap.temporaries (the CLI reuses freed heap memory
+    there); the result is allocated before it, and is the same mask."""
+    import contextlib
+
+    from rrcunet import heap
+    from rrcunet.lungmask import classical
+
+    state = {"inside": False, "steps_inside": None}
+
+    @contextlib.contextmanager
+    def block():
+        state["inside"] = True
+        try:
+            yield
+        finally:
+            state["inside"] = False
+
+    working_grid = classical._working_grid
+
+    def spy(*args, **kwargs):
+        state["steps_inside"] = state["inside"]
+        return working_grid(*args, **kwargs)
+
+    monkeypatch.setattr(heap, "temporaries", block)
+    monkeypatch.setattr(classical, "_working_grid", spy)
+    mask = classical.extract_lungs_classical(chest.ct)
+    assert state["steps_inside"] is True and not state["inside"]
+    assert np.array_equal(mask.array, chest_mask.array) and mask.array.dtype == np.uint8

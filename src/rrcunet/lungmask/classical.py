@@ -54,6 +54,7 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
+from rrcunet import heap
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.volume import Volume
 from rrcunet.preprocessing.orientation import OrientationStep, orientation_step
@@ -526,6 +527,19 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
     cfg = config or ClassicalLungConfig()
     if ct.kind != "image":
         raise InputError(f"extract_lungs needs a CT image in HU, got a Volume of kind {ct.kind!r}")
+    # The result is allocated before the working arrays and filled at the end. The working arrays
+    # (tens of MB each, a hundred or more in all) are temporaries: they reuse freed heap memory
+    # (rrcunet.heap.temporaries, the CLI's settings only) instead of fresh pages; the result, which
+    # lives on, must not come from that kept heap (it fragmented it for the float32 network pass).
+    out = np.zeros(ct.geometry.shape, dtype=np.uint8)
+    with heap.temporaries():
+        meta = _extract_into(out, ct, cfg)
+    return Volume(out, ct.geometry, "label", meta)
+
+
+def _extract_into(out: np.ndarray, ct: Volume, cfg: ClassicalLungConfig) -> dict:
+    """Steps 1-6 of :func:`extract_lungs_classical`, the lung region written into ``out`` (zeros
+    when none is found); returns the result's ``meta``."""
     source = ct.meta.get("source", "the CT")
     orient, hu_full, factors, hu, spacing = _working_grid(ct, cfg)
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -557,7 +571,7 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
     meta = {"derived_from": source, "lungmask_method": "classical", "body_air_ml": body_air_ml}
     if not lungs:
         logger.warning("no lung-like air found in %s; returning an empty lung mask", source)
-        return Volume(np.zeros(ct.geometry.shape, dtype=np.uint8), ct.geometry, "label", meta)
+        return meta
 
     # 5. holes and concavities, per lung
     if len(lungs) == 1 and seed is not None:
@@ -571,8 +585,8 @@ def extract_lungs_classical(ct: Volume, config: ClassicalLungConfig | None = Non
 
     # 6. back to the input grid, refining the pleural boundary at full resolution
     full = _to_full_grid(mask, mask & ~air, factors, hu_full, cfg)
-    out = np.ascontiguousarray(orient.invert(full)).view(np.uint8)
-    return Volume(out, ct.geometry, "label", meta)
+    out.view(bool)[...] = orient.invert(full)
+    return meta
 
 
 def body_air_ml(ct: Volume, config: ClassicalLungConfig | None = None) -> float:
