@@ -185,3 +185,25 @@ def test_no_huge_pages_sets_the_flag_and_puts_it_back(monkeypatch):
     with heap.no_huge_pages():
         pass
     assert calls == [True, False]
+
+
+def test_blocks_without_huge_pages_share_one_count_across_threads(libc, monkeypatch):
+    """network_pass and no_huge_pages, entered and left out of order (as a cohort's threads do): the
+    flag goes off with the first and back with the last, never left off."""
+    flag = {"off": False, "changes": 0}
+
+    def set_off(_libc, off):
+        before = flag["off"]
+        flag["off"], flag["changes"] = off, flag["changes"] + 1
+        return before
+
+    monkeypatch.setattr(heap, "_set_huge_pages_off", set_off)
+    heap.configure()
+    a, b = heap.no_huge_pages(), heap.network_pass()
+    a.__enter__()
+    b.__enter__()
+    assert flag["off"]
+    a.__exit__(None, None, None)  # the first one leaves while the other is still inside
+    assert flag["off"]
+    b.__exit__(None, None, None)
+    assert not flag["off"] and flag["changes"] == 2

@@ -39,10 +39,11 @@ per CT, seconds apart. ``network_pass(huge_pages=True)`` keeps them (the benchma
 
 ``rrcunet predict`` (``predict_case``) runs the stages after the network (inverting,
 postprocessing, measuring, writing) in a block of their own: their arrays of 10-140 MB (a
-512×512×134 CT is 35 M voxels) then also reuse freed memory. The stages before it (reading, the
-lung region, preprocessing) run under :func:`no_huge_pages` only: NumPy asks for huge pages for every
-array of 4 MB or more (``madvise``), as PyTorch does under ``THP_MEM_ALLOC_ENABLE=1``, and their
-first touch is what made reading and the lung region slow; their long-lived results (the CT, the
+512×512×134 CT is 35 M voxels) then also reuse freed memory. Reading the CT and the lung region run
+under :func:`no_huge_pages` only: NumPy asks for huge pages for every array of 4 MB or more
+(``madvise``), as PyTorch does under ``THP_MEM_ALLOC_ENABLE=1``, and their first touch is what made
+reading and the lung region slow (the preprocessing, mostly PyTorch resampling, ran slower without
+them, so it keeps them); the long-lived results of the stages before the network (the CT, the
 lung region, the network's input) must not come from a kept heap: with those stages in a
 heap-reuse block too (commit d522474), ``python benchmarks/inference_speed.py --threads 2 --skip-model
 --slices --dtypes fp32-default`` gave LUNG1-001's DICOM row peaks of 3877 and 3913 MiB with the
@@ -103,7 +104,7 @@ FEWER_COLLECTIONS: tuple[int, int, int] = (50_000, 20, 100)
 _restore: dict[int, int] | None = None  # what network_pass puts back; None: network_pass is off
 _lock = threading.Lock()
 _depth = 0
-_thp_disabled_before: bool | None = None
+_thp_disabled_before = False  # whether the outermost network_pass turned huge pages off
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -153,7 +154,9 @@ def network_pass(*, huge_pages: bool = False) -> Iterator[None]:
         if _depth == 1:
             for param, value in NETWORK_PASS.items():
                 libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
-            _thp_disabled_before = None if huge_pages else _set_huge_pages_off(libc, True)
+            _thp_disabled_before = not huge_pages
+            if _thp_disabled_before:
+                _thp_off_enter(libc)
     try:
         yield
     finally:
@@ -162,8 +165,8 @@ def network_pass(*, huge_pages: bool = False) -> Iterator[None]:
             if _depth == 0:
                 for param, value in restore.items():
                     libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
-                if _thp_disabled_before is not None:
-                    _set_huge_pages_off(libc, _thp_disabled_before)
+                if _thp_disabled_before:
+                    _thp_off_exit(libc)
                 libc.malloc_trim(ctypes.c_size_t(0))
 
 
@@ -226,28 +229,40 @@ def temporaries() -> AbstractContextManager[None]:
     return network_pass()
 
 
+# blocks without huge pages (network_pass and no_huge_pages, from any thread) share one count, so
+# the flag is turned off by the first to enter and put back by the last to leave
 _thp_depth = 0
 _thp_before: bool | None = None
+
+
+def _thp_off_enter(libc: ctypes.CDLL) -> None:  # under _lock
+    global _thp_depth, _thp_before
+    _thp_depth += 1
+    if _thp_depth == 1:
+        _thp_before = _set_huge_pages_off(libc, True)
+
+
+def _thp_off_exit(libc: ctypes.CDLL) -> None:  # under _lock
+    global _thp_depth, _thp_before
+    _thp_depth -= 1
+    if _thp_depth == 0 and _thp_before is not None:
+        _set_huge_pages_off(libc, _thp_before)
+        _thp_before = None
 
 
 @contextmanager
 def no_huge_pages() -> Iterator[None]:
     """No transparent huge pages for the block (the process's flag, put back on exit), glibc's heap
-    settings unchanged (see the module docstring); nests, and is a no-op unless :func:`active`."""
-    global _thp_depth, _thp_before
+    settings unchanged (see the module docstring); nests, also with :func:`network_pass` and across
+    threads (one count), and is a no-op unless :func:`active`."""
     libc = _libc() if _restore is not None else None
     if libc is None:
         yield
         return
     with _lock:
-        _thp_depth += 1
-        if _thp_depth == 1:
-            _thp_before = _set_huge_pages_off(libc, True)
+        _thp_off_enter(libc)
     try:
         yield
     finally:
         with _lock:
-            _thp_depth -= 1
-            if _thp_depth == 0 and _thp_before is not None:
-                _set_huge_pages_off(libc, _thp_before)
-                _thp_before = None
+            _thp_off_exit(libc)

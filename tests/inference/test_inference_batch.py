@@ -189,8 +189,9 @@ def test_predict_paths_runs_with_fewer_collections_and_puts_the_thresholds_back(
 
 
 def test_predict_case_runs_its_stages_in_the_heap_blocks(predictor, scans, tmp_path, monkeypatch):
-    """(rrcunet.heap) The stages before the network run without huge pages, those after it in a
-    heap-reuse block of their own; the network's pass is inside neither."""
+    """(rrcunet.heap) Reading the CT and the lung region run without huge pages, the stages after
+    the network in a heap-reuse block of their own; the network's pass and the preprocessing are in
+    neither."""
     import contextlib
 
     from rrcunet import heap
@@ -217,9 +218,13 @@ def test_predict_case_runs_its_stages_in_the_heap_blocks(predictor, scans, tmp_p
 
     monkeypatch.setattr(heap, "network_pass", block("reuse"))
     monkeypatch.setattr(heap, "no_huge_pages", block("no-thp"))
-    monkeypatch.setattr(batch, "read_and_prepare", spy("read", batch.read_and_prepare))
+    monkeypatch.setattr(batch, "read_image", spy("read", batch.read_image))
+    monkeypatch.setattr(type(predictor), "extract_lung", spy("lung", type(predictor).extract_lung))
+    from rrcunet.inference import predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "preprocess", spy("preprocess", predictor_module.preprocess))
     monkeypatch.setattr(batch, "finish_and_write", spy("write", batch.finish_and_write))
     monkeypatch.setattr(type(predictor), "run_prepared", spy("network", type(predictor).run_prepared))
     report = predictor.predict_paths([scans / "a.nii.gz"], tmp_path / "out", progress=False, workers=0)
     assert [o.status for o in report.outcomes] == ["done"]
-    assert seen == {"read": ["no-thp"], "network": [], "write": ["reuse"]}
+    assert seen == {"read": ["no-thp"], "lung": ["no-thp"], "preprocess": [], "network": [], "write": ["reuse"]}

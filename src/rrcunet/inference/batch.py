@@ -549,12 +549,11 @@ def predict_case(predictor: Predictor, case: CaseInput, out_dir: Path, *, save_p
     """Read, predict and write one case; return its JSON document (already written).
     ``read_options``: keywords of :func:`rrcunet.io.read_image` (``check_intensity``, ``allow_non_ct``, ...)."""
     t0 = time.perf_counter()
-    # (rrcunet.heap, the CLI's settings only) the stages before the network without huge pages, the
-    # stages after it in a heap-reuse block of their own, like the network's pass; not the stages
-    # before it: their long-lived arrays on a kept heap fragmented it for the float32 pass
-    with heap.no_huge_pages():
-        ct, prepared, t_read = read_and_prepare(predictor, case, read_options)
+    ct, prepared, t_read = read_and_prepare(predictor, case, read_options)
     probs = predictor.run_prepared(prepared)
+    # (rrcunet.heap, the CLI's settings only) the stages after the network in a heap-reuse block of
+    # their own, like the network's pass; not those before it: their long-lived arrays on a kept heap
+    # fragmented it for the float32 pass
     with heap.network_pass():
         return finish_and_write(predictor, case, ct, prepared, probs, out_dir, t_read=t_read, t0=t0,
                                 save_probabilities=save_probabilities, rtstruct=rtstruct)
@@ -566,7 +565,8 @@ def read_and_prepare(predictor: Predictor, case: CaseInput,
     Returns the CT, the prepared case and the reading time."""
     t0 = time.perf_counter()
     series = {"series_uid": case.series_uid} if case.series_uid else {}
-    ct = read_image(case.path, **series, **(read_options or {}))
+    with heap.no_huge_pages():  # the slices' arrays first touched in 4 KiB pages (rrcunet.heap)
+        ct = read_image(case.path, **series, **(read_options or {}))
     t_read = time.perf_counter() - t0
     return ct, predictor.prepare(ct), t_read
 

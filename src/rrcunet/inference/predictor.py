@@ -505,7 +505,8 @@ class Predictor:
         with stage(timings, "lungmask"):
             if self.task.crop_to_lungs:
                 if lung is None:
-                    lung = self.extract_lung(ct)
+                    with heap.no_huge_pages():  # its arrays first touched in 4 KiB pages (rrcunet.heap)
+                        lung = self.extract_lung(ct)
                 elif not lung.geometry.same_grid(ct.geometry):
                     raise InputError(f"the lung mask ({lung.geometry.describe()}) is not on the CT grid "
                                      f"({ct.geometry.describe()}); resample it onto the CT first")
