@@ -21,8 +21,9 @@ so its peak memory is that process's own ``ru_maxrss``. Sections:
    the case; ``wall`` is the whole ``predict_paths`` call (finding the case — for DICOM, reading every
    slice's header, which the read then takes from the header cache — the case, and its JSON): the
    figure a user waits for after the model is loaded. ``gc`` is the part of ``wall`` spent in
-   Python's cyclic garbage collector (``gc.callbacks``; rrcunet.heap.fewer_collections). ``load`` is
-   ``Predictor.from_file`` (not in ``wall``).
+   Python's cyclic garbage collector (``gc.callbacks``; rrcunet.heap.fewer_collections); ``--json``
+   also records its collections, the objects they found and the objects tracked at the end. ``load``
+   is ``Predictor.from_file`` (not in ``wall``).
    The CT is NSCLC-Radiomics LUNG1-001 (512×512×134 DICOM, ../shared/realdata) when present —
    once as its DICOM folder, once converted to NIfTI — else the analytic chest of
    tests/lungmask/chest.py on 512×512×134.
@@ -173,13 +174,15 @@ def _e2e_worker(job: dict) -> dict:
         profiler.__enter__()
     import gc
 
-    collector = {"s": 0.0, "start": 0.0}
+    collector = {"s": 0.0, "start": 0.0, "runs": 0, "found": 0}
 
     def timed(phase: str, info: dict) -> None:  # Python's cyclic collector, while predict runs
         if phase == "start":
             collector["start"] = time.perf_counter()
         else:
             collector["s"] += time.perf_counter() - collector["start"]
+            collector["runs"] += 1
+            collector["found"] += info["collected"]
 
     gc.callbacks.append(timed)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -195,6 +198,7 @@ def _e2e_worker(job: dict) -> dict:
         return {"error": outcome.message}
     doc = json.loads((Path(job["out"]) / f"{outcome.case_id}.json").read_text())
     return {"runtime": doc["runtime_s"], "wall": wall, "cpu_seconds": cpu, "load_s": load_s, "gc_s": collector["s"],
+            "gc_runs": collector["runs"], "gc_found": collector["found"], "gc_tracked": len(gc.get_objects()),
             "peak_mib": _maxrss_mib(), "shape": doc["input"]["geometry"]["shape"], "profile": table}
 
 

@@ -42,8 +42,8 @@ postprocessing, measuring, writing) in a block of their own: their arrays of 10-
 512×512×134 CT is 35 M voxels) then also reuse freed memory. Reading the CT and the lung region run
 under :func:`no_huge_pages` only: NumPy asks for huge pages for every array of 4 MB or more
 (``madvise``), as PyTorch does under ``THP_MEM_ALLOC_ENABLE=1``, and their first touch is what made
-reading and the lung region slow (the preprocessing, mostly PyTorch resampling, ran slower without
-them, so it keeps them); the long-lived results of the stages before the network (the CT, the
+reading and the lung region slow (the preprocessing was not faster without them and keeps them);
+the long-lived results of the stages before the network (the CT, the
 lung region, the network's input) must not come from a kept heap: with those stages in a
 heap-reuse block too (commit d522474), ``python benchmarks/inference_speed.py --threads 2 --skip-model
 --slices --dtypes fp32-default`` gave LUNG1-001's DICOM row peaks of 3877 and 3913 MiB with the
@@ -64,15 +64,16 @@ tensors, and ``mallopt`` is glibc's own interface.
 **Fewer collections during a prediction** (:func:`fewer_collections`, around ``predict_paths``).
 CPython runs its cyclic collector every 700 net container allocations and, every 100 of those, a
 full collection that walks every tracked object of the process. A prediction process tracks about
-330 000 objects once torch and the model are loaded, and a DICOM case adds as many (the slices'
-parsed headers, kept for the SEG that references them), while reading those headers and building the
-SEG allocate millions of small objects: on LUNG1-001 the collector took about 0.7 s of the case
-(timed with ``gc.callbacks``), nearly all of it walking objects that live until the end, and found
-next to nothing, since the pipeline's objects are freed by reference counting (issue 23). Inside the
-block the thresholds are :data:`FEWER_COLLECTIONS`: a young collection every 50 000 allocations
-(each still cheap), the middle one every 20 of those, a full one every 100 of those. Cyclic garbage
-is still collected, later. Nests; the previous thresholds come back on exit. A process whose
-collector is off (``gc.disable()`` or a threshold of 0) or collects less often already is left as it is.
+370 000 objects once torch and the model are loaded and a case is done, 680 000 after a DICOM case
+(the slices' parsed headers, kept for the SEG that references them), while reading those headers and
+building the SEG allocate millions of small objects. ``python benchmarks/inference_speed.py
+--threads 2 --skip-model --slices --dtypes default --json OUT`` on LUNG1-001 DICOM, before: 628
+collections in the case, 0.61 s, finding 693 objects in all, since the pipeline's objects are freed
+by reference counting (issue 23). Inside the block the thresholds are :data:`FEWER_COLLECTIONS`: a
+young collection every 50 000 allocations (each still cheap), the middle one every 20 of those, a
+full one every 100 of those; the same command: 8 collections, 0.05 s. Cyclic garbage is still
+collected, later. Nests; the previous thresholds come back on exit. A process whose collector is
+off (``gc.disable()`` or a threshold of 0) or collects less often already is left as it is.
 """
 
 from __future__ import annotations
