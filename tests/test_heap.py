@@ -207,3 +207,26 @@ def test_blocks_without_huge_pages_share_one_count_across_threads(libc, monkeypa
     assert flag["off"]
     b.__exit__(None, None, None)
     assert not flag["off"] and flag["changes"] == 2
+
+
+def test_temporaries_take_effect_only_where_allowed_in_this_thread(libc):
+    import threading
+
+    heap.configure()
+    before = len(libc.calls)
+    with heap.temporaries():
+        pass
+    assert len(libc.calls) == before  # not allowed: glibc's settings hold
+    with heap.temporaries_allowed():
+        with heap.temporaries():
+            assert len(libc.calls) > before  # the heap-reuse settings
+        after = len(libc.calls)
+
+        def elsewhere():
+            with heap.temporaries():
+                pass
+
+        thread = threading.Thread(target=elsewhere)  # another thread is not allowed by this one
+        thread.start()
+        thread.join()
+        assert len(libc.calls) == after

@@ -49,8 +49,9 @@ heap-reuse block too (commit d522474), ``python benchmarks/inference_speed.py --
 --slices --dtypes fp32-default`` gave LUNG1-001's DICOM row peaks of 3877 and 3913 MiB with the
 float32 network stage at 7.26 and 6.57 s in two runs of three (2711 MiB and 4.28 s in the third;
 about 3.8 s without the block), the fragmentation the contiguous float32 pass showed. Inside those
-stages the classical lung extractor alone takes a block (:func:`temporaries`) for its working
-arrays, with its result allocated before the block; a block around the preprocessing as well
+stages the classical lung extractor alone takes a block (:func:`temporaries`, only where
+``predict_case`` allows it: not in a cohort's overlapped threads) for its working arrays, with its
+result allocated before the block; a block around the preprocessing as well
 brought the 3.7-3.9 GB peaks back (tried, not kept). Measured in docs/inference.md, "The whole
 call". A cohort's overlapped stages (``--workers``) keep glibc's settings outside the network pass.
 
@@ -83,7 +84,7 @@ import gc
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 41, 42
@@ -224,10 +225,27 @@ def fewer_collections() -> Iterator[None]:
                 _gc_before = None
 
 
+_allowed = threading.local()
+
+
+@contextmanager
+def temporaries_allowed() -> Iterator[None]:
+    """Let :func:`temporaries` blocks take effect in this thread for the block (``predict_case``'s
+    stages before the network). Elsewhere (a cohort's overlapped preparing threads, ``rrcunet
+    lungmask``) they are no-ops and glibc's settings hold, as before."""
+    before = getattr(_allowed, "on", False)
+    _allowed.on = True
+    try:
+        yield
+    finally:
+        _allowed.on = before
+
+
 def temporaries() -> AbstractContextManager[None]:
     """:func:`network_pass` for a block of CPU work whose large arrays are temporaries, freed before
-    it ends (see the module docstring: what lives on must be allocated before the block)."""
-    return network_pass()
+    it ends (see the module docstring: what lives on must be allocated before the block), inside
+    :func:`temporaries_allowed` in this thread; a no-op elsewhere."""
+    return network_pass() if getattr(_allowed, "on", False) else nullcontext()
 
 
 # blocks without huge pages (network_pass and no_huge_pages, from any thread) share one count, so
