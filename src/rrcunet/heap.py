@@ -40,20 +40,20 @@ per CT, seconds apart. ``network_pass(huge_pages=True)`` keeps them (the benchma
 ``rrcunet predict`` (``predict_case``) runs the stages after the network (inverting,
 postprocessing, measuring, writing) in a block of their own: their arrays of 10-140 MB (a
 512×512×134 CT is 35 M voxels) then also reuse freed memory. Reading the CT and the lung region run
-under :func:`no_huge_pages` only: NumPy asks for huge pages for every array of 4 MB or more
-(``madvise``), as PyTorch does under ``THP_MEM_ALLOC_ENABLE=1``, and their first touch is what made
-reading and the lung region slow (the preprocessing was not faster without them and keeps them);
-the long-lived results of the stages before the network (the CT, the
-lung region, the network's input) must not come from a kept heap: with those stages in a
-heap-reuse block too (commit d522474), ``python benchmarks/inference_speed.py --threads 2 --skip-model
---slices --dtypes fp32-default`` gave LUNG1-001's DICOM row peaks of 3877 and 3913 MiB with the
-float32 network stage at 7.26 and 6.57 s in two runs of three (2711 MiB and 4.28 s in the third;
-about 3.8 s without the block), the fragmentation the contiguous float32 pass showed. Inside those
-stages the classical lung extractor alone takes a block (:func:`temporaries`, only where
-``predict_case`` allows it: not in a cohort's overlapped threads) for its working arrays, with its
-result allocated before the block; a block around the preprocessing as well
+under :func:`no_huge_pages`: NumPy asks for huge pages for every array of 4 MB or more
+(``madvise``), as PyTorch does under ``THP_MEM_ALLOC_ENABLE=1``, and on these machines their first
+touch is slow (above); the preprocessing was not faster without them and keeps them. The
+long-lived results of the stages before the network (the CT, the lung region, the network's input)
+must not come from a kept heap: with those stages in a heap-reuse block too (commit d522474),
+``python benchmarks/inference_speed.py --threads 2 --skip-model --slices --dtypes fp32-default``
+gave LUNG1-001's DICOM row peaks of 3877 and 3913 MiB with the float32 network stage at 7.26 and
+6.57 s in two runs of three (2711 MiB and 4.28 s in the third; about 3.8 s without the block), the
+fragmentation the contiguous float32 pass showed. Of those stages only the classical lung
+extractor takes a block (:func:`temporaries`, where ``predict_case`` allows it) for its working
+arrays, with its result allocated before the block; a block around the preprocessing as well
 brought the 3.7-3.9 GB peaks back (tried, not kept). Measured in docs/inference.md, "The whole
-call". A cohort's overlapped stages (``--workers``) keep glibc's settings outside the network pass.
+call". A cohort's overlapped stages (``--workers``) take no heap-reuse block outside the network
+pass; their reading and lung region go without huge pages too.
 
 It is active only where :func:`configure` set the mmap threshold (the CLI without ``RRCUNET_MALLOPT=0`` and
 without the user's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``): glibc's adaptive
