@@ -63,13 +63,12 @@ def lesion_confidences(components: Components, tumour_probability: np.ndarray, l
     :func:`~rrcunet.inference.measure.tumour_components` of the final label map."""
     if components.count == 0:
         return []
-    box, labels = components.box, components.labels
+    box = components.box
     ids = _component_order(components)
     # Per-component means over the labelled voxels only, not ``scipy.ndimage.mean`` over the whole
     # box (a float64 copy of it, then a weighted count of every voxel: slow when a random network
     # marks litres of tumour; issue 23). Same sums, in the same voxel order.
-    where = labels != 0
-    number = labels[where]
+    where, number = components.voxels()
     sizes = components.sizes[ids - 1]
 
     def mean_of(values: np.ndarray) -> np.ndarray:

@@ -721,13 +721,13 @@ def _decode_pixels(path: Path, header: Any) -> np.ndarray:
     second time (issue 23). It reads the file as stored and takes the transfer syntax from its file
     meta, so a deflated file, or one without file meta, goes through :func:`dcmread_checked` as before.
     """
+    native = _native_pixels(path, header)
+    if native is not None:
+        return native
     # lazy: pydicom costs ~0.15 s at start-up; only DICOM input and output need it
     from pydicom.pixels import pixel_array
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    native = _native_pixels(path, header)
-    if native is not None:
-        return native
     syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
     if not syntax or syntax == DeflatedExplicitVRLittleEndian:
         return dcmread_checked(path).pixel_array

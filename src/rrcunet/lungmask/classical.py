@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from rrcunet import heap
 from rrcunet.errors import ConfigError, InputError
 from rrcunet.io.volume import Volume
+from rrcunet.preprocessing.crop import bounding_box
 from rrcunet.preprocessing.orientation import OrientationStep, orientation_step
 
 logger = logging.getLogger(__name__)
@@ -274,17 +275,14 @@ def _working_grid(ct: Volume, cfg: ClassicalLungConfig) -> tuple[
 
 
 def _bbox_slices(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, slice] | None:
-    """The bounding box of ``mask`` grown by ``pad`` voxels per axis (clipped), None when empty.
-
-    From the three axis projections (``any``), several times faster than ``ndimage.find_objects``
-    on a uint8 copy (issue 23)."""
-    box = []
-    for axis, (p, n) in enumerate(zip(pad, mask.shape)):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        box.append(slice(max(0, int(hit[0]) - p), min(n, int(hit[-1]) + 1 + p)))
-    return tuple(box)  # type: ignore[return-value]
+    """The bounding box of ``mask`` grown by ``pad`` voxels per axis (clipped), None when empty:
+    the preprocessing's :func:`~rrcunet.preprocessing.crop.bounding_box` (axis projections, several
+    times faster than ``ndimage.find_objects`` on a uint8 copy; issue 23)."""
+    box = bounding_box(mask)
+    if box is None:
+        return None
+    return tuple(slice(max(0, a - p), min(n, b + p))  # type: ignore[return-value]
+                 for a, b, p, n in zip(*box, pad, mask.shape))
 
 
 def _dilated_once(mask: np.ndarray) -> np.ndarray:
