@@ -318,7 +318,7 @@ def test_the_training_upsampling_is_the_transposed_convolution(monkeypatch):
     monkeypatch.setattr(kernels, "_cpu_has_amx", lambda: True)
     torch.manual_seed(0)
     from rrcunet.models.blocks.upsample import upsample2x
-    from rrcunet.models.fusion import _deconv_of
+    from rrcunet.models.fusion import deconv_of
 
     up = upsample2x(8, 6).to(memory_format=CL)  # the decoder's module: MONAI UpSample("deconv")
     x = torch.randn(1, 8, 5, 6, 7).contiguous(memory_format=CL).requires_grad_()
@@ -340,8 +340,8 @@ def test_the_training_upsampling_is_the_transposed_convolution(monkeypatch):
         assert a.shape == b.shape and _relative(a, b) < 2 ** -7
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(kernels.upsample(up, x), up(x))
-    assert _deconv_of(nn.Sequential(nn.ConvTranspose3d(8, 6, 2, stride=2), nn.ReLU())) is None
-    assert _deconv_of(nn.ConvTranspose3d(8, 6, 3, stride=2)) is None
+    assert deconv_of(nn.Sequential(nn.ConvTranspose3d(8, 6, 2, stride=2), nn.ReLU())) is None
+    assert deconv_of(nn.ConvTranspose3d(8, 6, 3, stride=2)) is None
 
 
 @pytest.mark.parametrize("case", ["inference", "float32", "contiguous", "wide", "switched off", "no AMX"])

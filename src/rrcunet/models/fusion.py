@@ -39,7 +39,7 @@ _SWITCH = Switch(True)
 enabled, set_enabled, disabled = _SWITCH.enabled, _SWITCH.set_enabled, _SWITCH.disabled
 
 
-def _deconv_of(upsample: nn.Module) -> nn.ConvTranspose3d | None:
+def deconv_of(upsample: nn.Module) -> nn.ConvTranspose3d | None:
     deconv = getattr(upsample, "deconv", None)
     if (
         isinstance(deconv, nn.ConvTranspose3d)
@@ -59,7 +59,7 @@ def can_fuse(upsample: nn.Module, block: nn.Module) -> bool:
     """Whether ``block`` (after ``upsample``) starts with a fusable 1×1×1 entry convolution."""
     entry = getattr(block, "entry", None)
     return (
-        _deconv_of(upsample) is not None
+        deconv_of(upsample) is not None
         and callable(getattr(block, "after_entry", None))
         and isinstance(entry, nn.Conv3d)
         and tuple(entry.kernel_size) == (1, 1, 1)
@@ -80,7 +80,7 @@ def fused_entry(upsample: nn.Module, block: nn.Module, x: torch.Tensor, skip: to
     Returns:
         the entry convolution's output ``(B, C_e, 2X, 2Y, 2Z)``.
     """
-    deconv = _deconv_of(upsample)
+    deconv = deconv_of(upsample)
     entry = block.entry
     c_up = deconv.out_channels
     c_in = deconv.in_channels

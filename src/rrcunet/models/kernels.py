@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rrcunet.models.fusion import _deconv_of
+from rrcunet.models.fusion import deconv_of
 from rrcunet.models.switch import Switch
 
 log = logging.getLogger(__name__)
@@ -434,14 +434,14 @@ def conv(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def upsample(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``; in a bf16 training pass (the conditions of :func:`training_conv_path`), the
     decoder's ×2 transposed convolution (MONAI's ``UpSample(mode="deconv")`` holding only a kernel-2,
-    stride-2 ``ConvTranspose3d``: :func:`rrcunet.models.fusion._deconv_of`, the test the inference
+    stride-2 ``ConvTranspose3d``: :func:`rrcunet.models.fusion.deconv_of`, the test the inference
     fusion uses) as what it is: one matrix product over the input
     voxels (``(voxels, C_in) @ (C_in, 8·C_out)``, bias added in the product) and a depth-to-space
     copy, whose backward is two products and the inverse copy. For the 16 → 16-channel one from
     40×40×24 to 80×80×48, forward and backward, 8.31 against 11.52 ms (``python benchmarks/conv_backward_speed.py``, 2026-12-07,
     Intel Xeon with AMX-BF16). The same sums in another order: outputs and gradients equal up to
     bf16 rounding (tested)."""
-    deconv = _deconv_of(module)
+    deconv = deconv_of(module)
     if deconv is None or not _training_pass(deconv.weight, x):
         return module(x)
     n, c_in, d, h, w = x.shape
